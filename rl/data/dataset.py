@@ -46,7 +46,9 @@ class Dataset:
         n = len(self.rewards)
         for name in ("actions", "terminated", "truncated"):
             if len(getattr(self, name)) != n:
-                raise ValueError(f"{self.info.source}: '{name}' has {len(getattr(self, name))} rows, rewards {n}")
+                raise ValueError(
+                    f"{self.info.source}: '{name}' has {len(getattr(self, name))} rows, rewards {n}"
+                )
         for name in ("observations", "next_observations"):
             for key, column in _columns(getattr(self, name)):
                 if len(column) != n:

@@ -1,0 +1,41 @@
+"""Agents by name. ``build_agent`` is the only place that maps a config to an agent class."""
+
+from __future__ import annotations
+
+import torch
+
+from rl.agents.base import Agent, AgentConfig
+from rl.agents.cql import CQL, CalQLConfig, CQLConfig
+from rl.agents.iql import IQL, IQLConfig
+from rl.agents.sac import SAC, SACConfig
+from rl.nets import ObservationNormalizer
+
+# name -> (agent class, its config class)
+AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
+    "sac": (SAC, SACConfig),
+    "cql": (CQL, CQLConfig),
+    "calql": (CQL, CalQLConfig),
+    "iql": (IQL, IQLConfig),
+}
+
+
+def build_agent(
+    cfg: AgentConfig,
+    obs_dim: int,
+    action_dim: int,
+    device: torch.device,
+    obs_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Agent:
+    """Build the agent ``cfg.name`` names; ``obs_stats`` (mean, std) is used when ``cfg.normalize_obs``."""
+    if cfg.name not in AGENTS:
+        raise ValueError(f"agent.name: unknown agent {cfg.name!r}; known: {sorted(AGENTS)}")
+    agent_class, _ = AGENTS[cfg.name]
+    obs_norm = None
+    if cfg.normalize_obs:
+        if obs_stats is None:
+            raise ValueError("agent.normalize_obs=true needs an offline dataset for the statistics")
+        obs_norm = ObservationNormalizer(obs_dim, *obs_stats).to(device)
+    return agent_class(cfg, obs_dim, action_dim, device, obs_norm)
+
+
+__all__ = ["AGENTS", "Agent", "AgentConfig", "build_agent"]

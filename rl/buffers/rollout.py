@@ -1,0 +1,77 @@
+"""On-policy storage for PPO-style agents: a fixed number of steps from n parallel envs, and GAE.
+
+Advantages cut at every episode end (terminated or truncated): an advantage never mixes two
+episodes. They bootstrap through truncation: at a time-limit step the value of the *true* final
+observation (``bootstrap_value``) stands in for the next state's value, because the next row
+already belongs to the reset episode; at a terminal step nothing is bootstrapped.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class RolloutBuffer:
+    def __init__(
+        self, steps: int, num_envs: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu"
+    ):
+        self.steps, self.num_envs = steps, num_envs
+        self.device = torch.device(device)
+
+        def column(*shape: int) -> torch.Tensor:
+            return torch.zeros((steps, num_envs, *shape), device=self.device)
+
+        self.obs = column(obs_dim)
+        self.action = column(action_dim)
+        self.log_prob = column()
+        self.reward = column()
+        self.value = column()
+        self.terminated = column()
+        self.truncated = column()
+        self.bootstrap_value = column()
+        self.advantage = column()
+        self.returns = column()
+        self.t = 0
+
+    @property
+    def full(self) -> bool:
+        return self.t == self.steps
+
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        log_prob: torch.Tensor,
+        reward: torch.Tensor,
+        value: torch.Tensor,
+        terminated: torch.Tensor,
+        truncated: torch.Tensor,
+        bootstrap_value: torch.Tensor,
+    ) -> None:
+        """One vector step. ``bootstrap_value`` is V(true final obs) where ``truncated``; ignored elsewhere."""
+        if self.full:
+            raise RuntimeError("rollout buffer is full; call compute_gae and reset first")
+        t = self.t
+        self.obs[t], self.action[t], self.log_prob[t] = obs, action, log_prob
+        self.reward[t], self.value[t] = reward, value
+        self.terminated[t], self.truncated[t] = terminated.float(), truncated.float()
+        self.bootstrap_value[t] = bootstrap_value
+        self.t += 1
+
+    def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> None:
+        """Fill ``advantage`` and ``returns`` (= advantage + value); ``last_value`` = V(obs after the last step)."""
+        if not self.full:
+            raise RuntimeError(f"rollout holds {self.t} of {self.steps} steps")
+        carry = torch.zeros(self.num_envs, device=self.device)
+        next_value = last_value
+        for t in reversed(range(self.steps)):
+            next_value = torch.where(self.truncated[t].bool(), self.bootstrap_value[t], next_value)
+            delta = self.reward[t] + gamma * (1.0 - self.terminated[t]) * next_value - self.value[t]
+            episode_continues = 1.0 - torch.maximum(self.terminated[t], self.truncated[t])
+            carry = delta + gamma * lam * episode_continues * carry
+            self.advantage[t] = carry
+            next_value = self.value[t]
+        self.returns = self.advantage + self.value
+
+    def reset(self) -> None:
+        self.t = 0

@@ -1,0 +1,234 @@
+"""Loaders from a source spec to a ``Dataset``, and the checks every dataset passes before training.
+
+Source specs:
+- ``minari:<dataset id>``: a dataset in the local Minari store (``MINARI_DATASETS_PATH`` or
+  ``~/.minari/datasets``), read through minari's own API. Nothing is downloaded here: users with
+  internet fetch datasets with ``minari download <id>`` first.
+- ``d4rl:<path to .hdf5>``: a file in D4RL's key layout: ``observations``, ``actions``, ``rewards``,
+  ``terminals``, ``timeouts`` and optionally ``next_observations``.
+
+Every error names the source and the field, so a bad file fails in one readable line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from rl.data.dataset import Dataset, DatasetInfo
+
+# Tanh-squashed policies have infinite log-density at |a| = 1; every official O2O code clips
+# dataset actions to this bound before training (spec §7).
+ACTION_CLIP = 1.0 - 1e-5
+D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Load ``spec`` (``minari:<id>`` or ``d4rl:<path>``) into a Dataset."""
+    scheme, sep, target = spec.partition(":")
+    if not sep or not target:
+        raise ValueError(f"dataset: {spec!r} is not '<source>:<id>' (sources: minari, d4rl)")
+    if scheme == "minari":
+        return load_minari(target)
+    if scheme == "d4rl":
+        return load_d4rl_hdf5(target)
+    raise ValueError(f"dataset: unknown source {scheme!r} in {spec!r} (sources: minari, d4rl)")
+
+
+def load_minari(dataset_id: str) -> Dataset:
+    import minari
+
+    source = f"minari:{dataset_id}"
+    local = minari.list_local_datasets()
+    if dataset_id not in local:
+        raise ValueError(
+            f"dataset {source}: not in the local Minari store ({minari.storage.get_dataset_path()}); "
+            f"fetch it with 'minari download {dataset_id}' or generate it with 'python -m rl.data generate'"
+        )
+    ds = minari.load_dataset(dataset_id)
+    columns: dict[str, list] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
+    for episode in ds.iterate_episodes():
+        steps = len(episode.rewards)
+        obs = episode.observations
+        columns["obs"].append(_slice_obs(obs, 0, steps))
+        columns["next_obs"].append(_slice_obs(obs, 1, steps + 1))
+        columns["act"].append(np.asarray(episode.actions))
+        columns["rew"].append(np.asarray(episode.rewards))
+        columns["term"].append(np.asarray(episode.terminations, dtype=bool))
+        trunc = np.asarray(episode.truncations, dtype=bool).copy()
+        # An episode recorded without a final flag (a dataset cut mid-episode) still ends here.
+        if steps and not (trunc[-1] or columns["term"][-1][-1]):
+            trunc[-1] = True
+        columns["trunc"].append(trunc)
+    if not columns["rew"]:
+        raise ValueError(f"dataset {source}: holds no episodes")
+    metadata = ds.storage.metadata
+    env_spec = ds.env_spec
+    info = DatasetInfo(
+        source=source,
+        env_id=env_spec.id if env_spec is not None else None,
+        ref_min_score=_optional_float(metadata.get("ref_min_score")),
+        ref_max_score=_optional_float(metadata.get("ref_max_score")),
+        extra={"minari_version": str(ds.minari_version), "episodes": ds.total_episodes},
+    )
+    return Dataset(
+        observations=_concat_obs(columns["obs"]),
+        actions=np.concatenate(columns["act"]).astype(np.float32),
+        rewards=np.concatenate(columns["rew"]).astype(np.float32),
+        next_observations=_concat_obs(columns["next_obs"]),
+        terminated=np.concatenate(columns["term"]),
+        truncated=np.concatenate(columns["trunc"]),
+        info=info,
+    )
+
+
+def load_d4rl_hdf5(path: str | Path) -> Dataset:
+    """Read a D4RL-layout hdf5 file.
+
+    Without ``next_observations`` (D4RL's raw files), the next observation of row i is row i+1's
+    observation within the same episode. The last row of an episode that ended by time-out has no
+    recorded successor, so it is dropped and the row before it becomes the truncated end, which is
+    what ``d4rl.qlearning_dataset`` does; a terminal row keeps its own observation as a placeholder
+    (its target is never bootstrapped). ``info.extra['file_steps']`` keeps the file's row count.
+    """
+    import h5py
+
+    path = Path(path)
+    source = f"d4rl:{path}"
+    if not path.is_file():
+        raise ValueError(f"dataset {source}: no such file")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"dataset {source}: not a readable hdf5 file ({err})") from None
+    with handle:
+        missing = [k for k in D4RL_REQUIRED_KEYS if k not in handle]
+        if missing:
+            raise ValueError(
+                f"dataset {source}: missing key(s) {missing}; a D4RL file has {list(D4RL_REQUIRED_KEYS)}"
+            )
+        data = {k: np.asarray(handle[k]) for k in D4RL_REQUIRED_KEYS}
+        next_obs = np.asarray(handle["next_observations"]) if "next_observations" in handle else None
+    n = len(data["rewards"])
+    for key in D4RL_REQUIRED_KEYS:
+        if len(data[key]) != n:
+            raise ValueError(f"dataset {source}: '{key}' has {len(data[key])} rows, 'rewards' has {n}")
+    if data["observations"].ndim != 2 or data["actions"].ndim != 2:
+        raise ValueError(f"dataset {source}: 'observations' and 'actions' must be 2-D (rows, features)")
+    obs = data["observations"].astype(np.float32)
+    terminals = data["terminals"].astype(bool).reshape(-1)
+    timeouts = data["timeouts"].astype(bool).reshape(-1)
+    keep = np.ones(n, dtype=bool)
+    truncated = timeouts.copy()
+    if next_obs is None:
+        next_obs = np.empty_like(obs)
+        next_obs[:-1] = obs[1:]
+        next_obs[-1] = obs[-1]
+        ends_without_successor = timeouts & ~terminals
+        ends_without_successor[-1] |= not terminals[-1]  # a file that stops mid-episode
+        keep = ~ends_without_successor
+        previous = np.flatnonzero(ends_without_successor) - 1
+        truncated = np.zeros(n, dtype=bool)
+        truncated[previous[previous >= 0]] = True
+        terminal_rows = np.flatnonzero(terminals)
+        next_obs[terminal_rows] = obs[terminal_rows]
+    else:
+        next_obs = next_obs.astype(np.float32)
+        if next_obs.shape != obs.shape:
+            raise ValueError(
+                f"dataset {source}: 'next_observations' shape {next_obs.shape} != observations {obs.shape}"
+            )
+    return Dataset(
+        observations=obs[keep],
+        actions=data["actions"].astype(np.float32)[keep],
+        rewards=data["rewards"].astype(np.float32).reshape(-1)[keep],
+        next_observations=next_obs[keep],
+        terminated=terminals[keep],
+        truncated=truncated[keep],
+        info=DatasetInfo(source=source, extra={"file_steps": n, "dropped_rows": int((~keep).sum())}),
+    )
+
+
+def check_dataset(
+    dataset: Dataset, observation_space: gym.Space, action_space: gym.spaces.Box, clip_actions: bool
+) -> Dataset:
+    """Refuse data the env cannot have produced; return it with actions clipped for tanh policies.
+
+    Checks: every column finite; observation and action shapes equal the env's; actions within the
+    env's [-1, 1] (beyond a 1e-4 tolerance) unless ``clip_actions``.
+    """
+    source = dataset.info.source
+    for name, column in _named_columns(dataset):
+        if np.issubdtype(column.dtype, np.floating) and not np.all(np.isfinite(column)):
+            row = int(np.flatnonzero(~np.isfinite(column).reshape(len(column), -1).all(1))[0])
+            raise ValueError(f"dataset {source}: '{name}' holds NaN or inf (first at row {row})")
+    _check_obs_shape(source, dataset.observations, observation_space)
+    if dataset.actions.shape[1:] != action_space.shape:
+        raise ValueError(
+            f"dataset {source}: 'actions' have shape {dataset.actions.shape[1:]}, the env's action space {action_space.shape}"
+        )
+    worst = float(np.abs(dataset.actions).max(initial=0.0))
+    if worst > 1.0 + 1e-4 and not clip_actions:
+        row = int(np.abs(dataset.actions).max(1).argmax())
+        raise ValueError(
+            f"dataset {source}: 'actions' exceed the env's bounds [-1, 1] (|a| = {worst:.3g} at row {row}); "
+            "set dataset.clip_actions=true to clip them"
+        )
+    clipped = np.clip(dataset.actions, -ACTION_CLIP, ACTION_CLIP)
+    return Dataset(
+        observations=dataset.observations,
+        actions=clipped,
+        rewards=dataset.rewards,
+        next_observations=dataset.next_observations,
+        terminated=dataset.terminated,
+        truncated=dataset.truncated,
+        info=dataset.info,
+    )
+
+
+def _check_obs_shape(source: str, obs: np.ndarray | dict, space: gym.Space) -> None:
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(obs, dict) or set(obs) != set(space.spaces):
+            got = sorted(obs) if isinstance(obs, dict) else "an array"
+            raise ValueError(f"dataset {source}: observation keys {got} != the env's {sorted(space.spaces)}")
+        for key, sub in space.spaces.items():
+            if obs[key].shape[1:] != sub.shape:
+                raise ValueError(
+                    f"dataset {source}: 'observations/{key}' shape {obs[key].shape[1:]} != env {sub.shape}"
+                )
+        return
+    if isinstance(obs, dict) or obs.shape[1:] != space.shape:
+        got = "a dict" if isinstance(obs, dict) else obs.shape[1:]
+        raise ValueError(
+            f"dataset {source}: 'observations' have shape {got}, the env's observation space {space.shape}"
+        )
+
+
+def _named_columns(dataset: Dataset) -> list[tuple[str, np.ndarray]]:
+    named = [("actions", dataset.actions), ("rewards", dataset.rewards)]
+    for name in ("observations", "next_observations"):
+        obs = getattr(dataset, name)
+        if isinstance(obs, dict):
+            named += [(f"{name}/{k}", v) for k, v in obs.items()]
+        else:
+            named.append((name, obs))
+    return named
+
+
+def _slice_obs(obs: np.ndarray | dict, start: int, stop: int) -> np.ndarray | dict:
+    if isinstance(obs, dict):
+        return {k: _slice_obs(v, start, stop) for k, v in obs.items()}
+    return np.asarray(obs[start:stop])
+
+
+def _concat_obs(parts: list) -> np.ndarray | dict:
+    if isinstance(parts[0], dict):
+        return {k: _concat_obs([p[k] for p in parts]) for k in parts[0]}
+    column = np.concatenate(parts)
+    return column if column.dtype == np.uint8 else column.astype(np.float32)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)

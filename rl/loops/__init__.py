@@ -1,0 +1,1 @@
+"""Phases, evaluation, checkpoints and logging."""

@@ -1,0 +1,324 @@
+"""The offline-then-online schedule. It owns steps, evaluation, checkpoints and logging, never a loss.
+
+Phases, on one step axis:
+1. offline: ``steps.offline`` agent updates on batches from the dataset's buffer;
+2. online: ``steps.online`` env steps; each transition enters the online buffer, and after
+   ``steps.warmup`` steps every env step is followed by one ``agent.update`` on a batch the
+   ``MixedSampler`` draws (``offline_ratio`` of it from the dataset).
+Evaluation runs every ``steps.eval_every`` steps of each phase and at each phase's end.
+
+Exact resume: a checkpoint holds the agent (networks, optimizers, temperature), the online
+buffer's rows, both buffers' sampling generators, the global RNGs, the step counters, the current
+episode (observation, its buffer rows, return so far) and the training env's simulator state.
+The offline buffer's rows are not saved: they are rebuilt from the dataset and checked against a
+fingerprint. On CPU, a run killed and resumed from step k logs the same numbers after k as one
+that never stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+import envs
+from rl.agents import Agent, build_agent
+from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer
+from rl.config import TrainConfig
+from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
+from rl.loops.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from rl.loops.evaluate import evaluate
+from rl.loops.logger import RunLogger
+
+LAST_CHECKPOINT = Path("checkpoints/last.pt")
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available on this machine (use device=cpu)")
+    return device
+
+
+@dataclass
+class Episode:
+    """The online episode in progress: what a resume needs to continue it."""
+
+    obs: np.ndarray
+    rows: list[torch.Tensor]
+    raw_return: float = 0.0
+    length: int = 0
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.env = envs.make(cfg.env)
+        self.eval_env = envs.make(cfg.env)
+        obs_space, action_space = self.env.observation_space, self.env.action_space
+        self.obs_dim, self.action_dim = int(np.prod(obs_space.shape)), int(action_space.shape[0])
+
+        self.dataset = self._load_dataset(obs_space, action_space)
+        info = self.dataset.info if self.dataset is not None else None
+        self.normalizer = ScoreNormalizer.for_run(
+            cfg.env.score_name, info and info.ref_min_score, info and info.ref_max_score
+        )
+        buffer_args = dict(
+            obs_spec=ObsSpec.from_space(obs_space),
+            action_dim=self.action_dim,
+            device=self.device,
+            reward_scale=cfg.env.reward_scale,
+            reward_bias=cfg.env.reward_bias,
+            gamma=cfg.agent.gamma,
+        )
+        self.offline_buffer: ReplayBuffer | None = None
+        obs_stats = None
+        if self.dataset is not None:
+            self.offline_buffer = ReplayBuffer(len(self.dataset), seed=cfg.seed + 1, **buffer_args)
+            self.offline_buffer.add_dataset(self.dataset)
+            if not isinstance(self.dataset.observations, dict):
+                obs_stats = tuple(torch.from_numpy(s) for s in self.dataset.observation_stats())
+        self.online_buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, **buffer_args)
+        self.sampler = MixedSampler(self.offline_buffer, self.online_buffer, cfg.offline_ratio)
+        if cfg.steps.offline > 0 and self.offline_buffer is None:
+            raise ValueError(f"steps.offline={cfg.steps.offline} needs a dataset (dataset=<source:id>)")
+        self.agent: Agent = build_agent(cfg.agent, self.obs_dim, self.action_dim, self.device, obs_stats)
+
+        self.step = 0
+        self.env_steps = 0
+        self.episodes = 0
+        obs, _ = self.env.reset(seed=cfg.seed)
+        self.episode = Episode(obs=obs, rows=[])
+        self.summary: dict[str, dict[str, float]] = {}
+
+    def _load_dataset(self, obs_space, action_space) -> Dataset | None:
+        if self.cfg.dataset.source is None:
+            return None
+        dataset = load_dataset(self.cfg.dataset.source)
+        return check_dataset(dataset, obs_space, action_space, self.cfg.dataset.clip_actions)
+
+    # -- the schedule -------------------------------------------------------------------------------
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.steps.offline + self.cfg.steps.online
+
+    def run(self) -> dict[str, dict[str, float]]:
+        logger = RunLogger(self.run_dir, self.total_steps, self.step, self.cfg.progress)
+        try:
+            if self.step < self.cfg.steps.offline:
+                self.offline_phase(logger)
+            if self.step < self.total_steps:
+                self.online_phase(logger)
+        finally:
+            logger.close()
+        return self.summary
+
+    def offline_phase(self, logger: RunLogger) -> None:
+        steps = self.cfg.steps
+        while self.step < steps.offline:
+            metrics = self.agent.update(self.offline_buffer.sample(self.agent.batch_size))
+            self.step += 1
+            phase_end = self.step == steps.offline
+            self._after_step(logger, "offline", self.step, metrics, phase_end)
+        if steps.offline > 0:
+            self._save_agent("agent_offline.pt")
+
+    def online_phase(self, logger: RunLogger) -> None:
+        steps = self.cfg.steps
+        while self.step < self.total_steps:
+            online_step = self.step - steps.offline  # env steps taken so far in this phase
+            action = self._online_action(online_step)
+            next_obs, reward, terminated, truncated, _ = self.env.step(action.cpu().numpy())
+            row = self.online_buffer.add(
+                self._obs_tensor(self.episode.obs),
+                action.unsqueeze(0),
+                torch.tensor([reward], dtype=torch.float32),
+                self._obs_tensor(next_obs),
+                torch.tensor([terminated]),
+            )
+            self.episode.rows.append(row)
+            self.episode.raw_return += float(reward)
+            self.episode.length += 1
+            self.env_steps += 1
+            metrics: dict[str, Any] = {}
+            if terminated or truncated:
+                metrics |= self._finish_episode()
+            else:
+                self.episode.obs = next_obs
+            if online_step + 1 > steps.warmup:
+                metrics |= self.agent.update(self.sampler.sample(self.agent.batch_size))
+            self.step += 1
+            self._after_step(logger, "online", online_step + 1, metrics, self.step == self.total_steps)
+        self._save_agent("agent_final.pt")
+
+    def _online_action(self, online_step: int) -> torch.Tensor:
+        in_warmup = online_step < self.cfg.steps.warmup
+        if in_warmup and self.cfg.steps.warmup_actions == "random":
+            return torch.rand(self.action_dim) * 2.0 - 1.0
+        if self.cfg.steps.warmup_actions not in ("random", "policy"):
+            raise ValueError(
+                f"steps.warmup_actions must be 'random' or 'policy', got {self.cfg.steps.warmup_actions!r}"
+            )
+        return self.agent.act(self._obs_tensor(self.episode.obs))[0]
+
+    def _finish_episode(self) -> dict[str, float]:
+        self.online_buffer.write_mc_returns(torch.cat(self.episode.rows))
+        result = {"episode_return": self.episode.raw_return, "episode_length": float(self.episode.length)}
+        if self.normalizer is not None:
+            result["episode_score"] = float(self.normalizer(self.episode.raw_return))
+        self.episodes += 1
+        obs, _ = self.env.reset()
+        self.episode = Episode(obs=obs, rows=[])
+        return result
+
+    def _after_step(
+        self, logger: RunLogger, phase: str, phase_step: int, metrics: dict, phase_end: bool
+    ) -> None:
+        steps = self.cfg.steps
+        log_now = phase_step % steps.log_every == 0 or phase_end
+        if log_now and metrics:
+            metrics = dict(metrics)
+            metrics["steps_per_second"] = logger.steps_per_second(self.step)
+        if "episode_return" in metrics or log_now:
+            logger.log(self.step, phase, self.env_steps, metrics)
+        if phase_step % steps.eval_every == 0 or phase_end:
+            result = evaluate(
+                self.agent,
+                self.eval_env,
+                steps.eval_episodes,
+                seed=10_000 * (self.cfg.seed + 1),
+                normalizer=self.normalizer,
+            )
+            logger.log(
+                self.step,
+                phase,
+                self.env_steps,
+                {f"eval_{k}" if k != "normalized_score" else k: v for k, v in result.items()},
+            )
+            if phase_end:
+                self.summary[phase] = {"step": self.step, **result}
+        if steps.snapshot_every > 0 and self.step % steps.snapshot_every == 0:
+            self._save_agent(f"agent_step{self.step}.pt")
+        if phase_step % steps.checkpoint_every == 0 or phase_end:
+            self.save()
+        logger.advance(self.step, phase)
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+
+    def _save_agent(self, name: str) -> None:
+        save_checkpoint(
+            self.run_dir / "checkpoints" / name,
+            {
+                "kind": "agent",
+                "agent_config": OmegaConf.to_container(self.cfg.agent),
+                "agent": self.agent.state_dict(),
+            },
+        )
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.run_dir / LAST_CHECKPOINT,
+            {
+                "kind": "run",
+                "config": _comparable_config(self.cfg),
+                "agent": self.agent.state_dict(),
+                "online_buffer": self.online_buffer.state_dict(),
+                "offline_buffer": None
+                if self.offline_buffer is None
+                else {
+                    "generator": self.offline_buffer.generator.get_state(),
+                    "fingerprint": self._dataset_fingerprint(),
+                },
+                "rng": rng_state(),
+                "loop": {
+                    "step": self.step,
+                    "env_steps": self.env_steps,
+                    "episodes": self.episodes,
+                    "episode": self.episode,
+                    "env_state": envs.get_env_state(self.env),
+                    "summary": self.summary,
+                },
+            },
+        )
+
+    def restore(self, path: Path) -> None:
+        payload = load_checkpoint(path)
+        if payload.get("kind") != "run":
+            raise ValueError(f"checkpoint {path}: holds only an agent, not a run to resume")
+        differences = _config_differences(payload["config"], _comparable_config(self.cfg))
+        if differences:
+            raise ValueError(f"checkpoint {path}: made with another config ({'; '.join(differences[:4])})")
+        self.agent.load_state_dict(payload["agent"])
+        self.online_buffer.load_state_dict(payload["online_buffer"])
+        if self.offline_buffer is not None:
+            saved = payload["offline_buffer"]
+            if saved["fingerprint"] != self._dataset_fingerprint():
+                raise ValueError(
+                    f"checkpoint {path}: the dataset {self.cfg.dataset.source} changed since the checkpoint"
+                )
+            self.offline_buffer.generator.set_state(saved["generator"])
+        loop = payload["loop"]
+        self.step, self.env_steps, self.episodes = loop["step"], loop["env_steps"], loop["episodes"]
+        self.summary = loop["summary"]
+        self.episode = loop["episode"]
+        if loop["env_state"] is not None:
+            envs.set_env_state(self.env, loop["env_state"])
+        else:  # an env we cannot snapshot (e.g. a real arm): the interrupted episode restarts
+            self.episode = Episode(obs=self.env.reset()[0], rows=[])
+        set_rng_state(payload["rng"])
+
+    def _dataset_fingerprint(self) -> tuple[int, float]:
+        return (len(self.dataset), float(np.float64(self.dataset.rewards).sum()))
+
+    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+
+
+RUNTIME_KEYS = ("resume", "device", "threads", "progress")
+
+
+def _comparable_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The config minus what may change between a run and its resumption."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in RUNTIME_KEYS}
+
+
+def _config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``'key: old -> new'`` for each differing leaf; a differing ``name`` (agent, env) comes first."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=lambda k: (k != "name", k)):
+            out += _config_differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return sorted(out, key=lambda line: not line.split(":")[0].endswith(".name"))
+    return [] if old == new else [f"{prefix.rstrip('.')}: {old!r} -> {new!r}"]
+
+
+def summary_line(
+    run_dir: Path, cfg: TrainConfig, summary: dict[str, dict[str, float]], seconds: float
+) -> str:
+    parts = [
+        f"o2o: {run_dir}",
+        f"agent {cfg.agent.name}",
+        f"env {cfg.env.name}",
+        f"dataset {cfg.dataset.name}",
+    ]
+    for phase in ("offline", "online"):
+        if phase in summary:
+            result = summary[phase]
+            score = result.get("normalized_score")
+            shown = f"score {score:.1f}" if score is not None else f"return {result['return']:.1f}"
+            parts.append(f"after {phase}: {shown}")
+    parts.append(f"{seconds:.0f}s")
+    return " | ".join(parts)
+
+
+__all__ = ["LAST_CHECKPOINT", "Trainer", "resolve_device", "summary_line"]

@@ -1,0 +1,16 @@
+"""Networks shared by all agents: MLPs, stacked ensembles, actors, critics."""
+
+from rl.nets.actors import GaussianActor, TanhGaussianActor
+from rl.nets.critics import CriticEnsemble, ValueNet
+from rl.nets.mlp import MLP, EnsembleLinear, EnsembleMLP, ObservationNormalizer
+
+__all__ = [
+    "MLP",
+    "CriticEnsemble",
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "GaussianActor",
+    "ObservationNormalizer",
+    "TanhGaussianActor",
+    "ValueNet",
+]

@@ -1,0 +1,129 @@
+"""Multi-layer perceptrons, single and ensembled.
+
+Layer order is Dense -> LayerNorm (optional) -> ReLU, as in WSRL/RLPD. Hidden layers use
+orthogonal init with gain sqrt(2); the output layer uses gain ``output_gain`` (1e-2 by default,
+WSRL's small final init, so fresh critics and policies start near zero instead of at a random scale).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ObservationNormalizer(nn.Module):
+    """``(obs - mean) / std`` with fixed statistics (from the dataset), saved with the network."""
+
+    def __init__(self, dim: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer(
+            "mean", torch.zeros(dim) if mean is None else torch.as_tensor(mean, dtype=torch.float32)
+        )
+        self.register_buffer(
+            "std", torch.ones(dim) if std is None else torch.as_tensor(std, dtype=torch.float32)
+        )
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) / self.std
+
+
+class MLP(nn.Sequential):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        layer_norm: bool = False,
+        output_gain: float = 1e-2,
+    ) -> None:
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for d_in, d_out in itertools.pairwise(dims):
+            layers.append(_orthogonal(nn.Linear(d_in, d_out), math.sqrt(2)))
+            if layer_norm:
+                layers.append(nn.LayerNorm(d_out))
+            layers.append(nn.ReLU())
+        layers.append(_orthogonal(nn.Linear(dims[-1], out_dim), output_gain))
+        super().__init__(*layers)
+
+
+def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class EnsembleLinear(nn.Module):
+    """``members`` independent linear layers evaluated in one batched matmul.
+
+    Input ``(B, in)`` (the same input for every member) or ``(members, B, in)``; output
+    ``(members, B, out)``. Weights are stacked as ``(members, in, out)``, so the whole ensemble is one
+    ``baddbmm``, never a Python loop over modules.
+    """
+
+    def __init__(self, members: int, in_dim: int, out_dim: int, gain: float) -> None:
+        super().__init__()
+        weight = torch.empty(members, in_dim, out_dim)
+        for w in weight:  # init only: each member gets its own orthogonal matrix
+            nn.init.orthogonal_(w, gain)
+        self.weight = nn.Parameter(weight)
+        self.bias = nn.Parameter(torch.zeros(members, 1, out_dim))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``members`` (indices) evaluates only those members, e.g. the critics a CQL term touches."""
+        weight, bias = (
+            (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
+        )
+        if x.dim() == 2:
+            return torch.matmul(x, weight) + bias
+        return torch.baddbmm(bias, x, weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm with separate affine parameters per member (inputs ``(members, B, dim)``)."""
+
+    def __init__(self, members: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(members, 1, dim))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = (
+            (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
+        )
+        return F.layer_norm(x, x.shape[-1:]) * weight + bias
+
+
+class EnsembleMLP(nn.Module):
+    """``members`` MLPs of the same shape, stacked: ``(B, in)`` -> ``(members, B, out)``."""
+
+    def __init__(
+        self,
+        members: int,
+        in_dim: int,
+        hidden: Sequence[int],
+        out_dim: int,
+        layer_norm: bool = False,
+        output_gain: float = 1e-2,
+    ) -> None:
+        layers: list[nn.Module] = []
+        dims = [in_dim, *hidden]
+        for d_in, d_out in itertools.pairwise(dims):
+            layers.append(EnsembleLinear(members, d_in, d_out, math.sqrt(2)))
+            if layer_norm:
+                layers.append(EnsembleLayerNorm(members, d_out))
+            layers.append(nn.ReLU())
+        layers.append(EnsembleLinear(members, dims[-1], out_dim, output_gain))
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.members = members
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x) if isinstance(layer, nn.ReLU) else layer(x, members)
+        return x

@@ -1,0 +1,127 @@
+"""``python -m rl.train``: offline then online training, one run or a Hydra sweep.
+
+    python -m rl.train agent=cql env=hopper dataset=minari:mujoco/hopper/medium-v0 steps.offline=1000 steps.online=1000
+    python -m rl.train -m seed=0,1,2 agent=cql,iql hydra/launcher=joblib
+
+Run directories are named from the command-line overrides (``runs/<overrides>``; sweeps under
+``runs/sweep/``), so starting the same command again finds the same directory:
+- it holds a checkpoint of the same config: the run resumes from it (a finished run just reports);
+- it holds a run of another config: refused, nothing in it is touched;
+- ``resume=<run dir>`` continues that directory's run explicitly.
+
+``dataset=<source>:<id>`` is shorthand for ``dataset.source=<source>:<id>`` (``dataset`` is also a
+config group, e.g. ``dataset=door_human``); the shorthand is rewritten before Hydra parses argv.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from rl.config import register_configs
+from rl.loops.checkpoint import load_checkpoint
+from rl.loops.trainer import LAST_CHECKPOINT, Trainer, _comparable_config, _config_differences, summary_line
+
+register_configs()
+OmegaConf.register_new_resolver(
+    "o2o_run_name", lambda overrides: re.sub(r"[^\w=,.:+-]", "_", overrides) or "default", replace=True
+)
+DATASET_SHORTHAND = re.compile(r"^(\+{0,2})dataset=((?:minari|d4rl):.*)$")
+
+
+def rewrite_dataset_shorthand(argv: list[str]) -> list[str]:
+    """``dataset=minari:x`` -> ``dataset.source=minari:x`` (and keeps ``dataset=<group option>``)."""
+    return [DATASET_SHORTHAND.sub(r"\1dataset.source=\2", arg) for arg in argv]
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=Path(__file__).parent
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _run_directory(cfg: DictConfig) -> Path:
+    if cfg.resume is not None:
+        run_dir = Path(cfg.resume)
+        if not (run_dir / LAST_CHECKPOINT).is_file():
+            raise ValueError(f"resume={cfg.resume}: no checkpoint at {run_dir / LAST_CHECKPOINT}")
+        return run_dir
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def _check_existing_run(run_dir: Path, cfg: DictConfig) -> bool:
+    """True if ``run_dir`` holds a resumable run of this config; raise if it holds another config's."""
+    checkpoint = run_dir / LAST_CHECKPOINT
+    if checkpoint.is_file():
+        saved = load_checkpoint(checkpoint)
+        differences = _config_differences(saved.get("config"), _comparable_config(cfg))
+        if differences:
+            raise ValueError(
+                f"run directory {run_dir} holds a run with another config ({'; '.join(differences[:4])}); "
+                "change an override or remove that directory"
+            )
+        return True
+    if (run_dir / "metrics.csv").exists():
+        raise ValueError(
+            f"run directory {run_dir} holds metrics but no checkpoint; move it away to start again"
+        )
+    return False
+
+
+def _write_run_record(run_dir: Path, cfg: DictConfig) -> None:
+    record = run_dir / ".hydra"
+    record.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, record / "config.yaml", resolve=True)
+    try:
+        OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), record / "overrides.yaml")
+    except ValueError:  # HydraConfig is unset when called outside @hydra.main (tests)
+        pass
+    (run_dir / "git_revision.txt").write_text(_git_revision() + "\n")
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict:
+    """Build, resume if possible, run; the single code path behind the CLI and the tests."""
+    started = time.perf_counter()
+    resuming = _check_existing_run(run_dir, cfg)
+    trainer = Trainer(cfg, run_dir)
+    if resuming:
+        trainer.restore(run_dir / LAST_CHECKPOINT)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_run_record(run_dir, cfg)
+        trainer.save()  # step 0: from here on the directory always holds a resumable checkpoint
+    summary = trainer.run()
+    print(summary_line(run_dir, cfg, summary, time.perf_counter() - started), flush=True)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        train(cfg, _run_directory(cfg))
+    except ValueError as err:
+        print(f"o2o: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    sys.argv = rewrite_dataset_shorthand(sys.argv)
+    main()
