@@ -1,0 +1,86 @@
+"""Shared fixtures: small real datasets made here, on Hopper-v5, through the real writers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "tests" / "data"
+DOOR_HUMAN = DATA / "door-human-demos-d4rl-layout.hdf5"
+MINARI_ID = "o2otest/hopper/random-v0"
+
+
+def random_hopper_rollout(steps: int, seed: int) -> dict[str, np.ndarray]:
+    """A uniformly random policy on Hopper-v5, in D4RL's layout (with next_observations)."""
+    env = gym.make("Hopper-v5")
+    rng = np.random.default_rng(seed)
+    columns = {
+        k: [] for k in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts")
+    }
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        action = rng.uniform(-1, 1, size=3).astype(np.float32)
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        for key, value in zip(columns, (obs, action, reward, next_obs, terminated, truncated), strict=True):
+            columns[key].append(value)
+        obs = env.reset()[0] if terminated or truncated else next_obs
+    env.close()
+    out = {k: np.asarray(v) for k, v in columns.items()}
+    out["timeouts"][-1] = not out["terminals"][-1]  # the file ends an episode
+    return out
+
+
+def write_d4rl_file(path: Path, columns: dict[str, np.ndarray]) -> Path:
+    with h5py.File(path, "w") as f:
+        for key, value in columns.items():
+            f.create_dataset(key, data=value)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hopper_d4rl_file(tmp_path_factory) -> Path:
+    columns = random_hopper_rollout(1500, seed=0)
+    columns["observations"] = columns["observations"].astype(np.float32)
+    return write_d4rl_file(tmp_path_factory.mktemp("d4rl") / "hopper-random.hdf5", columns)
+
+
+@pytest.fixture(scope="session")
+def minari_store(tmp_path_factory) -> Path:
+    """A Minari store with one Hopper-v5 dataset recorded by minari's DataCollector."""
+    import minari
+    from minari import DataCollector
+
+    store = tmp_path_factory.mktemp("minari")
+    previous = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(store)
+    env = DataCollector(gym.make("Hopper-v5"))
+    rng = np.random.default_rng(1)
+    env.reset(seed=1)
+    for _ in range(600):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, size=3).astype(np.float32))
+        if terminated or truncated:
+            env.reset()
+    env.create_dataset(
+        dataset_id=MINARI_ID,
+        algorithm_name="uniform random",
+        ref_min_score=-20.0,
+        ref_max_score=3000.0,
+        author="o2o tests",
+        author_email="none",
+        eval_env="Hopper-v5",
+        code_permalink="tests/conftest.py",
+        description="o2o test fixture",
+    )
+    env.close()
+    assert MINARI_ID in minari.list_local_datasets()
+    yield store
+    if previous is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = previous

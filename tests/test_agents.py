@@ -1,0 +1,140 @@
+"""One battery every agent goes through (after d3rlpy's algo tester)."""
+
+import copy
+
+import pytest
+import torch
+
+from rl.agents import AGENTS, build_agent
+from rl.buffers import Batch
+
+OBS, ACT = 5, 2
+SMALL = {
+    "sac": {
+        "critic_hidden": [32, 32],
+        "actor_hidden": [32, 32],
+        "batch_size": 16,
+        "num_critics": 4,
+        "utd": 2,
+    },
+    "cql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
+    "calql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
+    "iql": {"hidden": [32, 32], "batch_size": 16},
+}
+
+
+def make(name: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    _, config_class = AGENTS[name]
+    cfg = config_class(**{**SMALL[name], **overrides})
+    return build_agent(cfg, OBS, ACT, torch.device("cpu"))
+
+
+def batch(n: int, seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, OBS, generator=g),
+        action=torch.rand(n, ACT, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, OBS, generator=g),
+        terminated=(torch.rand(n, generator=g) < 0.1).float(),
+        mc_return=torch.randn(n, generator=g),
+    )
+
+
+def test_every_registered_agent_is_in_the_battery():
+    assert set(SMALL) == set(AGENTS)
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_updates_change_weights_and_return_finite_scalars(name):
+    agent = make(name)
+    before = copy.deepcopy(agent.state_dict()["state"])
+    for i in range(3):
+        metrics = agent.update(batch(agent.batch_size, seed=i))
+    assert metrics and all(v.dim() == 0 and torch.isfinite(v) for v in metrics.values())
+    after = agent.state_dict()["state"]
+    changed = [
+        k for k, v in before.items() if isinstance(v, dict) and "actor" not in k and _differs(v, after[k])
+    ]
+    assert "critic" in changed
+    assert _differs(before["actor"], after["actor"])
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_act_returns_bounded_actions_and_deterministic_is_repeatable(name):
+    agent = make(name)
+    obs = torch.randn(7, OBS)
+    stochastic = agent.act(obs)
+    assert stochastic.shape == (7, ACT) and stochastic.abs().max() <= 1.0
+    assert torch.equal(agent.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_save_load_round_trip_continues_identically(name):
+    agent = make(name, seed=0)
+    agent.update(batch(agent.batch_size))
+    state = agent.state_dict()
+    clone = make(name, seed=123)  # other initial weights, same config
+    clone.load_state_dict(state)
+    obs = torch.randn(4, OBS)
+    assert torch.equal(agent.act(obs, deterministic=True), clone.act(obs, deterministic=True))
+    torch.manual_seed(5)
+    m1 = agent.update(batch(agent.batch_size, seed=9))
+    torch.manual_seed(5)
+    m2 = clone.update(batch(agent.batch_size, seed=9))
+    assert {k: v.item() for k, v in m1.items()} == {k: v.item() for k, v in m2.items()}
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_same_seed_gives_same_numbers(name):
+    runs = []
+    for _ in range(2):
+        agent = make(name, seed=42)
+        runs.append(
+            [
+                {k: v.item() for k, v in agent.update(batch(agent.batch_size, seed=s)).items()}
+                for s in range(2)
+            ]
+        )
+    assert runs[0] == runs[1]
+
+
+def test_checkpoint_of_another_agent_or_shape_is_refused():
+    sac_state = make("sac").state_dict()
+    with pytest.raises(ValueError, match="holds agent 'sac', this run builds 'iql'"):
+        make("iql").load_state_dict(sac_state)
+    with pytest.raises(
+        ValueError, match=r"critic\.net\.layers\.0\.weight' has shape \(4, 7, 32\).*\(2, 7, 32\)"
+    ):
+        make("sac", num_critics=2).load_state_dict(sac_state)
+    other_obs = build_agent(AGENTS["sac"][1](**SMALL["sac"]), OBS + 1, ACT, torch.device("cpu"))
+    with pytest.raises(ValueError, match="obs/action sizes"):
+        other_obs.load_state_dict(sac_state)
+
+
+def test_sac_utd_takes_one_critic_step_per_minibatch():
+    agent = make("sac", utd=3)
+    assert agent.batch_size == 48
+    agent.update(batch(48))
+    critic_steps = agent.critic_optimizer.state[agent.critic.net.layers[0].weight]["step"]
+    actor_steps = agent.actor_optimizer.state[agent.actor.net[0].weight]["step"]
+    assert (critic_steps.item(), actor_steps.item()) == (3, 1)
+
+
+def test_cql_term_pushes_down_policy_action_values_relative_to_sac():
+    """With the conservative term, Q at out-of-data actions ends lower than with plain SAC."""
+    data = batch(64, seed=3)
+    results = {}
+    for name in ("sac", "cql"):
+        agent = make(name, seed=0, batch_size=64, **({"utd": 1, "num_critics": 2} if name == "sac" else {}))
+        for _ in range(150):
+            agent.update(data)
+        random_actions = torch.rand(64, ACT) * 2 - 1
+        gap = agent.critic(data.obs, random_actions).mean() - agent.critic(data.obs, data.action).mean()
+        results[name] = gap.item()
+    assert results["cql"] < results["sac"] - 0.1
+
+
+def _differs(a: dict, b: dict) -> bool:
+    return any(not torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))

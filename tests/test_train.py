@@ -1,0 +1,232 @@
+"""The CLI end to end: runs, sweeps, resume after SIGKILL, and refusal of bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MINARI_ID, REPO
+
+TINY = [
+    "agent.critic_hidden=[32,32]",
+    "agent.actor_hidden=[32,32]",
+    "agent.batch_size=32",
+    "steps.eval_episodes=1",
+    "threads=1",
+    "progress=false",
+]
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rl.train", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def comparable(rows: list[dict[str, str]], after: int) -> list[tuple]:
+    return [tuple(r.values()) for r in rows if int(r["step"]) > after and r["metric"] != "steps_per_second"]
+
+
+@pytest.mark.slow
+def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hopper_d4rl_file):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "agent=cql",
+        f"dataset=d4rl:{hopper_d4rl_file}",
+        "steps.offline=40",
+        "steps.online=60",
+        "steps.warmup=10",
+        "steps.eval_every=20",
+        "steps.log_every=10",
+        "agent.cql_samples=2",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "agent cql | env hopper" in result.stdout and "after offline: score" in result.stdout
+    assert "after online: score" in result.stdout
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "git_revision.txt",
+        "checkpoints/last.pt",
+        "checkpoints/agent_offline.pt",
+        "checkpoints/agent_final.pt",
+    ):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    rows = read_metrics(run_dir)
+    phases = {(r["phase"], r["metric"]) for r in rows}
+    assert {
+        ("offline", "critic_loss"),
+        ("offline", "cql_gap"),
+        ("offline", "normalized_score"),
+        ("online", "episode_return"),
+        ("online", "normalized_score"),
+    } <= phases
+    scores = [(int(r["step"]), r["phase"]) for r in rows if r["metric"] == "normalized_score"]
+    assert scores == [(20, "offline"), (40, "offline"), (60, "online"), (80, "online"), (100, "online")]
+    assert f"source: d4rl:{hopper_d4rl_file}" in (run_dir / ".hydra/config.yaml").read_text()
+
+    again = run_cli(
+        "agent=cql",
+        f"dataset=d4rl:{hopper_d4rl_file}",
+        "steps.offline=40",
+        "steps.online=60",
+        "steps.warmup=10",
+        "steps.eval_every=20",
+        "steps.log_every=10",
+        "agent.cql_samples=2",
+        f"hydra.run.dir={run_dir}",
+        *TINY,
+    )
+    assert again.returncode == 0 and "after online: score" in again.stdout
+    assert read_metrics(run_dir) == rows  # a finished run is reported, not trained again
+
+
+@pytest.mark.slow
+def test_sigkill_then_the_same_command_continues_exactly(tmp_path, hopper_d4rl_file):
+    args = [
+        "agent=sac",
+        f"dataset=d4rl:{hopper_d4rl_file}",
+        "offline_ratio=0.5",
+        "steps.offline=30",
+        "steps.online=400",
+        "steps.warmup=20",
+        "steps.checkpoint_every=25",
+        "steps.eval_every=100",
+        "steps.log_every=1",
+        *TINY,
+    ]
+    reference = tmp_path / "reference"
+    assert run_cli(*args, f"hydra.run.dir={reference}").returncode == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rl.train", *args, f"hydra.run.dir={killed}"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = read_metrics(killed) if (killed / "metrics.csv").exists() else []
+        if rows and int(rows[-1]["step"]) >= 140:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed_rows = read_metrics(killed)
+    assert int(killed_rows[-1]["step"]) < 430
+
+    resumed = run_cli(*args, f"hydra.run.dir={killed}")
+    assert resumed.returncode == 0, resumed.stderr
+    # every row after the first checkpoint is identical to the run that never stopped
+    assert comparable(read_metrics(killed), after=25) == comparable(read_metrics(reference), after=25)
+    assert len(comparable(read_metrics(reference), after=140)) > 100
+
+
+@pytest.mark.slow
+def test_joblib_sweep_runs_every_combination(tmp_path, minari_store):
+    result = run_cli(
+        "-m",
+        "seed=0,1",
+        "agent=sac,iql",
+        f"dataset=minari:{MINARI_ID}",
+        "steps.offline=5",
+        "steps.online=5",
+        "steps.eval_every=5",
+        "agent.batch_size=16",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        "threads=1",
+        "progress=false",
+        "steps.eval_episodes=1",
+        env={"MINARI_DATASETS_PATH": str(minari_store)},
+    )
+    assert result.returncode == 0, result.stderr
+    runs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/metrics.csv"))
+    assert len(runs) == 4
+    names = {p.name for p in runs}
+    assert any("agent=iql" in n and "seed=1" in n for n in names)
+    for run in runs:
+        assert (run / ".hydra/config.yaml").is_file() and (run / "checkpoints/agent_final.pt").is_file()
+
+
+# -- bad input: a one-line error, a non-zero exit, nothing earlier overwritten ---------------------------
+
+
+def test_wrong_key_and_wrong_type_fail_at_start_with_hydras_message(tmp_path):
+    result = run_cli("agent.no_such_key=1", f"hydra.run.dir={tmp_path}/a")
+    assert result.returncode != 0 and "no_such_key" in result.stderr
+    result = run_cli("steps.online=many", f"hydra.run.dir={tmp_path}/b")
+    assert result.returncode != 0 and "steps.online" in result.stderr and "many" in result.stderr
+    result = run_cli("agent=nosuchagent", f"hydra.run.dir={tmp_path}/c")
+    assert result.returncode != 0 and "nosuchagent" in result.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_unknown_env_id_and_dataset_are_one_line_errors(tmp_path):
+    result = run_cli("env.id=Hoppa-v9", f"hydra.run.dir={tmp_path}/a", "progress=false")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "o2o: error: env.id: unknown Gymnasium id 'Hoppa-v9' (env.name='hopper')"
+    result = run_cli("dataset=d4rl:/nonexistent.hdf5", f"hydra.run.dir={tmp_path}/b", "progress=false")
+    assert (
+        result.returncode == 2
+        and result.stderr.strip() == "o2o: error: dataset d4rl:/nonexistent.hdf5: no such file"
+    )
+
+
+@pytest.mark.slow
+def test_other_config_in_an_existing_run_directory_is_refused_and_left_alone(tmp_path):
+    run_dir = tmp_path / "run"
+    base = ["steps.online=20", "steps.warmup=10", "steps.eval_every=20", *TINY, f"hydra.run.dir={run_dir}"]
+    assert run_cli(*base).returncode == 0
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    result = run_cli(*base, "agent.actor_lr=0.1")
+    assert result.returncode == 2
+    assert "holds a run with another config (agent.actor_lr: 0.0001 -> 0.1)" in result.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+    other = tmp_path / "iql"
+    result = run_cli(
+        "agent=iql", "agent.hidden=[32,32]", f"resume={run_dir}", f"hydra.run.dir={other}", "progress=false"
+    )
+    assert result.returncode == 2 and "with another config (agent.name: 'sac' -> 'iql'" in result.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_resume_from_a_corrupt_checkpoint_is_refused(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints/last.pt").write_bytes(b"\x00garbage")
+    result = run_cli(f"resume={tmp_path}", "progress=false", f"hydra.run.dir={tmp_path}/x")
+    assert result.returncode == 2
+    assert "checkpoints/last.pt: not readable" in result.stderr
+    assert (tmp_path / "checkpoints/last.pt").read_bytes() == b"\x00garbage"
+
+
+def test_cuda_device_on_a_cpu_machine_is_refused(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal only applies without it")
+    result = run_cli("device=cuda", f"hydra.run.dir={tmp_path}/a", "progress=false")
+    assert result.returncode == 2 and "CUDA is not available" in result.stderr
