@@ -96,7 +96,7 @@ class EnsembleLayerNorm(nn.Module):
         weight, bias = (
             (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
         )
-        return F.layer_norm(x, x.shape[-1:]) * weight + bias
+        return torch.addcmul(bias, F.layer_norm(x, x.shape[-1:]), weight)
 
 
 class EnsembleMLP(nn.Module):

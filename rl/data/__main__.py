@@ -1,0 +1,34 @@
+"""``python -m rl.data generate key=value ...`` and ``python -m rl.data export-policy <agent.pt> <out.pt>``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rl.data.generate import GenerateConfig, export_policy, generate, parse_key_values
+
+USAGE = (
+    "usage: python -m rl.data generate env=<hopper|halfcheetah|walker2d> level=<random|medium|expert|"
+    "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID] [score_episodes=N]\n"
+    "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>"
+)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        if argv[:1] == ["generate"]:
+            dataset_id = generate(parse_key_values(argv[1:], GenerateConfig))
+            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            return 0
+        if argv[:1] == ["export-policy"] and len(argv) == 3:
+            export_policy(Path(argv[1]), Path(argv[2]))
+            return 0
+    except ValueError as err:
+        print(f"o2o: error: {err}", file=sys.stderr)
+        return 2
+    print(USAGE, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,227 @@
+"""Datasets made the D4RL way, here: ``python -m rl.data generate env=hopper level=medium``.
+
+Levels (D4RL's recipe, Fu et al. 2020; spec peers_and_datasets.md Part C):
+- ``random``: a uniformly random policy;
+- ``medium``: a SAC policy stopped at about one third of the expert's return;
+- ``expert``: the best SAC policy trained within the documented budget;
+- ``medium-expert``: ``size`` steps of medium followed by ``size`` steps of expert;
+- ``medium-replay``: the replay buffer of the expert's training run up to the medium checkpoint,
+  read from ``behaviour/<env>-medium-replay.hdf5`` (D4RL layout) when that file exists.
+The behaviour policies are small actor-only files in ``rl/data/behaviour/`` (see its README for the
+command and seed that trained each). Rollouts use their stochastic actions, as D4RL's did.
+
+The result is a real Minari dataset, written through minari's own ``DataCollector``, with
+``ref_min_score`` = mean return of the uniformly random policy and ``ref_max_score`` = mean return
+of the expert policy (each over ``score_episodes`` seeded episodes) in its metadata, so
+``minari.get_normalized_score`` works on it. Everything is seeded: the same command gives the same
+dataset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import envs
+from rl.nets import TanhGaussianActor
+
+BEHAVIOUR_DIR = Path(__file__).parent / "behaviour"
+LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay")
+ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
+
+
+@dataclass
+class GenerateConfig:
+    env: str = "hopper"
+    level: str = "medium"
+    size: int = 1_000_000
+    """Env steps to record (per part for medium-expert). D4RL used 1M."""
+    seed: int = 0
+    score_episodes: int = 20
+    """Episodes behind each reference score (Minari uses 100)."""
+    dataset_id: str | None = None
+    """Default: ``o2o/<env>/<level>-v0``."""
+    progress: bool = True
+
+
+class Policy:
+    """A behaviour policy: ``act(obs) -> action`` in [-1, 1], seeded."""
+
+    def __init__(self, actor: TanhGaussianActor | None, action_dim: int, seed: int) -> None:
+        self.actor, self.action_dim = actor, action_dim
+        self.rng = np.random.default_rng(seed)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if self.actor is None:
+            return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
+        with torch.no_grad():
+            mean, std = self.actor._dist(torch.as_tensor(obs, dtype=torch.float32)[None])
+            noise = torch.randn(mean.shape, generator=self.generator)
+            return torch.tanh(mean + std * noise)[0].numpy()
+
+
+def export_policy(agent_checkpoint: Path, out: Path) -> None:
+    """Keep only the actor of a SAC agent checkpoint (a few hundred KB) as a behaviour policy."""
+    from rl.loops.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(agent_checkpoint)
+    if payload.get("kind") != "agent" or payload["agent"]["agent"] != "sac":
+        raise ValueError(
+            f"{agent_checkpoint}: need a SAC agent checkpoint (checkpoints/agent_*.pt of a sac run)"
+        )
+    agent = payload["agent"]
+    save_checkpoint(
+        out,
+        {
+            "kind": "behaviour_policy",
+            "obs_dim": agent["obs_dim"],
+            "action_dim": agent["action_dim"],
+            "actor_hidden": list(payload["agent_config"]["actor_hidden"]),
+            "actor_layer_norm": bool(payload["agent_config"]["actor_layer_norm"]),
+            "actor": agent["state"]["actor"],
+            "source": str(agent_checkpoint),
+        },
+    )
+
+
+def load_policy(env: str, name: str, seed: int) -> Policy:
+    from rl.loops.checkpoint import load_checkpoint
+
+    path = BEHAVIOUR_DIR / f"{env}-{name}.pt"
+    if not path.is_file():
+        raise ValueError(
+            f"generate: no {name} behaviour policy for {env} ({path}); see rl/data/behaviour/README.md"
+        )
+    payload = load_checkpoint(path)
+    actor = TanhGaussianActor(
+        payload["obs_dim"], payload["action_dim"], payload["actor_hidden"], payload["actor_layer_norm"]
+    )
+    actor.load_state_dict(payload["actor"])
+    return Policy(actor.eval(), payload["action_dim"], seed)
+
+
+class _StopAt(gym.Wrapper):
+    """Truncates the episode in progress when the recording reaches its size, so none is cut silently."""
+
+    def __init__(self, env: gym.Env, total: int) -> None:
+        super().__init__(env)
+        self.remaining = total
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.remaining -= 1
+        return obs, reward, terminated, truncated or self.remaining == 0, info
+
+
+def mean_return(env: gym.Env, policy: Policy, episodes: int, seed: int) -> float:
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        done, total = False, 0.0
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    return float(np.mean(returns))
+
+
+def generate(cfg: GenerateConfig) -> str:
+    """Record the dataset; returns its Minari id."""
+    import minari
+    from minari import DataCollector
+
+    if cfg.env not in ENVS:
+        raise ValueError(f"generate: env={cfg.env!r} is not one of {sorted(ENVS)}")
+    if cfg.level not in LEVELS:
+        raise ValueError(f"generate: level={cfg.level!r} is not one of {list(LEVELS)}")
+    dataset_id = cfg.dataset_id or f"o2o/{cfg.env}/{cfg.level}-v0"
+    if dataset_id in minari.list_local_datasets():
+        raise ValueError(
+            f"generate: dataset {dataset_id} already exists in {minari.storage.get_dataset_path()}; "
+            "choose another dataset_id or delete it first"
+        )
+    env_cfg = envs.EnvConfig(name=cfg.env, id=ENVS[cfg.env], score_name=cfg.env)
+    action_dim = envs.make(env_cfg).action_space.shape[0]
+
+    expert = load_policy(cfg.env, "expert", cfg.seed + 3)
+    ref_min = mean_return(
+        envs.make(env_cfg), Policy(None, action_dim, cfg.seed + 1), cfg.score_episodes, 1_000_000
+    )
+    ref_max = mean_return(envs.make(env_cfg), expert, cfg.score_episodes, 2_000_000)
+
+    if cfg.level == "medium-replay":
+        raise ValueError(
+            f"generate: medium-replay for {cfg.env} needs its training buffer; see rl/data/behaviour/README.md"
+        )
+    parts = {
+        "random": [Policy(None, action_dim, cfg.seed)],
+        "medium": [load_policy(cfg.env, "medium", cfg.seed)],
+        "expert": [load_policy(cfg.env, "expert", cfg.seed)],
+        "medium-expert": [
+            load_policy(cfg.env, "medium", cfg.seed),
+            load_policy(cfg.env, "expert", cfg.seed + 1),
+        ],
+    }[cfg.level]
+    total = cfg.size * len(parts)
+    collector = DataCollector(_StopAt(envs.make(env_cfg), total))
+    bar = tqdm(total=total, disable=not cfg.progress, desc=f"{dataset_id}", unit="step")
+    # Every episode gets its own reset seed: the DataCollector draws a random one when given None.
+    episode = 0
+    obs, _ = collector.reset(seed=cfg.seed * 1_000_000)
+    for policy in parts:
+        for _ in range(cfg.size):
+            obs, _, terminated, truncated, _ = collector.step(policy.act(obs))
+            if terminated or truncated:
+                episode += 1
+                obs, _ = collector.reset(seed=cfg.seed * 1_000_000 + episode)
+            bar.update(1)
+        if not (terminated or truncated):  # the next part starts a fresh episode
+            episode += 1
+            obs, _ = collector.reset(seed=cfg.seed * 1_000_000 + episode)
+    bar.close()
+    collector.create_dataset(
+        dataset_id=dataset_id,
+        eval_env=ENVS[cfg.env],
+        algorithm_name=f"o2o SAC behaviour policy ({cfg.level})"
+        if cfg.level != "random"
+        else "uniform random",
+        author="o2o",
+        author_email="o2o@users.noreply.github.com",
+        code_permalink="rl/data/generate.py",
+        ref_min_score=ref_min,
+        ref_max_score=ref_max,
+        description=f"D4RL-recipe {cfg.level} data on {ENVS[cfg.env]}: {total} steps, seed {cfg.seed}, "
+        f"made by 'python -m rl.data generate env={cfg.env} level={cfg.level} size={cfg.size} seed={cfg.seed}'",
+    )
+    collector.close()
+    return dataset_id
+
+
+def parse_key_values(args: list[str], config_class: type) -> object:
+    """``key=value`` arguments into a config dataclass; unknown keys and bad values fail by name."""
+    known = {f.name: f for f in fields(config_class)}
+    values = {}
+    for arg in args:
+        key, sep, raw = arg.partition("=")
+        if not sep or key not in known:
+            raise ValueError(f"unknown argument {arg!r}; expected key=value with key in {sorted(known)}")
+        kind = known[key].type
+        try:
+            if "bool" in str(kind):
+                if raw.lower() not in ("true", "false"):
+                    raise ValueError(raw)
+                values[key] = raw.lower() == "true"
+            elif "int" in str(kind):
+                values[key] = int(raw)
+            else:
+                values[key] = raw
+        except ValueError:
+            raise ValueError(f"{key}={raw!r}: not a valid {kind}") from None
+    return config_class(**values)
