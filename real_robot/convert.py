@@ -1,0 +1,128 @@
+"""Turn a bridge log into an o2o ``Dataset`` (and a D4RL-layout hdf5 file) so recorded runs train offline.
+
+``python -m real_robot.convert <run.o2olog> <out.hdf5>`` writes the D4RL keys (observations, actions,
+rewards, terminals, timeouts, next_observations, plus infos/intervened), which
+``rl.train dataset=d4rl:<out.hdf5>`` reads.
+
+A transition is ``(obs at step k, applied action, obs at step k+1)`` within one episode, where the
+action is the *applied* one from the log (after the governor's clipping, or the human's), not the
+one the policy asked for: that is what the arm did. Rejected commands moved nothing and make no
+transition. An episode's last transition is ``terminated`` when the task said so, otherwise
+``truncated`` (time limit, watchdog, e-stop, a new reset, or the log ending). This is the one
+module of real_robot that imports learner code (``rl.data.dataset``), as the design allows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from real_robot.protocol import flatten_state
+from real_robot.recorder import read_log
+from rl.data.dataset import Dataset, DatasetInfo
+
+
+def log_to_dataset(path: str | Path) -> Dataset:
+    path = Path(path)
+    obs_keys: list[str] | None = None
+    task = None
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "human")
+    }
+    previous: dict[str, Any] | None = None  # the last observation of the current episode
+    applied: dict[str, Any] | None = None  # the action applied after it, if any
+    finished = None  # an episode that terminated
+
+    def close_episode() -> None:
+        if columns["terminated"] and not columns["terminated"][-1]:
+            columns["truncated"][-1] = True
+
+    for record in read_log(path):
+        kind = record["kind"]
+        if kind == "header":
+            obs_keys, task = record["spec"]["obs_keys"], record["spec"]["task"]
+        elif kind == "applied":
+            applied = record
+        elif kind == "obs":
+            if obs_keys is None:
+                raise ValueError(f"{path}: observation before the header record")
+            if record["episode"] == finished:
+                continue  # steps a client took after the task terminated are not the learner's episode
+            state = flatten_state(record["state"], obs_keys)
+            continues = (
+                previous is not None
+                and applied is not None
+                and record["episode"] == previous["episode"]
+                and record["step"] == previous["step"] + 1
+                and applied["obs_id"] == previous["obs_id"]
+            )
+            if continues:
+                columns["obs"].append(previous["flat"])
+                columns["action"].append(np.asarray(applied["applied"], np.float32))
+                columns["reward"].append(float(record["reward"]))
+                columns["next_obs"].append(state)
+                columns["terminated"].append(bool(record["terminated"]))
+                columns["truncated"].append(False)
+                columns["human"].append(applied["source"] == "human")
+            elif previous is None or record["episode"] != previous["episode"]:
+                close_episode()
+            previous, applied = {**record, "flat": state}, None
+            if record["terminated"]:
+                finished, previous = record["episode"], None
+    close_episode()
+
+    if not columns["reward"]:
+        raise ValueError(
+            f"{path}: no complete transitions (an episode needs a RESET and at least one applied ACT)"
+        )
+    return Dataset(
+        observations=np.stack(columns["obs"]),
+        actions=np.stack(columns["action"]),
+        rewards=np.asarray(columns["reward"], np.float32),
+        next_observations=np.stack(columns["next_obs"]),
+        terminated=np.asarray(columns["terminated"]),
+        truncated=np.asarray(columns["truncated"]),
+        info=DatasetInfo(
+            source=f"bridge:{path}",
+            env_id=f"real-{task}",
+            extra={"intervened": np.asarray(columns["human"]), "obs_keys": obs_keys},
+        ),
+    )
+
+
+def write_d4rl_hdf5(dataset: Dataset, out: str | Path) -> None:
+    import h5py
+
+    with h5py.File(out, "w") as f:
+        f["observations"] = dataset.observations
+        f["actions"] = dataset.actions
+        f["rewards"] = dataset.rewards
+        f["terminals"] = dataset.terminated
+        f["timeouts"] = dataset.truncated
+        f["next_observations"] = dataset.next_observations
+        f["infos/intervened"] = dataset.info.extra["intervened"]
+        f.attrs["source"] = dataset.info.source
+        f.attrs["env_id"] = dataset.info.env_id
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m real_robot.convert", description=__doc__.splitlines()[0])
+    parser.add_argument("log", help="a .o2olog file written by the arm server")
+    parser.add_argument("out", help="the hdf5 file to write (D4RL key layout)")
+    args = parser.parse_args(argv)
+    try:
+        dataset = log_to_dataset(args.log)
+    except (OSError, ValueError) as exc:
+        print(f"convert: {exc}", file=sys.stderr)
+        return 2
+    write_d4rl_hdf5(dataset, args.out)
+    print(f"wrote {len(dataset)} transitions in {dataset.num_episodes} episodes to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
