@@ -48,9 +48,6 @@ class StepsConfig:
 
 @dataclass
 class TrainConfig:
-    defaults: list[Any] = field(
-        default_factory=lambda: [{"agent": "sac"}, {"env": "hopper"}, {"dataset": "none"}, "_self_"]
-    )
     agent: Any = MISSING
     env: EnvConfig = MISSING
     dataset: DatasetConfig = MISSING
@@ -64,6 +61,9 @@ class TrainConfig:
     """The one place a device is chosen: 'cpu', 'cuda' or 'cuda:<i>'."""
     threads: int = 0
     """torch intra-op threads (0: torch's default). Set 1 when sweeping with several local jobs."""
+    checkpoint: str | None = None
+    """An agent checkpoint (``<run>/checkpoints/agent_*.pt``) to start the agent from, e.g. a
+    pre-trained CQL agent for WSRL or a policy to fine-tune on a real arm."""
     resume: str | None = None
     """A run directory to continue from its last checkpoint."""
     progress: bool = True

@@ -8,6 +8,7 @@ from rl.agents.base import Agent, AgentConfig
 from rl.agents.cql import CQL, CalQLConfig, CQLConfig
 from rl.agents.iql import IQL, IQLConfig
 from rl.agents.sac import SAC, SACConfig
+from rl.agents.wsrl import WSRL, WSRLConfig
 from rl.nets import ObservationNormalizer
 
 # name -> (agent class, its config class)
@@ -16,6 +17,7 @@ AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
     "cql": (CQL, CQLConfig),
     "calql": (CQL, CalQLConfig),
     "iql": (IQL, IQLConfig),
+    "wsrl": (WSRL, WSRLConfig),
 }
 
 

@@ -43,6 +43,13 @@ class Agent:
         """Rows the loop samples for one ``update`` call (agents with a UTD ratio ask for more)."""
         return self.cfg.batch_size
 
+    def load_pretrained(self, state: dict[str, Any]) -> None:
+        """Start from another run's agent (``checkpoint=<path>``); by default it must be the same agent."""
+        self.load_state_dict(state)
+
+    def begin_online(self) -> None:
+        """Called by the loop when the online phase starts (or resumes); most agents need nothing."""
+
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         raise NotImplementedError
 

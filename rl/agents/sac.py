@@ -110,15 +110,20 @@ class SAC(Agent):
         self.temperature_optimizer = adam([self.log_alpha], cfg.temperature_lr)
 
     @property
+    def critic_steps(self) -> int:
+        """Critic steps per ``update`` (the update-to-data ratio)."""
+        return self.cfg.utd
+
+    @property
     def batch_size(self) -> int:
-        return self.cfg.batch_size * self.cfg.utd
+        return self.cfg.batch_size * self.critic_steps
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor.deterministic(obs) if deterministic else self.actor(obs)[0]
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        for minibatch in batch.split(self.cfg.utd):
+        for minibatch in batch.split(self.critic_steps):
             metrics = self.update_critic(minibatch)
         metrics.update(self.update_actor_and_temperature(batch))
         return metrics

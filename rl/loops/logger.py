@@ -22,6 +22,7 @@ CSV_FIELDS = ["step", "phase", "env_steps", "metric", "value"]
 
 class RunLogger:
     def __init__(self, run_dir: Path, total_steps: int, start_step: int, progress: bool) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
         self.csv_path = run_dir / "metrics.csv"
         _truncate_csv(self.csv_path, start_step)
         new_file = not self.csv_path.exists()

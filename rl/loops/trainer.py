@@ -91,6 +91,13 @@ class Trainer:
         if cfg.steps.offline > 0 and self.offline_buffer is None:
             raise ValueError(f"steps.offline={cfg.steps.offline} needs a dataset (dataset=<source:id>)")
         self.agent: Agent = build_agent(cfg.agent, self.obs_dim, self.action_dim, self.device, obs_stats)
+        if cfg.checkpoint is not None:
+            payload = load_checkpoint(Path(cfg.checkpoint))
+            if payload.get("kind") != "agent":
+                raise ValueError(
+                    f"checkpoint={cfg.checkpoint}: not an agent checkpoint (use checkpoints/agent_*.pt)"
+                )
+            self.agent.load_pretrained(payload["agent"])
 
         self.step = 0
         self.env_steps = 0
@@ -134,6 +141,7 @@ class Trainer:
 
     def online_phase(self, logger: RunLogger) -> None:
         steps = self.cfg.steps
+        self.agent.begin_online()
         while self.step < self.total_steps:
             online_step = self.step - steps.offline  # env steps taken so far in this phase
             action = self._online_action(online_step)

@@ -1,0 +1,150 @@
+"""WSRL: the pre-trained agent arrives whole, warm-up acts with it without updating, no offline data online."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import rl.train  # noqa: F401  (registers the structured configs and resolvers)
+from rl.agents import AGENTS, build_agent
+from rl.agents.wsrl import PRETRAINED_KEYS
+from rl.buffers import Batch
+from rl.loops.checkpoint import save_checkpoint
+from rl.loops.trainer import Trainer
+from tests.conftest import REPO
+
+SMALL = {
+    "num_critics": 4,
+    "critic_hidden": [32, 32],
+    "actor_hidden": [32, 32],
+    "batch_size": 16,
+    "cql_samples": 2,
+}
+
+
+def small_agent(name: str, **extra):
+    _, config_class = AGENTS[name]
+    return build_agent(config_class(**{**SMALL, **extra}), 11, 3, torch.device("cpu"))
+
+
+def random_batch(n: int) -> Batch:
+    return Batch(
+        torch.randn(n, 11),
+        torch.rand(n, 3) * 2 - 1,
+        torch.randn(n),
+        torch.randn(n, 11),
+        torch.zeros(n),
+        torch.randn(n),
+    )
+
+
+def test_every_pretrained_tensor_arrives_in_the_online_agent():
+    cql = small_agent("cql", critic_layer_norm=True, actor_layer_norm=True)
+    for _ in range(3):
+        cql.update(random_batch(16))
+    wsrl = small_agent("wsrl")
+    wsrl.load_pretrained(cql.state_dict())
+    ours, theirs = wsrl.state_dict()["state"], cql.state_dict()["state"]
+    for their_key, our_key in PRETRAINED_KEYS.items():
+        assert _flatten(ours[our_key]).keys() == _flatten(theirs[their_key]).keys()
+        for name, value in _flatten(theirs[their_key]).items():
+            mine = _flatten(ours[our_key])[name]
+            assert torch.equal(mine, value) if isinstance(value, torch.Tensor) else mine == value, (
+                f"{our_key}{name}"
+            )
+    assert set(ours) == set(PRETRAINED_KEYS.values())  # nothing of the online agent left unset
+
+
+def test_wsrl_refuses_an_agent_it_cannot_map():
+    with pytest.raises(ValueError, match="WSRL starts from a cql/calql/wsrl agent, not 'iql'"):
+        small_agent("wsrl").load_pretrained(
+            build_agent(AGENTS["iql"][1](hidden=[8]), 11, 3, torch.device("cpu")).state_dict()
+        )
+    with pytest.raises(ValueError, match="critic"):
+        small_agent("wsrl").load_pretrained(
+            small_agent("cql", num_critics=2, critic_layer_norm=True, actor_layer_norm=True).state_dict()
+        )
+
+
+def test_online_wsrl_updates_are_sac_with_the_utd_ratio():
+    agent = small_agent("wsrl", utd=4)
+    assert agent.batch_size == 16  # offline pre-training: UTD 1
+    offline = agent.update(random_batch(16))
+    assert "cql_gap" in offline
+    agent.begin_online()
+    assert agent.batch_size == 64
+    online = agent.update(random_batch(64))
+    assert "cql_gap" not in online and "critic_loss" in online
+
+
+def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_starts_empty(
+    tmp_path, hopper_d4rl_file
+):
+    cql = small_agent("cql", critic_layer_norm=True, actor_layer_norm=True)
+    pretrained = tmp_path / "agent_offline.pt"
+    save_checkpoint(pretrained, {"kind": "agent", "agent_config": {}, "agent": cql.state_dict()})
+    warmup, extra = 12, 5
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "agent=wsrl",
+                *[f"agent.{k}={v}" for k, v in SMALL.items()],
+                f"checkpoint={pretrained}",
+                f"dataset.source=d4rl:{hopper_d4rl_file}",
+                f"steps.warmup={warmup}",
+                f"steps.online={warmup + extra}",
+                "steps.eval_every=1000",
+                "steps.eval_episodes=1",
+                "progress=false",
+            ],
+        )
+    assert (cfg.offline_ratio, cfg.steps.warmup_actions) == (0.0, "policy")
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert torch.equal(
+        trainer.agent.state_dict()["state"]["actor"]["net.0.weight"],
+        cql.state_dict()["state"]["actor"]["net.0.weight"],
+    )
+    assert len(trainer.online_buffer) == 0
+
+    calls = {"act": [], "update": 0, "offline_sample": 0}
+    act, update = trainer.agent.act, trainer.agent.update
+
+    def spy_act(obs, deterministic=False):
+        action = act(obs, deterministic)
+        if not deterministic:
+            calls["act"].append(action.clone())
+        return action
+
+    def spy_update(batch):
+        calls["update"] += 1
+        assert len(trainer.online_buffer) > warmup  # the first update comes after the warm-up
+        return update(batch)
+
+    trainer.agent.act, trainer.agent.update = spy_act, spy_update
+    trainer.offline_buffer.sample = lambda n: (
+        calls.__setitem__("offline_sample", 1) or pytest.fail("offline data sampled")
+    )
+    trainer.run()
+    assert calls["update"] == extra
+    assert len(calls["act"]) == warmup + extra  # the pre-trained policy acted from the first step
+    stored = trainer.online_buffer.action[:warmup]
+    assert torch.equal(stored, torch.cat(calls["act"][:warmup]))
+    assert len(trainer.online_buffer) == warmup + extra  # only online rows: the dataset was not copied in
+
+
+def _flatten(state, prefix=""):
+    if isinstance(state, torch.Tensor):
+        return {prefix: state}
+    if isinstance(state, dict):
+        out = {}
+        for k, v in state.items():
+            out |= _flatten(v, f"{prefix}.{k}")
+        return out
+    if isinstance(state, list | tuple):
+        out = {}
+        for i, v in enumerate(state):
+            out |= _flatten(v, f"{prefix}[{i}]")
+        return out
+    return {prefix: state}
