@@ -15,6 +15,7 @@ config group, e.g. ``dataset=door_human``); the shorthand is rewritten before Hy
 
 from __future__ import annotations
 
+import contextlib
 import re
 import subprocess
 import sys
@@ -90,10 +91,8 @@ def _write_run_record(run_dir: Path, cfg: DictConfig) -> None:
     record = run_dir / ".hydra"
     record.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, record / "config.yaml", resolve=True)
-    try:
+    with contextlib.suppress(ValueError):  # HydraConfig is unset outside @hydra.main (in-process tests)
         OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), record / "overrides.yaml")
-    except ValueError:  # HydraConfig is unset when called outside @hydra.main (tests)
-        pass
     (run_dir / "git_revision.txt").write_text(_git_revision() + "\n")
 
 
