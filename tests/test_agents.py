@@ -20,6 +20,13 @@ SMALL = {
     "cql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
     "calql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
     "iql": {"hidden": [32, 32], "batch_size": 16},
+    "wsrl": {
+        "critic_hidden": [32, 32],
+        "actor_hidden": [32, 32],
+        "batch_size": 16,
+        "num_critics": 4,
+        "cql_samples": 3,
+    },
 }
 
 

@@ -134,8 +134,10 @@ def test_backend_fault_latches_and_the_waiting_client_is_told(start_server, conn
     obs = _start_episode(client)
     obs = _act(client, obs)
     obs = _act(client, obs)
+    # The fault is noticed on the server's next control tick; on a loaded machine that can be a few
+    # commands later, so allow some, but the client must be told and no command may succeed forever.
     with pytest.raises(BridgeError, match="backend fault: injected reflex") as info:
-        for _ in range(3):
+        for _ in range(20):
             obs = _act(client, obs)
     assert info.value.fatal
     operator = connect(server, name="operator")
