@@ -1,0 +1,178 @@
+"""The ``robotics`` family: gymnasium-robotics' D4RL suites with the conventions D4RL-style
+datasets (D4RL's own and Minari's ``D4RL/`` re-recordings) assume.
+
+Conventions, per suite (each one a default that ``cfg.kwargs``/``cfg.obs_keys`` can override):
+
+- AntMaze (``AntMaze_{UMaze,Medium,Large}[...]-v5``): D4RL's evaluation layout: a fixed reset cell
+  and goal cell per maze size (the maps Minari stores as the datasets' eval env), sparse reward
+  (1 within 0.45 of the goal, else 0; D4RL used 0.5, gymnasium-robotics hard-codes 0.45), the goal
+  never moves (``continuing_task=True, reset_target=False``), and the episode *terminates* at the
+  first success, so the return is 0 or 1 and the D4RL normalised score (min 0, max 1) is 100 x
+  success rate. Observation: ``[achieved_goal, observation]`` = the torso x, y then the rest of
+  qpos and qvel, 29 numbers in D4RL's ``antmaze-*`` order (the goal is not observed, as in D4RL).
+  Time limits as registered (UMaze 700, Medium/Large 1000, D4RL's). The reward transforms the
+  algorithms use (10r-5 for WSRL/Cal-QL, r-1 for IQL) belong in ``reward_scale``/``reward_bias``.
+- PointMaze (``PointMaze_*-v3``): D4RL maze2d's sparse reward and continuing task with the registered
+  time limits (300/600/800); the goal is sampled per episode, so it is observed:
+  ``[observation, desired_goal]`` (x, y, vx, vy, goal x, goal y).
+- Adroit (``AdroitHand{Door,Hammer,Pen,Relocate}-v1``): D4RL's dense reward and no termination
+  (time-outs only), so the D4RL normalised score applies to the raw return. Time limit 200, and 100
+  for Pen (D4RL's ``pen-*``; gymnasium-robotics registers 200). The observation is already flat
+  (39/46/45/39 numbers, D4RL's layout). ``info["success"]`` is the env's goal_achieved.
+- Franka Kitchen (``FrankaKitchen-v1``): the 4 D4RL target subtasks (microwave, kettle, light switch,
+  slide cabinet: ``kitchen-complete``/``-partial``; ``kitchen-mixed`` uses bottom burner instead of
+  slide cabinet, set ``kwargs.tasks_to_complete``). The reward at each step is the number of target
+  subtasks *currently* solved (0-4), as in the datasets (D4RL's files and Minari's recordings, made
+  with ``remove_task_when_completed=False``) rather than gymnasium-robotics' default of new
+  completions per step; the episode terminates when all are solved at once (WSRL's fork of D4RL).
+  The D4RL score counts subtasks completed during the episode (0-4): each step reports the newly
+  completed ones as ``info["score_reward"]``, which the vector env sums into
+  ``EpisodeStats.score_return``. Observation: Minari's 59-number ``observation`` (robot and object
+  positions and velocities; D4RL's 60-number layout with the goal appended cannot be rebuilt).
+"""
+
+from __future__ import annotations
+
+from typing import Any, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+
+from envs.config import EnvConfig
+from envs.wrappers import terminate_on_success
+
+R, G = "r", "g"
+# D4RL's antmaze evaluation mazes (reset cell r, goal cell g), as Minari stores them in the
+# datasets' eval env spec (minari-dataset-generation-scripts, scripts/antmaze).
+ANTMAZE_EVAL_MAPS: dict[str, list[list[Any]]] = {
+    "UMaze": [
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, R, 1],
+        [1, 0, 1, 1, 1],
+        [1, 0, 0, G, 1],
+        [1, 1, 1, 1, 1],
+    ],
+    "Medium": [
+        [1, 1, 1, 1, 1, 1, 1, 1],
+        [1, R, 0, 1, 1, 0, 0, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 0, 0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 0, 0, 1, 0, 1],
+        [1, 0, 0, 0, 1, 0, G, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+    "Large": [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, R, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+        [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+        [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1, 0, G, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+}
+KITCHEN_COMPLETE_TASKS = ["microwave", "kettle", "light switch", "slide cabinet"]
+
+
+class FlattenObservation(gym.ObservationWrapper):
+    """Concatenate the chosen keys of a dict observation into one float vector, in the given order."""
+
+    def __init__(self, env: gym.Env, keys: list[str]):
+        super().__init__(env)
+        spaces = env.observation_space.spaces
+        for key in keys:
+            if key not in spaces or not isinstance(spaces[key], gym.spaces.Box):
+                vector_keys = [k for k, s in spaces.items() if isinstance(s, gym.spaces.Box)]
+                raise ValueError(
+                    f"env.obs_keys: {key!r} is not a vector key of the observation; have {vector_keys}"
+                )
+        self.keys = keys
+        size = sum(int(np.prod(spaces[key].shape)) for key in keys)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(size,), dtype=np.float64)
+
+    def observation(self, observation: dict[str, Any]) -> np.ndarray:
+        return np.concatenate([np.ravel(observation[key]) for key in self.keys])
+
+
+class KitchenSubtaskReward(gym.Wrapper):
+    """D4RL-dataset rewards for Franka Kitchen (see the module docstring). Needs the env built with
+    ``remove_task_when_completed=False`` and ``terminate_on_tasks_completed=False``."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        self._completed = 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, solved_now, terminated, truncated, info = self.env.step(action)
+        all_solved = solved_now == len(self.env.unwrapped.goal)
+        completed = len(info["episode_task_completions"])
+        info["score_reward"] = float(completed - self._completed)
+        info["success"] = all_solved
+        self._completed = completed
+        return obs, solved_now, terminated or all_solved, truncated, info
+
+
+def _suite(env_id: str) -> str:
+    for suite in ("AntMaze", "PointMaze", "AdroitHand", "FrankaKitchen"):
+        if env_id.startswith(suite):
+            return suite
+    raise ValueError(
+        f"env.id: {env_id!r} is not an AntMaze_*, PointMaze_*, AdroitHand*-v1 or FrankaKitchen-v1 id "
+        "(the robotics family's suites)"
+    )
+
+
+def make_robotics(cfg: EnvConfig) -> gym.Env:
+    """One gymnasium-robotics env with the D4RL conventions of its suite (module docstring)."""
+    suite = _suite(cfg.id)
+    import gymnasium_robotics  # registers the ids
+
+    gym.register_envs(gymnasium_robotics)
+    if cfg.id not in gym.registry:
+        raise ValueError(f"env.id: unknown gymnasium-robotics id {cfg.id!r} (env.name={cfg.name!r})")
+
+    kwargs: dict[str, Any] = {}
+    max_steps = cfg.max_episode_steps
+    if suite == "AntMaze":
+        size = next((s for s in ANTMAZE_EVAL_MAPS if cfg.id.startswith(f"AntMaze_{s}")), None)
+        if size is not None:
+            kwargs["maze_map"] = ANTMAZE_EVAL_MAPS[size]
+        # Ant-v5 appends 78 contact forces by default; D4RL's ant observes qpos and qvel only.
+        kwargs.update(
+            continuing_task=True,
+            reset_target=False,
+            reward_type="sparse",
+            include_cfrc_ext_in_observation=False,
+        )
+        obs_keys = ["achieved_goal", "observation"]
+    elif suite == "PointMaze":
+        kwargs.update(continuing_task=True, reward_type="sparse")
+        obs_keys = ["observation", "desired_goal"]
+    elif suite == "AdroitHand":
+        obs_keys = None
+        if max_steps is None and cfg.id.startswith("AdroitHandPen"):
+            max_steps = 100
+    else:
+        kwargs.update(
+            tasks_to_complete=KITCHEN_COMPLETE_TASKS,
+            remove_task_when_completed=False,
+            terminate_on_tasks_completed=False,
+        )
+        obs_keys = ["observation"]
+    kwargs.update(cfg.kwargs)
+    if max_steps is not None:
+        kwargs["max_episode_steps"] = max_steps
+    try:
+        env = gym.make(cfg.id, **kwargs)
+    except TypeError as e:  # an unknown constructor keyword
+        raise ValueError(f"env.kwargs: {cfg.id!r} rejected {sorted(cfg.kwargs)}: {e}") from None
+
+    if suite == "FrankaKitchen":
+        env = KitchenSubtaskReward(env)
+    keys = cfg.obs_keys if cfg.obs_keys is not None else obs_keys
+    if keys is not None:
+        env = FlattenObservation(env, keys)
+    return terminate_on_success(env, cfg, family_default=suite == "AntMaze")

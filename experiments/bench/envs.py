@@ -1,0 +1,184 @@
+"""Env stepping throughput: single env, vector env in process and in subprocesses, and the physics
+floor (raw ``mujoco.mj_step`` on the same model, frame_skip substeps per env step), all in one run.
+
+    .venv/bin/python -m experiments.bench.envs [--seconds 3] [--skip-pixels]
+
+Prints one JSON object. Every figure is env steps per second (vector envs: copies x vector steps),
+with random actions in [-1, 1] drawn beforehand; ratios compare figures from this same run. Not a
+test: the machine is shared, so read ratios, and rerun when the load changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+# Run as a file, this module's folder heads sys.path and its name would shadow the envs package.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import envs  # noqa: E402
+from envs import EnvConfig  # noqa: E402
+
+HALFCHEETAH = EnvConfig(name="halfcheetah", id="HalfCheetah-v5", score_name="halfcheetah")
+LIFT = EnvConfig(name="lift", id="Lift", family="robosuite", score_name=None)
+VECTOR_SIZES = (2, 4, 8)
+
+Stepper = tuple[Callable[[], None], int]
+"""A function that advances some env(s), and how many env steps one call makes."""
+
+
+def round_robin(steppers: dict[str, Stepper], seconds: float, turn: float = 0.05) -> dict[str, float]:
+    """Env steps per second of each stepper, timed in alternating turns of ``turn`` seconds until each
+    has run ``seconds`` in total: a load change on a shared machine then hits every figure alike,
+    which keeps the ratios between them meaningful."""
+    for step, _ in steppers.values():  # warm up (caches, lazy allocations, first renders)
+        for _ in range(3):
+            step()
+    elapsed = dict.fromkeys(steppers, 0.0)
+    env_steps = dict.fromkeys(steppers, 0)
+    while min(elapsed.values()) < seconds:
+        for name, (step, per_call) in steppers.items():
+            start = time.perf_counter()
+            while (spent := time.perf_counter() - start) < turn:
+                step()
+                env_steps[name] += per_call
+            elapsed[name] += spent
+    return {name: env_steps[name] / elapsed[name] for name in steppers}
+
+
+def physics(model: mujoco.MjModel, substeps: int) -> Stepper:
+    """One env step's worth of raw mj_step calls: the floor no env step can beat."""
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    return (lambda: mujoco.mj_step(model, data, nstep=substeps)), 1
+
+
+def single(env) -> Stepper:
+    env.reset(seed=0)
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(4096, *env.action_space.shape))
+    count = iter(range(10**12))
+
+    def step() -> None:
+        _, _, terminated, truncated, _ = env.step(actions[next(count) % 4096])
+        if terminated or truncated:
+            env.reset()
+
+    return step, 1
+
+
+def vector(vec) -> Stepper:
+    vec.reset(seed=0)
+    actions = torch.rand(4096, vec.num_envs, *vec.single_action_space.shape) * 2 - 1
+    count = iter(range(10**12))
+    return (lambda: vec.step(actions[next(count) % 4096])), vec.num_envs
+
+
+def stepping_figures(cfg: EnvConfig, floor: Stepper, seconds: float) -> dict[str, float]:
+    """Physics floor, single env, and vector envs of every size and mode, timed together."""
+    to_close = [envs.make(cfg)]
+    steppers = {"physics_floor": floor, "single_env": single(to_close[0])}
+    for mode, label in (("sync", "in_process"), ("async", "subprocess")):
+        for n in VECTOR_SIZES:
+            to_close.append(envs.make_vec(cfg, n, mode=mode))
+            steppers[f"{label}_n{n}"] = vector(to_close[-1])
+    # One copy in one worker: against single_env, the price of the pipe and shared-memory round trip.
+    to_close.append(envs.make_vec(cfg, 1, mode="async"))
+    steppers["subprocess_n1"] = vector(to_close[-1])
+    try:
+        return {name: round(value, 1) for name, value in round_robin(steppers, seconds).items()}
+    finally:
+        for env in to_close:
+            env.close()
+
+
+def halfcheetah(seconds: float) -> dict:
+    core = envs.make(HALFCHEETAH).unwrapped
+    figures = stepping_figures(HALFCHEETAH, physics(core.model, core.frame_skip), seconds)
+    floor = figures["physics_floor"]
+    return {
+        "env_steps_per_second": figures,
+        "frame_skip": core.frame_skip,
+        "over_physics_floor": {k: round(v / floor, 3) for k, v in figures.items() if k != "physics_floor"},
+    }
+
+
+def lift(seconds: float) -> dict:
+    probe = envs.make(LIFT)
+    suite = probe.unwrapped.suite
+    substeps = round(suite.control_timestep / suite.model_timestep)
+    figures = stepping_figures(LIFT, physics(suite.sim.model._model, substeps), seconds)
+    probe.close()
+    return {
+        "env_steps_per_second": figures,
+        "substeps": substeps,
+        "over_single_env": {k: round(v / figures["single_env"], 3) for k, v in figures.items()},
+    }
+
+
+def lift_pixels(seconds: float) -> dict:
+    """Two 84x84 cameras (agentview, wrist): robosuite's default render quality, the RL settings,
+    and the RL settings drawing collision meshes instead of the detailed visual meshes; the state env
+    as the reference."""
+    camera = {**vars(LIFT), "obs_mode": "pixels", "image_size": 84}
+    variants = {
+        "state_only": EnvConfig(**vars(LIFT)),
+        "default_render": EnvConfig(**{**camera, "fast_render": False}),
+        "fast_render": EnvConfig(**camera),
+        "fast_render_collision_meshes": EnvConfig(
+            **{**camera, "kwargs": {"render_visual_mesh": False, "render_collision_mesh": True}}
+        ),
+    }
+    built = {name: envs.make(cfg) for name, cfg in variants.items()}
+    try:
+        figures = round_robin({name: single(env) for name, env in built.items()}, seconds)
+    finally:
+        for env in built.values():
+            env.close()
+    return {
+        "env_steps_per_second": {k: round(v, 1) for k, v in figures.items()},
+        "over_state_only": {k: round(v / figures["state_only"], 3) for k, v in figures.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing window per figure")
+    parser.add_argument("--skip-pixels", action="store_true", help="leave out the camera envs")
+    args = parser.parse_args()
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    torch.set_num_threads(1)
+
+    cheetah = halfcheetah(args.seconds)
+    robosuite = lift(args.seconds)
+    speedup = robosuite["over_single_env"]["subprocess_n2"]
+    in_process_n8 = cheetah["over_physics_floor"]["in_process_n8"]
+    report = {
+        "machine": {"cpus": len(os.sched_getaffinity(0)), "python": platform.python_version()},
+        "seconds_per_figure": args.seconds,
+        "halfcheetah_v5": cheetah,
+        "robosuite_lift_state": robosuite,
+        "targets": {
+            "lift_subprocess_n2_over_single >= 1.7": {"value": speedup, "met": speedup >= 1.7},
+            "halfcheetah_in_process_n8_over_physics_floor >= 0.6": {
+                "value": in_process_n8,
+                "met": in_process_n8 >= 0.6,
+            },
+        },
+    }
+    if not args.skip_pixels:
+        report["robosuite_lift_pixels_84"] = lift_pixels(args.seconds)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
