@@ -34,10 +34,22 @@ def make_gymnasium(cfg: EnvConfig) -> gym.Env:
     return terminate_on_success(env, cfg, family_default=False)
 
 
+def make_real(cfg: EnvConfig) -> gym.Env:
+    """The arm behind the o2o bridge (``real_robot``); ``cfg.kwargs`` go to ``make_bridge_env``
+    (address, keys_dir, key_name, timeouts, max_episode_steps, pixels)."""
+    from real_robot.client_env import make_bridge_env
+
+    try:
+        return make_bridge_env(**cfg.kwargs)
+    except TypeError as e:
+        raise ValueError(f"env.kwargs: the bridge env rejected {sorted(cfg.kwargs)}: {e}") from None
+
+
 FAMILIES: dict[str, Builder] = {
     "gymnasium": make_gymnasium,
     "robotics": make_robotics,
     "robosuite": make_robosuite,
+    "real": make_real,
 }
 
 

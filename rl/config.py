@@ -56,6 +56,11 @@ class TrainConfig:
     """Share of each online batch drawn from the offline data (0: online only; 0.5: RLPD/Cal-QL)."""
     buffer_capacity: int = 1_000_000
     """Rows of the online replay buffer."""
+    num_envs: int = 1
+    """Env copies stepped together online; the agent acts on all of them in one batched call."""
+    env_mode: str = "auto"
+    """How the copies run: 'sync' (in this process: right for cheap MuJoCo steps), 'async'
+    (subprocess workers: right for robosuite), or 'auto' (by the env family)."""
     seed: int = 0
     device: str = "cpu"
     """The one place a device is chosen: 'cpu', 'cuda' or 'cuda:<i>'."""

@@ -230,3 +230,45 @@ def test_cuda_device_on_a_cpu_machine_is_refused(tmp_path):
         pytest.skip("this machine has CUDA; the refusal only applies without it")
     result = run_cli("device=cuda", f"hydra.run.dir={tmp_path}/a", "progress=false")
     assert result.returncode == 2 and "CUDA is not available" in result.stderr
+
+
+def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_env_step(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.loops.trainer import Trainer
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "num_envs=4",
+                "steps.online=40",
+                "steps.warmup=8",
+                "steps.warmup_actions=policy",
+                "steps.eval_every=1000",
+                "steps.eval_episodes=1",
+                *TINY,
+            ],
+        )
+    trainer = Trainer(cfg, tmp_path / "run")
+    calls = {"act": [], "update": 0}
+    act, update = trainer.agent.act, trainer.agent.update
+
+    def spy_act(obs, deterministic=False):
+        if not deterministic:
+            calls["act"].append(tuple(obs.shape))
+        return act(obs, deterministic)
+
+    def spy_update(batch):
+        calls["update"] += 1
+        return update(batch)
+
+    trainer.agent.act, trainer.agent.update = spy_act, spy_update
+    trainer.run()
+    assert calls["act"] == [(4, 11)] * 10  # one batched call per vector step
+    assert calls["update"] == 40 - 8  # one update per env step after the warm-up
+    assert len(trainer.online_buffer) == 40 and trainer.env_steps == 40
+    with pytest.raises(ValueError, match="steps.online=42 must be a multiple of num_envs=4"):
+        cfg.steps.online = 42
+        Trainer(cfg, tmp_path / "other")

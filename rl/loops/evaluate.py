@@ -25,8 +25,9 @@ def evaluate(
         while not done:
             obs_t = torch.as_tensor(obs, dtype=torch.float32, device=agent.device).unsqueeze(0)
             action = agent.act(obs_t, deterministic=True)[0].cpu().numpy()
-            obs, reward, terminated, truncated, _ = env.step(action)
-            total += float(reward)
+            obs, reward, terminated, truncated, info = env.step(action)
+            # Envs whose score is not their return (Franka Kitchen: distinct subtasks done) say so.
+            total += float(info.get("score_reward", reward))
             length += 1
             done = terminated or truncated
         returns.append(total)

@@ -2,14 +2,15 @@
 
 Phases, on one step axis:
 1. offline: ``steps.offline`` agent updates on batches from the dataset's buffer;
-2. online: ``steps.online`` env steps; each transition enters the online buffer, and after
-   ``steps.warmup`` steps every env step is followed by one ``agent.update`` on a batch the
+2. online: ``steps.online`` env steps, taken ``num_envs`` at a time by a vector env with one
+   batched ``agent.act`` per vector step; each transition enters the online buffer, and after
+   ``steps.warmup`` env steps every env step is matched by one ``agent.update`` on a batch the
    ``MixedSampler`` draws (``offline_ratio`` of it from the dataset).
 Evaluation runs every ``steps.eval_every`` steps of each phase and at each phase's end.
 
 Exact resume: a checkpoint holds the agent (networks, optimizers, temperature), the online
 buffer's rows, both buffers' sampling generators, the global RNGs, the step counters, the current
-episode (observation, its buffer rows, return so far) and the training env's simulator state.
+episodes (observations, their buffer rows) and the vector env's simulator states.
 The offline buffer's rows are not saved: they are rebuilt from the dataset and checked against a
 fingerprint. On CPU, a run killed and resumed from step k logs the same numbers after k as one
 that never stopped.
@@ -17,7 +18,6 @@ that never stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +44,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-@dataclass
-class Episode:
-    """The online episode in progress: what a resume needs to continue it."""
-
-    obs: np.ndarray
-    rows: list[torch.Tensor]
-    raw_return: float = 0.0
-    length: int = 0
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
         self.cfg, self.run_dir = cfg, run_dir
@@ -61,9 +51,11 @@ class Trainer:
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
-        self.env = envs.make(cfg.env)
+        if cfg.steps.online % cfg.num_envs:
+            raise ValueError(f"steps.online={cfg.steps.online} must be a multiple of num_envs={cfg.num_envs}")
+        self.env = envs.make_vec(cfg.env, cfg.num_envs, self.device, cfg.env_mode)
         self.eval_env = envs.make(cfg.env)
-        obs_space, action_space = self.env.observation_space, self.env.action_space
+        obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.obs_dim, self.action_dim = int(np.prod(obs_space.shape)), int(action_space.shape[0])
 
         self.dataset = self._load_dataset(obs_space, action_space)
@@ -102,8 +94,9 @@ class Trainer:
         self.step = 0
         self.env_steps = 0
         self.episodes = 0
-        obs, _ = self.env.reset(seed=cfg.seed)
-        self.episode = Episode(obs=obs, rows=[])
+        self.obs = self.env.reset(seed=cfg.seed)
+        # Buffer rows of each copy's episode in progress: their MC returns are written when it ends.
+        self.episode_rows: list[list[torch.Tensor]] = [[] for _ in range(cfg.num_envs)]
         self.summary: dict[str, dict[str, float]] = {}
 
     def _load_dataset(self, obs_space, action_space) -> Dataset | None:
@@ -140,65 +133,66 @@ class Trainer:
             self._save_agent("agent_offline.pt")
 
     def online_phase(self, logger: RunLogger) -> None:
-        steps = self.cfg.steps
+        steps, n = self.cfg.steps, self.cfg.num_envs
         self.agent.begin_online()
         while self.step < self.total_steps:
             online_step = self.step - steps.offline  # env steps taken so far in this phase
             action = self._online_action(online_step)
-            next_obs, reward, terminated, truncated, _ = self.env.step(action.cpu().numpy())
-            row = self.online_buffer.add(
-                self._obs_tensor(self.episode.obs),
-                action.unsqueeze(0),
-                torch.tensor([reward], dtype=torch.float32),
-                self._obs_tensor(next_obs),
-                torch.tensor([terminated]),
+            result = self.env.step(action)
+            rows = self.online_buffer.add(self.obs, action, result.reward, result.next_obs, result.terminated)
+            for copy, row in enumerate(rows.split(1)):
+                self.episode_rows[copy].append(row)
+            metrics: dict[str, Any] = self._finish_episodes(result.episodes) if result.episodes else {}
+            self.obs = result.obs
+            self.env_steps += n
+            if online_step + n > steps.warmup:
+                for _ in range(n):  # one update per env step, whatever the number of copies
+                    metrics |= self.agent.update(self.sampler.sample(self.agent.batch_size))
+            self.step += n
+            self._after_step(
+                logger, "online", online_step + n, metrics, self.step == self.total_steps, stride=n
             )
-            self.episode.rows.append(row)
-            self.episode.raw_return += float(reward)
-            self.episode.length += 1
-            self.env_steps += 1
-            metrics: dict[str, Any] = {}
-            if terminated or truncated:
-                metrics |= self._finish_episode()
-            else:
-                self.episode.obs = next_obs
-            if online_step + 1 > steps.warmup:
-                metrics |= self.agent.update(self.sampler.sample(self.agent.batch_size))
-            self.step += 1
-            self._after_step(logger, "online", online_step + 1, metrics, self.step == self.total_steps)
         self._save_agent("agent_final.pt")
 
     def _online_action(self, online_step: int) -> torch.Tensor:
-        in_warmup = online_step < self.cfg.steps.warmup
-        if in_warmup and self.cfg.steps.warmup_actions == "random":
-            return torch.rand(self.action_dim) * 2.0 - 1.0
         if self.cfg.steps.warmup_actions not in ("random", "policy"):
             raise ValueError(
                 f"steps.warmup_actions must be 'random' or 'policy', got {self.cfg.steps.warmup_actions!r}"
             )
-        return self.agent.act(self._obs_tensor(self.episode.obs))[0]
+        if online_step < self.cfg.steps.warmup and self.cfg.steps.warmup_actions == "random":
+            return torch.rand(self.cfg.num_envs, self.action_dim, device=self.device) * 2.0 - 1.0
+        return self.agent.act(self.obs)
 
-    def _finish_episode(self) -> dict[str, float]:
-        self.online_buffer.write_mc_returns(torch.cat(self.episode.rows))
-        result = {"episode_return": self.episode.raw_return, "episode_length": float(self.episode.length)}
+    def _finish_episodes(self, episodes: tuple[envs.EpisodeStats, ...]) -> dict[str, float]:
+        """Write the MC returns of the episodes that just ended; log their mean statistics."""
+        for episode in episodes:
+            self.online_buffer.write_mc_returns(torch.cat(self.episode_rows[episode.env_index]))
+            self.episode_rows[episode.env_index] = []
+        self.episodes += len(episodes)
+        result = {
+            "episode_return": float(np.mean([e.episode_return for e in episodes])),
+            "episode_length": float(np.mean([e.length for e in episodes])),
+        }
         if self.normalizer is not None:
-            result["episode_score"] = float(self.normalizer(self.episode.raw_return))
-        self.episodes += 1
-        obs, _ = self.env.reset()
-        self.episode = Episode(obs=obs, rows=[])
+            result["episode_score"] = float(np.mean([self.normalizer(e.score_return) for e in episodes]))
         return result
 
     def _after_step(
-        self, logger: RunLogger, phase: str, phase_step: int, metrics: dict, phase_end: bool
+        self, logger: RunLogger, phase: str, phase_step: int, metrics: dict, phase_end: bool, stride: int = 1
     ) -> None:
+        """Log, evaluate and checkpoint when ``phase_step`` crosses their intervals (or the phase ends)."""
         steps = self.cfg.steps
-        log_now = phase_step % steps.log_every == 0 or phase_end
+
+        def due(every: int) -> bool:
+            return every > 0 and phase_step // every != (phase_step - stride) // every
+
+        log_now = due(steps.log_every) or phase_end
         if log_now and metrics:
             metrics = dict(metrics)
             metrics["steps_per_second"] = logger.steps_per_second(self.step)
         if "episode_return" in metrics or log_now:
             logger.log(self.step, phase, self.env_steps, metrics)
-        if phase_step % steps.eval_every == 0 or phase_end:
+        if due(steps.eval_every) or phase_end:
             result = evaluate(
                 self.agent,
                 self.eval_env,
@@ -214,9 +208,9 @@ class Trainer:
             )
             if phase_end:
                 self.summary[phase] = {"step": self.step, **result}
-        if steps.snapshot_every > 0 and self.step % steps.snapshot_every == 0:
+        if due(steps.snapshot_every):
             self._save_agent(f"agent_step{self.step}.pt")
-        if phase_step % steps.checkpoint_every == 0 or phase_end:
+        if due(steps.checkpoint_every) or phase_end:
             self.save()
         logger.advance(self.step, phase)
 
@@ -251,8 +245,8 @@ class Trainer:
                     "step": self.step,
                     "env_steps": self.env_steps,
                     "episodes": self.episodes,
-                    "episode": self.episode,
-                    "env_state": envs.get_env_state(self.env),
+                    "episode_rows": self.episode_rows,
+                    "env_state": self.env.get_state(),
                     "summary": self.summary,
                 },
             },
@@ -277,18 +271,16 @@ class Trainer:
         loop = payload["loop"]
         self.step, self.env_steps, self.episodes = loop["step"], loop["env_steps"], loop["episodes"]
         self.summary = loop["summary"]
-        self.episode = loop["episode"]
         if loop["env_state"] is not None:
-            envs.set_env_state(self.env, loop["env_state"])
-        else:  # an env we cannot snapshot (e.g. a real arm): the interrupted episode restarts
-            self.episode = Episode(obs=self.env.reset()[0], rows=[])
+            self.obs = self.env.set_state(loop["env_state"])
+            self.episode_rows = loop["episode_rows"]
+        else:  # envs we cannot snapshot (a real arm, robosuite): the interrupted episodes restart
+            self.obs = self.env.reset(seed=self.cfg.seed + self.step)
+            self.episode_rows = [[] for _ in range(self.cfg.num_envs)]
         set_rng_state(payload["rng"])
 
     def _dataset_fingerprint(self) -> tuple[int, float]:
         return (len(self.dataset), float(np.float64(self.dataset.rewards).sum()))
-
-    def _obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
 
 
 RUNTIME_KEYS = ("resume", "device", "threads", "progress")

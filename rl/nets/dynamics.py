@@ -1,0 +1,102 @@
+"""A learned dynamics ensemble: stacked Gaussian models of ``(s, a) -> (s' - s, r)`` plus a termination logit.
+
+The model family of MBPO/MOBILE (which Uni-O4's model-based policy evaluation uses): each member
+outputs a diagonal Gaussian over the state change and the reward, with its log-variance softly
+bounded by learned limits, and all members are evaluated in one batched matmul. Two choices differ
+from MOBILE and are made here on purpose:
+
+- The state change is predicted in normalised units, ``(s' - s) / std`` with the dataset's
+  observation std (``obs_norm``), so every output dimension has a similar scale without a separately
+  fitted target scaler. Without ``obs_norm`` the units are raw.
+- Termination is *learned*, not a hand-written per-environment function: a third head predicts the
+  logit of ``terminated`` from ``(s, a)``, trained with a cross-entropy on the dataset's flags, and a
+  model step terminates a row when that probability exceeds one half. Agents know nothing about
+  environments, so a rule that reads a hopper's height cannot live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rl.nets.mlp import EnsembleMLP, ObservationNormalizer
+
+
+class DynamicsEnsemble(nn.Module):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        members: int,
+        hidden: Sequence[int],
+        obs_norm: ObservationNormalizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.obs_dim, self.members = obs_dim, members
+        self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
+        out = obs_dim + 1  # state change and reward
+        self.net = EnsembleMLP(members, obs_dim + action_dim, hidden, 2 * out + 1, output_gain=1.0)
+        # MOBILE's learned soft bounds on the log-variance (initial values as there).
+        self.max_log_var = nn.Parameter(torch.full((out,), 0.5))
+        self.min_log_var = nn.Parameter(torch.full((out,), -10.0))
+
+    def forward(
+        self, obs: torch.Tensor, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of ``(delta, reward)`` ``(members, B, obs_dim + 1)`` and the
+        termination logit ``(members, B)``, for ``obs`` ``(B, obs_dim)`` and ``action`` ``(B, A)``."""
+        out = self.net(torch.cat([self.obs_norm(obs), action], dim=-1))
+        mean, raw_log_var, logit = out.split([self.obs_dim + 1, self.obs_dim + 1, 1], dim=-1)
+        log_var = self.max_log_var - F.softplus(self.max_log_var - raw_log_var)
+        log_var = self.min_log_var + F.softplus(log_var - self.min_log_var)
+        return mean, log_var, logit.squeeze(-1)
+
+    def target(self, obs: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """What the Gaussian heads regress: ``(normalised state change, reward)``, ``(B, obs_dim + 1)``."""
+        return torch.cat([self.obs_norm(next_obs) - self.obs_norm(obs), reward.unsqueeze(-1)], dim=-1)
+
+    def loss(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        next_obs: torch.Tensor,
+        reward: torch.Tensor,
+        terminated: torch.Tensor,
+        weight: torch.Tensor,
+    ) -> torch.Tensor:
+        """Per-row-weighted Gaussian NLL + termination cross-entropy, summed over members, plus the
+        log-variance bound penalty. ``weight`` (B,) lets a caller leave held-out rows out."""
+        mean, log_var, logit = self(obs, action)
+        target = self.target(obs, next_obs, reward)
+        nll = ((mean - target).pow(2) * torch.exp(-log_var) + log_var).mean(-1)  # (members, B)
+        bce = F.binary_cross_entropy_with_logits(
+            logit, terminated.expand_as(logit), reduction="none"
+        )  # (members, B)
+        per_member = ((nll + bce) * weight).sum(1) / weight.sum().clamp(min=1.0)
+        bounds = 0.01 * (self.max_log_var.sum() - self.min_log_var.sum())
+        return per_member.sum() + bounds
+
+    @torch.no_grad()
+    def mean_error(
+        self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor
+    ) -> torch.Tensor:
+        """Squared error of each member's mean prediction, ``(members, B)`` (MOBILE's validation metric)."""
+        mean, _, _ = self(obs, action)
+        return (mean - self.target(obs, next_obs, reward)).pow(2).mean(-1)
+
+    @torch.no_grad()
+    def step(
+        self, obs: torch.Tensor, action: torch.Tensor, elites: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One model step for ``(B, obs_dim)`` rows: each row uses one elite drawn at random and a
+        sample of its Gaussian (as MOBILE). Returns next obs, reward and terminated (float), all ``(B, ...)``."""
+        mean, log_var, logit = self(obs, action)
+        pick = elites[torch.randint(len(elites), (obs.shape[0],), device=obs.device)]
+        rows = torch.arange(obs.shape[0], device=obs.device)
+        mean, std, logit = mean[pick, rows], (0.5 * log_var[pick, rows]).exp(), logit[pick, rows]
+        sample = mean + std * torch.randn_like(mean)
+        next_obs = obs + sample[:, :-1] * self.obs_norm.std
+        return next_obs, sample[:, -1], (logit > 0).float()
