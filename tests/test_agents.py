@@ -109,14 +109,14 @@ def test_same_seed_gives_same_numbers(name):
 
 def test_checkpoint_of_another_agent_or_shape_is_refused():
     sac_state = make("sac").state_dict()
-    with pytest.raises(ValueError, match="holds agent 'sac', this run builds 'iql'"):
+    with pytest.raises(ValueError, match=r"holds agent 'sac', this run builds 'iql'"):
         make("iql").load_state_dict(sac_state)
     with pytest.raises(
         ValueError, match=r"critic\.net\.layers\.0\.weight' has shape \(4, 7, 32\).*\(2, 7, 32\)"
     ):
         make("sac", num_critics=2).load_state_dict(sac_state)
     other_obs = build_agent(AGENTS["sac"][1](**SMALL["sac"]), OBS + 1, ACT, torch.device("cpu"))
-    with pytest.raises(ValueError, match="obs/action sizes"):
+    with pytest.raises(ValueError, match=r"obs/action sizes"):
         other_obs.load_state_dict(sac_state)
 
 

@@ -58,7 +58,7 @@ def test_mc_return_to_go_by_hand_and_the_sparse_rule():
     assert np.allclose(g, [1 + 0.9 * 0 + 0.81 * 2, 0.9 * 2, 2.0, -1 - 0.9, -1.0])
     sparse = mc_return_to_go(rewards, ends, gamma=0.9, sparse_negative_reward=-1.0)
     assert np.allclose(sparse[3:], [-10.0, -10.0]) and np.allclose(sparse[:3], g[:3])
-    with pytest.raises(ValueError, match="last row must end an episode"):
+    with pytest.raises(ValueError, match=r"last row must end an episode"):
         mc_return_to_go(rewards, np.zeros(5, dtype=bool), 0.9)
 
 
@@ -88,7 +88,7 @@ def test_mixing_ratio_is_exact_in_every_batch():
         for _ in range(20):
             batch = sampler.sample(256)
             assert int((batch.reward < 1000).sum()) == expected
-    with pytest.raises(ValueError, match="needs offline data"):
+    with pytest.raises(ValueError, match=r"needs offline data"):
         MixedSampler(None, online, 0.5)
 
 
@@ -109,7 +109,7 @@ def test_state_round_trip_continues_the_same_samples():
     restored.load_state_dict(state)
     assert torch.equal(restored.sample(6).reward, expected)
     assert restored.ptr == buf.ptr and len(restored) == 12
-    with pytest.raises(ValueError, match="capacity"):
+    with pytest.raises(ValueError, match=r"capacity"):
         ReplayBuffer(8, SPEC, 1).load_state_dict(state)
 
 

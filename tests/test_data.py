@@ -87,7 +87,7 @@ def test_d4rl_reference_table_is_d4rls():
     assert ScoreNormalizer.d4rl("hopper")(-20.272305) == pytest.approx(0.0)
     assert ScoreNormalizer.d4rl("halfcheetah")(5927.410524) == pytest.approx(50.0)
     assert ScoreNormalizer.for_run(None) is None
-    with pytest.raises(ValueError, match="no D4RL reference scores for task 'hopperr'"):
+    with pytest.raises(ValueError, match=r"no D4RL reference scores for task 'hopperr'"):
         ScoreNormalizer.d4rl("hopperr")
 
 
@@ -139,15 +139,15 @@ def test_rows_that_disagree_in_length_are_refused(tmp_path):
 def test_unreadable_or_unknown_sources(tmp_path, minari_store):
     text = tmp_path / "notes.hdf5"
     text.write_text("not hdf5")
-    with pytest.raises(ValueError, match="notes.hdf5: not a readable hdf5 file"):
+    with pytest.raises(ValueError, match=r"notes.hdf5: not a readable hdf5 file"):
         load_dataset(f"d4rl:{text}")
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match=r"no such file"):
         load_dataset(f"d4rl:{tmp_path / 'absent.hdf5'}")
-    with pytest.raises(ValueError, match="unknown source 'd5rl'"):
+    with pytest.raises(ValueError, match=r"unknown source 'd5rl'"):
         load_dataset("d5rl:hopper")
-    with pytest.raises(ValueError, match="not '<source>:<id>'"):
+    with pytest.raises(ValueError, match=r"not '<source>:<id>'"):
         load_dataset("hopper-medium-v2")
     with pytest.raises(
-        ValueError, match="not in the local Minari store.*minari download mujoco/hopper/medium-v0"
+        ValueError, match=r"not in the local Minari store.*minari download mujoco/hopper/medium-v0"
     ):
         load_dataset("minari:mujoco/hopper/medium-v0")

@@ -66,15 +66,15 @@ def test_generation_is_deterministic_for_a_seed_and_refuses_to_overwrite(behavio
     )
     a, b = load_dataset(f"minari:{first}"), load_dataset(f"minari:{second}")
     assert np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
-    with pytest.raises(ValueError, match="already exists"):
+    with pytest.raises(ValueError, match=r"already exists"):
         gen.generate(gen.GenerateConfig(level="random", size=80, seed=5, dataset_id=first, progress=False))
 
 
 def test_missing_policy_and_bad_arguments_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", tmp_path)
-    with pytest.raises(ValueError, match="no expert behaviour policy for walker2d"):
+    with pytest.raises(ValueError, match=r"no expert behaviour policy for walker2d"):
         gen.generate(gen.GenerateConfig(env="walker2d", level="medium", size=10, progress=False))
-    with pytest.raises(ValueError, match="level='hard' is not one of"):
+    with pytest.raises(ValueError, match=r"level='hard' is not one of"):
         gen.generate(gen.GenerateConfig(level="hard"))
     with pytest.raises(ValueError, match=r"unknown argument 'sise=10'"):
         gen.parse_key_values(["sise=10"], gen.GenerateConfig)

@@ -269,6 +269,6 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
     assert calls["act"] == [(4, 11)] * 10  # one batched call per vector step
     assert calls["update"] == 40 - 8  # one update per env step after the warm-up
     assert len(trainer.online_buffer) == 40 and trainer.env_steps == 40
-    with pytest.raises(ValueError, match="steps.online=42 must be a multiple of num_envs=4"):
+    with pytest.raises(ValueError, match=r"steps.online=42 must be a multiple of num_envs=4"):
         cfg.steps.online = 42
         Trainer(cfg, tmp_path / "other")

@@ -57,11 +57,11 @@ def test_every_pretrained_tensor_arrives_in_the_online_agent():
 
 
 def test_wsrl_refuses_an_agent_it_cannot_map():
-    with pytest.raises(ValueError, match="WSRL starts from a cql/calql/wsrl agent, not 'iql'"):
+    with pytest.raises(ValueError, match=r"WSRL starts from a cql/calql/wsrl agent, not 'iql'"):
         small_agent("wsrl").load_pretrained(
             build_agent(AGENTS["iql"][1](hidden=[8]), 11, 3, torch.device("cpu")).state_dict()
         )
-    with pytest.raises(ValueError, match="critic"):
+    with pytest.raises(ValueError, match=r"critic"):
         small_agent("wsrl").load_pretrained(
             small_agent("cql", num_critics=2, critic_layer_norm=True, actor_layer_norm=True).state_dict()
         )

@@ -1,0 +1,441 @@
+"""FamO2O (Wang et al., NeurIPS 2023): a family of policies indexed by a balance coefficient beta, and
+a balance model that chooses beta state by state; on IQL (``famo2o_iql``) and on CQL (``famo2o_cql``).
+
+Shared by both variants:
+- embedding ``e(beta) = [sin(beta / n^(2i/d)), cos(beta / n^(2i/d))]``, i = 0..d/2-1, interleaved,
+  n = 1e4, d = 6 (``beta_embedding``; official ``sin_cos_skill_func``);
+- universal policy ``pi_u(a | s, e(beta))``: the base algorithm's actor fed ``[normalised s, e(beta)]``
+  (``FamilyInput``); Q, V and the balance model see ``s`` only;
+- balance model ``pi_b(beta | s)`` (``BalanceModel``): a tanh-squashed Gaussian over one scalar with
+  a state-independent std, mapped onto the range as ``low + (x + 1) / 2 * (high - low)``;
+- beta in the universal policy's loss: offline ``beta ~ U[low, high]`` per row, so the whole family
+  is trained; after ``begin_online`` a sample of ``pi_b(.|s)`` (no gradient). ``pi_b`` itself is
+  trained in both phases; only its use in that loss switches (spec §3.5);
+- acting: ``beta`` = ``pi_b``'s deterministic value (tanh of its mean, mapped), then a *sample* of
+  ``pi_u`` clamped to [-1, 1]; evaluation (``deterministic=True``) takes ``pi_u``'s mean;
+- metrics: the distribution over the batch's states of the beta the agent acts with
+  (``beta_mean``, ``beta_std``, ``beta_min``, ``beta_max``).
+
+FamO2O-IQL, one ``update`` (the official ``family_learner`` order, one batch):
+1. V:      ``expectile_loss(min_e Qbar_e(s, a) - V(s), expectile)``;
+2. pi_b:   ``mean(alpha_b log pi_b(beta_b|s) - min_e Qbar_e(s, a_b))``, ``beta_b ~ pi_b`` and
+   ``a_b ~ pi_u(.|s, e(beta_b))`` both reparameterised; only pi_b's weights step;
+3. alpha_b: ``alpha_b * (H_b - (-0.5))`` (``sac.temperature_loss``), ``H_b = -mean log pi_b``;
+4. pi_u:   ``-mean(min(exp(beta_i (min_e Qbar_e(s_i, a_i) - V_new(s_i))), 100) log pi_u(a_i|s_i, e(beta_i)))``;
+5. Q:      ``sum_e mean (Q_e(s, a) - (r + gamma (1 - terminated) V_new(s')))^2``; Polyak update.
+The universal policy is IQL's Gaussian (tanh mean, state-independent log-std in [-5, 2], not squashed).
+
+FamO2O-CQL, one ``update`` (CQL's: ``utd`` critic steps on minibatches, then the rest on all rows):
+1. critic: CQL(H) (``cql.cql_gap``), proposals from ``pi_u(.|s, e(beta))`` with the row's policy-loss
+   beta and from ``pi_u(.|s', e(beta'))``; TD target ``r + gamma (1 - terminated) min_K Qbar(s', a')``
+   with ``a' ~ pi_u(.|s', e(beta'))``, ``beta' ~ pi_b(.|s')``;
+2. pi_u:   ``mean(alpha log pi_u(a~|s, e(beta)) - beta * min_e Q_e(s, a~))`` (beta scales Q against the
+   entropy; the constraint is CQL's);
+3. alpha:  SAC's temperature loss on the entropy of the samples of step 2 (the official wrapper's);
+4. pi_b:   ``-mean min_e Q_e(s, a_b)`` with ``a_b ~ pi_u(.|s, e(beta_b))``, ``beta_b ~ pi_b(.|s)`` (no
+   entropy term in the CQL wrapper); only pi_b's weights step.
+
+Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the code):
+- beta mapping: the CQL wrapper (``HierarchicalPolicy``) maps the tanh output ``x`` as
+  ``x (high - low) + low``, i.e. onto (-0.5, 1.5) for [0.5, 1.5], so online beta can leave the range
+  the family was trained on, and even turn negative (the actor would then *minimise* Q). Both
+  variants here use ``low + (x + 1) / 2 (high - low)``, exactly onto [low, high] (the IQL wrapper's
+  mapping): a deliberate deviation from the released CQL wrapper.
+- IQL weights broadcast: the official ``exp((q - v) * beta)`` multiplies a ``(B,)`` advantage by a
+  ``(B, 1)`` beta, giving a ``(B, B)`` matrix, so each row's weight is averaged over the *batch's*
+  betas and does not depend on its own beta: every member of the family is trained with the same
+  weights. Here row i is weighted by its own ``beta_i`` (the paper's objective).
+- IQL beta range for locomotion: [1, 5] (``beta_low``/``beta_high`` defaults). The family must contain
+  the base algorithm's tuned policy and reach both sides of it: locomotion IQL uses beta = 3 (the
+  official IQL and CORL value, this repo's ``agent=iql`` default), so [1, 5] brackets it
+  symmetrically, as AntMaze's [8, 14] brackets IQL's 10 there; it is also the released
+  ``FamilyLearner``'s default range (the [1, 5] locomotion setting of the third-party port is
+  unverified, spec §3.4). beta is an inverse temperature on the advantage, so the range is tied to the
+  reward scale: compare against ``agent=iql`` run with the same ``env.reward_scale``. AntMaze:
+  ``agent.beta_low=8 agent.beta_high=14 agent.expectile=0.9``.
+- CQL next-state beta: the official TD target (and the CQL proposals at ``s'``) condition on the
+  balance beta of the *current* state ``s``; here ``a'`` conditions on ``pi_b``'s beta at ``s'``, the
+  beta the agent would act with there, so the backup evaluates the policy that actually runs.
+- The CQL wrapper has no Lagrange multiplier and no max-target backup (``cql_lagrange`` and
+  ``max_target_backup`` are refused), ``cql_alpha`` = 1.0 (its ``cql_min_q_weight``), all lrs 3e-4.
+- Updates are sequential (critic, then actor, then pi_b on the updated actor), not the official
+  simultaneous JAX gradients; the order within the IQL step is the official one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from rl.agents.base import Agent, AgentConfig, adam, expectile_loss, polyak_update
+from rl.agents.cql import CQL, CQLConfig, cql_gap
+from rl.agents.iql import advantage_weights
+from rl.agents.sac import subset_min_target, temperature_loss
+from rl.buffers.batch import Batch
+from rl.nets import MLP, CriticEnsemble, GaussianActor, ObservationNormalizer, TanhGaussianActor, ValueNet
+from rl.nets.actors import tanh_log_det_jacobian
+
+# -- the family: embedding, policy input, balance model ----------------------------------------------
+
+
+@dataclass
+class FamilyConfig:
+    """The fields both FamO2O variants add to their base algorithm's config."""
+
+    beta_low: float = 0.5
+    beta_high: float = 1.5
+    """The balance coefficient's range: offline beta ~ U[beta_low, beta_high]; pi_b maps onto it exactly."""
+    embedding_dim: int = 6
+    embedding_base: float = 1e4
+    balance_lr: float = 3e-4
+    balance_hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+
+def beta_embedding(beta: torch.Tensor, dim: int, base: float) -> torch.Tensor:
+    """``[sin(b w_0), cos(b w_0), sin(b w_1), ...]`` with ``w_i = base^(-2i/dim)``: ``(..., dim)``."""
+    frequencies = base ** (-torch.arange(0, dim, 2, device=beta.device, dtype=beta.dtype) / dim)
+    angles = beta.unsqueeze(-1) * frequencies
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+class FamilyInput(nn.Module):
+    """The universal policy's input ``[obs_norm(s), e(beta)]`` (the base actors normalise nothing more)."""
+
+    def __init__(self, obs_dim: int, cfg: FamilyConfig, obs_norm: ObservationNormalizer | None) -> None:
+        super().__init__()
+        self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
+        self.dim, self.base = cfg.embedding_dim, cfg.embedding_base
+
+    def forward(self, obs: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.obs_norm(obs), beta_embedding(beta, self.dim, self.base)], dim=-1)
+
+
+class BalanceModel(nn.Module):
+    """``pi_b(beta|s)``: ``beta = low + (tanh(u) + 1) / 2 (high - low)``, ``u ~ N(mu(s), sigma)``.
+
+    ``log_prob`` is the density of the squashed value ``tanh(u)`` in (-1, 1) (as the official IQL
+    wrapper, whose target entropy -0.5 refers to it); the affine map onto the range only shifts it.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        hidden: list[int],
+        low: float,
+        high: float,
+        obs_norm: ObservationNormalizer | None = None,
+        log_std_range: tuple[float, float] = (-5.0, 2.0),
+    ) -> None:
+        super().__init__()
+        if not low < high:
+            raise ValueError(f"agent.beta_low={low} must be below agent.beta_high={high}")
+        self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
+        self.net = MLP(obs_dim, hidden, 1)
+        self.log_std = nn.Parameter(torch.zeros(1))
+        self.low, self.high, self.log_std_range = low, high, log_std_range
+
+    def to_range(self, squashed: torch.Tensor) -> torch.Tensor:
+        """(-1, 1) -> (low, high), endpoints onto endpoints."""
+        return self.low + (squashed + 1.0) * 0.5 * (self.high - self.low)
+
+    def _mean_std(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net(self.obs_norm(obs)).squeeze(-1), self.log_std.clamp(*self.log_std_range).exp()
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised ``beta`` and its log-density, both ``(B,)``."""
+        mean, std = self._mean_std(obs)
+        pre_tanh = mean + std * torch.randn_like(mean)
+        log_prob = torch.distributions.Normal(mean, std).log_prob(pre_tanh) - tanh_log_det_jacobian(
+            pre_tanh.unsqueeze(-1)
+        )
+        return self.to_range(torch.tanh(pre_tanh)), log_prob
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.to_range(torch.tanh(self._mean_std(obs)[0]))
+
+    @torch.no_grad()
+    def policy_beta(self, obs: torch.Tensor, online: bool) -> torch.Tensor:
+        """The beta of the universal policy's loss: uniform over the range offline, a sample of pi_b online."""
+        if online:
+            return self.sample(obs)[0]
+        return self.low + (self.high - self.low) * torch.rand(obs.shape[0], device=obs.device)
+
+
+def beta_stats(beta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """How the balance model spreads beta over the batch's states."""
+    beta = beta.detach()
+    return {
+        "beta_mean": beta.mean(),
+        "beta_std": beta.std(correction=0),
+        "beta_min": beta.min(),
+        "beta_max": beta.max(),
+    }
+
+
+# -- the losses the family adds ------------------------------------------------------------------------
+
+
+def family_awr_loss(
+    log_prob: torch.Tensor, q: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, max_weight: float
+) -> torch.Tensor:
+    """``-mean(min(exp(beta_i (q_i - v_i)), max_weight) log_prob_i)``: each row with its own beta."""
+    return -(advantage_weights(q, v, beta, max_weight) * log_prob).mean()
+
+
+def family_sac_actor_loss(
+    log_prob: torch.Tensor, q: torch.Tensor, beta: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """``mean(alpha log_prob_i - beta_i q_i)``: beta weighs Q against the entropy bonus."""
+    return (alpha * log_prob - beta * q).mean()
+
+
+def balance_loss(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """``mean(alpha log pi_b(beta|s) - Q(s, a_beta))``: pick the beta whose action has the highest Q."""
+    return (alpha * log_prob - q).mean()
+
+
+# -- FamO2O on IQL -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FamO2OIQLConfig(AgentConfig, FamilyConfig):
+    name: str = "famo2o_iql"
+    beta_low: float = 1.0
+    beta_high: float = 5.0
+    """Locomotion range around IQL's beta = 3 (module docstring); AntMaze: 8 and 14."""
+    expectile: float = 0.7
+    max_weight: float = 100.0
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    tau: float = 5e-3
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+    layer_norm: bool = False
+    balance_initial_temperature: float = 1.0
+    balance_temperature_lr: float = 3e-4
+    balance_target_entropy: float = -0.5
+
+
+class FamO2OIQL(Agent):
+    name = "famo2o_iql"
+    config_class = FamO2OIQLConfig
+
+    def __init__(
+        self,
+        cfg: FamO2OIQLConfig,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device,
+        obs_norm: ObservationNormalizer | None = None,
+    ) -> None:
+        super().__init__(cfg, obs_dim, action_dim, device)
+        self.family_input = FamilyInput(obs_dim, cfg, obs_norm).to(device)
+        self.actor = GaussianActor(obs_dim + cfg.embedding_dim, action_dim, cfg.hidden, cfg.layer_norm).to(
+            device
+        )
+        self.critic = CriticEnsemble(
+            obs_dim, action_dim, 2, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm
+        ).to(device)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.value = ValueNet(obs_dim, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm).to(device)
+        self.balance = BalanceModel(
+            obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
+        ).to(device)
+        self.log_balance_alpha = (
+            torch.tensor(math.log(cfg.balance_initial_temperature), device=device).requires_grad_(True)
+        )
+        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
+        self.value_optimizer = adam(self.value.parameters(), cfg.value_lr)
+        self.balance_optimizer = adam(self.balance.parameters(), cfg.balance_lr)
+        self.balance_temperature_optimizer = adam([self.log_balance_alpha], cfg.balance_temperature_lr)
+        self.online = False
+
+    def begin_online(self) -> None:
+        self.online = True
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        policy_input = self.family_input(obs, self.balance.deterministic(obs))
+        return self.actor.deterministic(policy_input) if deterministic else self.actor.sample(policy_input)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg, obs = self.cfg, batch.obs
+        with torch.no_grad():
+            target_q = self.target_critic(obs, batch.action).min(0).values
+            # Drawn before pi_b's step on this batch (online: the official uses the pre-step pi_b).
+            beta = self.balance.policy_beta(obs, self.online)
+
+        v = self.value(obs)
+        value_loss = expectile_loss(target_q - v, cfg.expectile)
+        self.value_optimizer.zero_grad(set_to_none=True)
+        value_loss.backward()
+        self.value_optimizer.step()
+
+        alpha_b = self.log_balance_alpha.exp().detach()
+        beta_b, log_prob_b = self.balance.sample(obs)
+        action_b = self.actor.dist(self.family_input(obs, beta_b)).rsample()
+        b_loss = balance_loss(self.target_critic(obs, action_b).min(0).values, log_prob_b, alpha_b)
+        self.balance_optimizer.zero_grad(set_to_none=True)
+        # The gradient reaches beta through pi_u's reparameterised action; only pi_b's weights step.
+        b_loss.backward(inputs=list(self.balance.parameters()))
+        self.balance_optimizer.step()
+        b_temperature_loss = temperature_loss(self.log_balance_alpha, log_prob_b, cfg.balance_target_entropy)
+        self.balance_temperature_optimizer.zero_grad(set_to_none=True)
+        b_temperature_loss.backward()
+        self.balance_temperature_optimizer.step()
+
+        with torch.no_grad():
+            v_new = self.value(obs)
+        log_prob = self.actor.log_prob(self.family_input(obs, beta), batch.action)
+        actor_loss = family_awr_loss(log_prob, target_q, v_new, beta, cfg.max_weight)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        with torch.no_grad():
+            target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * self.value(batch.next_obs)
+        q = self.critic(obs, batch.action)
+        critic_loss = (q - target).pow(2).mean(1).sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        polyak_update(self.target_critic, self.critic, cfg.tau)
+        with torch.no_grad():
+            acting_beta = self.balance.deterministic(obs)
+        return {
+            "value_loss": value_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "critic_loss": critic_loss.detach(),
+            "balance_loss": b_loss.detach(),
+            "balance_temperature": alpha_b,
+            "balance_entropy": -log_prob_b.detach().mean(),
+            "q_mean": q.detach().mean(),
+            "v_mean": v.detach().mean(),
+            **beta_stats(acting_beta),
+        }
+
+
+# -- FamO2O on CQL -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FamO2OCQLConfig(CQLConfig, FamilyConfig):
+    name: str = "famo2o_cql"
+    cql_alpha: float = 1.0
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+
+
+class FamO2OCQL(CQL):
+    name = "famo2o_cql"
+    config_class = FamO2OCQLConfig
+
+    def __init__(
+        self,
+        cfg: FamO2OCQLConfig,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device,
+        obs_norm: ObservationNormalizer | None = None,
+    ) -> None:
+        if cfg.cql_lagrange or cfg.max_target_backup or cfg.backup_entropy:
+            raise ValueError(
+                "famo2o_cql follows the released CQL wrapper: no cql_lagrange, max_target_backup or backup_entropy"
+            )
+        super().__init__(cfg, obs_dim, action_dim, device, obs_norm)
+        # The universal policy sees [s, e(beta)]; it replaces the actor of s alone that SAC built.
+        self.actor = TanhGaussianActor(
+            obs_dim + cfg.embedding_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm
+        ).to(device)
+        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
+        self.family_input = FamilyInput(obs_dim, cfg, obs_norm).to(device)
+        self.balance = BalanceModel(
+            obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
+        ).to(device)
+        self.balance_optimizer = adam(self.balance.parameters(), cfg.balance_lr)
+        self.online = False
+
+    def begin_online(self) -> None:
+        self.online = True
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        policy_input = self.family_input(obs, self.balance.deterministic(obs))
+        return self.actor.deterministic(policy_input) if deterministic else self.actor(policy_input)[0]
+
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, m = self.cfg, self.cfg.cql_samples
+        subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.subset_size]
+        with torch.no_grad():
+            obs_input = self.family_input(batch.obs, self.balance.policy_beta(batch.obs, self.online))
+            next_input = self.family_input(batch.next_obs, self.balance.sample(batch.next_obs)[0])
+            next_action, _ = self.actor(next_input)
+            next_q = self.target_critic(batch.next_obs, next_action)
+            target = subset_min_target(next_q, subset, batch.reward, batch.terminated, cfg.gamma)
+            current_actions, log_pi_current = self.actor(obs_input, m)
+            next_actions, log_pi_next = self.actor(next_input, m)
+        q_all = self.critic(batch.obs, batch.action)
+        td_loss = (q_all - target).pow(2).mean(1).sum()
+
+        random_actions = torch.rand(len(batch), m, self.action_dim, device=self.device) * 2.0 - 1.0
+        proposals = torch.cat([random_actions, current_actions, next_actions], dim=1)  # (B, 3M, A)
+        q_random, q_current, q_next = self.critic(batch.obs, proposals, members=subset).split(m, dim=-1)
+        gap = cql_gap(
+            q_all[subset],
+            q_random,
+            q_current,
+            q_next,
+            self.action_dim * math.log(0.5),
+            log_pi_current,
+            log_pi_next,
+            cfg.cql_temperature,
+            cfg.cql_importance_sample,
+            batch.mc_return if cfg.calql else None,
+        )
+        loss = td_loss + cfg.cql_alpha * gap.sum()
+        return loss, {
+            "td_loss": td_loss.detach(),
+            "cql_gap": gap.detach().mean(),
+            "q_mean": q_all.detach().mean(),
+            "target_mean": target.mean(),
+            "critic_loss": loss.detach(),
+        }
+
+    def update_actor_and_temperature(self, batch: Batch) -> dict[str, torch.Tensor]:
+        obs = batch.obs
+        alpha = self.log_alpha.exp().detach()
+        beta = self.balance.policy_beta(obs, self.online)
+        action, log_prob = self.actor(self.family_input(obs, beta))
+        actor_loss = family_sac_actor_loss(log_prob, self.critic(obs, action).min(0).values, beta, alpha)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=list(self.actor.parameters()))
+        self.actor_optimizer.step()
+
+        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+        self.temperature_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.temperature_optimizer.step()
+
+        beta_b, _ = self.balance.sample(obs)
+        action_b, _ = self.actor(self.family_input(obs, beta_b))
+        # The CQL wrapper's pi_b loss has no entropy term; only pi_b's weights step.
+        b_loss = -self.critic(obs, action_b).min(0).values.mean()
+        self.balance_optimizer.zero_grad(set_to_none=True)
+        b_loss.backward(inputs=list(self.balance.parameters()))
+        self.balance_optimizer.step()
+        with torch.no_grad():
+            acting_beta = self.balance.deterministic(obs)
+        return {
+            "actor_loss": actor_loss.detach(),
+            "temperature": alpha,
+            "entropy": -log_prob.detach().mean(),
+            "temperature_loss": alpha_loss.detach(),
+            "balance_loss": b_loss.detach(),
+            **beta_stats(acting_beta),
+        }
