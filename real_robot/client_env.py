@@ -69,6 +69,10 @@ class BridgeEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
+        # Every episode starts by (re)taking the lease: a learner that was silent for longer than the
+        # server's lease timeout (an offline phase, a checkpoint write) has lost it, and the server
+        # lets the same key take it over at once.
+        self.client.hello()
         server_seed = int(self.np_random.integers(2**31))
         self._last = self.client.request(P.RESET, {"seed": server_seed}, timeout_s=self.reset_timeout_s)
         self._steps = 0

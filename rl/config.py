@@ -40,6 +40,7 @@ class StepsConfig:
     eval_every: int = 5000
     """Evaluate every this many steps of each phase (and always at each phase's end)."""
     eval_episodes: int = 5
+    """Deterministic episodes per evaluation, in a separate env; 0 disables evaluation (a real arm)."""
     checkpoint_every: int = 5000
     snapshot_every: int = 0
     """Also keep the agent alone every this many steps (``checkpoints/agent_step<N>.pt``); 0: never."""

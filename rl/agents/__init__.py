@@ -6,8 +6,10 @@ import torch
 
 from rl.agents.base import Agent, AgentConfig
 from rl.agents.cql import CQL, CalQLConfig, CQLConfig
+from rl.agents.famo2o import FamO2OCQL, FamO2OCQLConfig, FamO2OIQL, FamO2OIQLConfig
 from rl.agents.iql import IQL, IQLConfig
 from rl.agents.sac import SAC, SACConfig
+from rl.agents.unio4 import UniO4, UniO4Config
 from rl.agents.wsrl import WSRL, WSRLConfig
 from rl.nets import ObservationNormalizer
 
@@ -18,6 +20,9 @@ AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
     "calql": (CQL, CalQLConfig),
     "iql": (IQL, IQLConfig),
     "wsrl": (WSRL, WSRLConfig),
+    "unio4": (UniO4, UniO4Config),
+    "famo2o_iql": (FamO2OIQL, FamO2OIQLConfig),
+    "famo2o_cql": (FamO2OCQL, FamO2OCQLConfig),
 }
 
 

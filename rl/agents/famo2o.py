@@ -202,7 +202,7 @@ def balance_loss(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | 
 
 
 @dataclass
-class FamO2OIQLConfig(AgentConfig, FamilyConfig):
+class FamO2OIQLConfig(FamilyConfig, AgentConfig):
     name: str = "famo2o_iql"
     beta_low: float = 1.0
     beta_high: float = 5.0
@@ -324,7 +324,7 @@ class FamO2OIQL(Agent):
 
 
 @dataclass
-class FamO2OCQLConfig(CQLConfig, FamilyConfig):
+class FamO2OCQLConfig(FamilyConfig, CQLConfig):
     name: str = "famo2o_cql"
     cql_alpha: float = 1.0
     actor_lr: float = 3e-4

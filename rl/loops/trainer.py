@@ -54,7 +54,8 @@ class Trainer:
         if cfg.steps.online % cfg.num_envs:
             raise ValueError(f"steps.online={cfg.steps.online} must be a multiple of num_envs={cfg.num_envs}")
         self.env = envs.make_vec(cfg.env, cfg.num_envs, self.device, cfg.env_mode)
-        self.eval_env = envs.make(cfg.env)
+        # A second env to evaluate in; a real arm has no second copy, so eval_episodes=0 skips it.
+        self.eval_env = envs.make(cfg.env) if cfg.steps.eval_episodes > 0 else None
         obs_space, action_space = self.env.single_observation_space, self.env.single_action_space
         self.obs_dim, self.action_dim = int(np.prod(obs_space.shape)), int(action_space.shape[0])
 
@@ -98,6 +99,7 @@ class Trainer:
         # Buffer rows of each copy's episode in progress: their MC returns are written when it ends.
         self.episode_rows: list[list[torch.Tensor]] = [[] for _ in range(cfg.num_envs)]
         self.summary: dict[str, dict[str, float]] = {}
+        self.recent_returns: list[float] = []  # the summary's figure when there is no evaluation
 
     def _load_dataset(self, obs_space, action_space) -> Dataset | None:
         if self.cfg.dataset.source is None:
@@ -152,6 +154,8 @@ class Trainer:
             self._after_step(
                 logger, "online", online_step + n, metrics, self.step == self.total_steps, stride=n
             )
+        if self.eval_env is None and self.recent_returns:
+            self.summary["online"] = {"step": self.step, "return": float(np.mean(self.recent_returns))}
         self._save_agent("agent_final.pt")
 
     def _online_action(self, online_step: int) -> torch.Tensor:
@@ -169,6 +173,7 @@ class Trainer:
             self.online_buffer.write_mc_returns(torch.cat(self.episode_rows[episode.env_index]))
             self.episode_rows[episode.env_index] = []
         self.episodes += len(episodes)
+        self.recent_returns = (self.recent_returns + [e.episode_return for e in episodes])[-10:]
         result = {
             "episode_return": float(np.mean([e.episode_return for e in episodes])),
             "episode_length": float(np.mean([e.length for e in episodes])),
@@ -192,7 +197,7 @@ class Trainer:
             metrics["steps_per_second"] = logger.steps_per_second(self.step)
         if "episode_return" in metrics or log_now:
             logger.log(self.step, phase, self.env_steps, metrics)
-        if due(steps.eval_every) or phase_end:
+        if self.eval_env is not None and (due(steps.eval_every) or phase_end):
             result = evaluate(
                 self.agent,
                 self.eval_env,
@@ -248,6 +253,7 @@ class Trainer:
                     "episode_rows": self.episode_rows,
                     "env_state": self.env.get_state(),
                     "summary": self.summary,
+                    "recent_returns": self.recent_returns,
                 },
             },
         )
@@ -270,7 +276,7 @@ class Trainer:
             self.offline_buffer.generator.set_state(saved["generator"])
         loop = payload["loop"]
         self.step, self.env_steps, self.episodes = loop["step"], loop["env_steps"], loop["episodes"]
-        self.summary = loop["summary"]
+        self.summary, self.recent_returns = loop["summary"], loop["recent_returns"]
         if loop["env_state"] is not None:
             self.obs = self.env.set_state(loop["env_state"])
             self.episode_rows = loop["episode_rows"]
@@ -316,6 +322,8 @@ def summary_line(
             result = summary[phase]
             score = result.get("normalized_score")
             shown = f"score {score:.1f}" if score is not None else f"return {result['return']:.1f}"
+            if cfg.steps.eval_episodes == 0:
+                shown += " (mean of the last 10 training episodes)"
             parts.append(f"after {phase}: {shown}")
     parts.append(f"{seconds:.0f}s")
     return " | ".join(parts)
