@@ -314,19 +314,18 @@ class ArmServer:
             self.lease = None
             self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
 
+    def _refused_while_latched(self, identity: bytes, user: str, msg: P.Message, now: int) -> bool:
+        """Refuse (fatally) any motion request while the e-stop is latched."""
+        if not self.latch.latched:
+            return False
+        reason = f"e-stop latched ({self.latch.reason}); operator must CLEAR"
+        self._reject(identity, user, msg, "estop", reason, now, fatal=True)
+        return True
+
     def _on_reset(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if not self._check_session(identity, user, msg, now):
-            return
-        if self.latch.latched:
-            self._reject(
-                identity,
-                user,
-                msg,
-                "estop",
-                f"e-stop latched ({self.latch.reason}); operator must CLEAR",
-                now,
-                fatal=True,
-            )
+        if not self._check_session(identity, user, msg, now) or self._refused_while_latched(
+            identity, user, msg, now
+        ):
             return
         if self.pending is not None:
             self._reject(identity, user, msg, "busy", "a reset or step is still in progress", now)
@@ -368,18 +367,9 @@ class ArmServer:
         self._send_obs(pending.identity, pending.re, state.t_ns, {}, state)
 
     def _on_act(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if not self._check_session(identity, user, msg, now):
-            return
-        if self.latch.latched:
-            self._reject(
-                identity,
-                user,
-                msg,
-                "estop",
-                f"e-stop latched ({self.latch.reason}); operator must CLEAR",
-                now,
-                fatal=True,
-            )
+        if not self._check_session(identity, user, msg, now) or self._refused_while_latched(
+            identity, user, msg, now
+        ):
             return
         if self.mode not in (RUNNING, HOLD):
             self._reject(identity, user, msg, "not_running", f"arm is {self.mode}: send RESET", now)

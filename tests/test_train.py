@@ -47,7 +47,7 @@ def comparable(rows: list[dict[str, str]], after: int) -> list[tuple]:
 @pytest.mark.slow
 def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hopper_d4rl_file):
     run_dir = tmp_path / "run"
-    result = run_cli(
+    command = [
         "agent=cql",
         f"dataset=d4rl:{hopper_d4rl_file}",
         "steps.offline=40",
@@ -58,7 +58,8 @@ def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hoppe
         "agent.cql_samples=2",
         f"hydra.run.dir={run_dir}",
         *TINY,
-    )
+    ]
+    result = run_cli(*command)
     assert result.returncode == 0, result.stderr
     assert "agent cql | env hopper" in result.stdout and "after offline: score" in result.stdout
     assert "after online: score" in result.stdout
@@ -85,18 +86,7 @@ def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hoppe
     assert scores == [(20, "offline"), (40, "offline"), (60, "online"), (80, "online"), (100, "online")]
     assert f"source: d4rl:{hopper_d4rl_file}" in (run_dir / ".hydra/config.yaml").read_text()
 
-    again = run_cli(
-        "agent=cql",
-        f"dataset=d4rl:{hopper_d4rl_file}",
-        "steps.offline=40",
-        "steps.online=60",
-        "steps.warmup=10",
-        "steps.eval_every=20",
-        "steps.log_every=10",
-        "agent.cql_samples=2",
-        f"hydra.run.dir={run_dir}",
-        *TINY,
-    )
+    again = run_cli(*command)
     assert again.returncode == 0 and "after online: score" in again.stdout
     assert read_metrics(run_dir) == rows  # a finished run is reported, not trained again
 

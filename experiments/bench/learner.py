@@ -26,36 +26,28 @@ from torch.utils.flop_counter import FlopCounterMode
 from rl.agents.base import adam
 from rl.agents.sac import SAC, SACConfig
 from rl.buffers import Batch
-from rl.nets import MLP, ObservationNormalizer
+from rl.nets import MLP
 
 OBS, ACT, BATCH = 17, 6, 256
 
 
-class LoopedCritics(nn.Module):
-    """The baseline: ``members`` ordinary MLPs, evaluated one after another."""
+class LoopedMembers(nn.Module):
+    """The baseline for ``CriticEnsemble.net``: ``members`` ordinary MLPs called one after another."""
 
-    def __init__(self, members: int, hidden: list[int]) -> None:
+    def __init__(self, members: int, in_dim: int, hidden: list[int]) -> None:
         super().__init__()
-        self.members = members
-        self.obs_norm = ObservationNormalizer(OBS)
-        self.nets = nn.ModuleList(MLP(OBS + ACT, hidden, 1, layer_norm=True) for _ in range(members))
+        self.nets = nn.ModuleList(MLP(in_dim, hidden, 1, layer_norm=True) for _ in range(members))
 
-    def forward(
-        self, obs: torch.Tensor, action: torch.Tensor, members: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        obs = self.obs_norm(obs)
-        if action.dim() == 3:
-            obs = obs.unsqueeze(1).expand(-1, action.shape[1], -1)
-        x = torch.cat([obs, action], -1)
-        chosen = range(self.members) if members is None else members.tolist()
-        return torch.stack([self.nets[i](x).squeeze(-1) for i in chosen])
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        chosen = range(len(self.nets)) if members is None else members.tolist()
+        return torch.stack([self.nets[i](x) for i in chosen])
 
 
 def make_agent(critics: int, looped: bool) -> SAC:
     torch.manual_seed(0)
     agent = SAC(SACConfig(num_critics=critics, subset_size=2), OBS, ACT, torch.device("cpu"))
-    if looped:
-        agent.critic = LoopedCritics(critics, agent.cfg.critic_hidden)
+    if looped:  # same critic module, its stacked network swapped for a loop of separate ones
+        agent.critic.net = LoopedMembers(critics, OBS + ACT, agent.cfg.critic_hidden)
         agent.target_critic = copy.deepcopy(agent.critic).requires_grad_(False)
         agent.critic_optimizer = adam(agent.critic.parameters(), agent.cfg.critic_lr)
     return agent

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,15 +41,31 @@ class MLP(nn.Sequential):
         layer_norm: bool = False,
         output_gain: float = 1e-2,
     ) -> None:
-        layers: list[nn.Module] = []
-        dims = [in_dim, *hidden]
-        for d_in, d_out in itertools.pairwise(dims):
-            layers.append(_orthogonal(nn.Linear(d_in, d_out), math.sqrt(2)))
-            if layer_norm:
-                layers.append(nn.LayerNorm(d_out))
-            layers.append(nn.ReLU())
-        layers.append(_orthogonal(nn.Linear(dims[-1], out_dim), output_gain))
-        super().__init__(*layers)
+        def linear(d_in: int, d_out: int, gain: float) -> nn.Module:
+            return _orthogonal(nn.Linear(d_in, d_out), gain)
+
+        super().__init__(*_layers(in_dim, hidden, out_dim, layer_norm, output_gain, linear, nn.LayerNorm))
+
+
+def _layers(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int,
+    layer_norm: bool,
+    output_gain: float,
+    linear: Callable[[int, int, float], nn.Module],
+    norm: Callable[[int], nn.Module],
+) -> list[nn.Module]:
+    """Dense -> (LayerNorm) -> ReLU per hidden layer, then the output Dense with ``output_gain``."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for d_in, d_out in itertools.pairwise(dims):
+        layers.append(linear(d_in, d_out, math.sqrt(2)))
+        if layer_norm:
+            layers.append(norm(d_out))
+        layers.append(nn.ReLU())
+    layers.append(linear(dims[-1], out_dim, output_gain))
+    return layers
 
 
 def _orthogonal(layer: nn.Linear, gain: float) -> nn.Linear:
@@ -111,16 +127,18 @@ class EnsembleMLP(nn.Module):
         layer_norm: bool = False,
         output_gain: float = 1e-2,
     ) -> None:
-        layers: list[nn.Module] = []
-        dims = [in_dim, *hidden]
-        for d_in, d_out in itertools.pairwise(dims):
-            layers.append(EnsembleLinear(members, d_in, d_out, math.sqrt(2)))
-            if layer_norm:
-                layers.append(EnsembleLayerNorm(members, d_out))
-            layers.append(nn.ReLU())
-        layers.append(EnsembleLinear(members, dims[-1], out_dim, output_gain))
         super().__init__()
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(
+            _layers(
+                in_dim,
+                hidden,
+                out_dim,
+                layer_norm,
+                output_gain,
+                lambda d_in, d_out, gain: EnsembleLinear(members, d_in, d_out, gain),
+                lambda dim: EnsembleLayerNorm(members, dim),
+            )
+        )
         self.members = members
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
