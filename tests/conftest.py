@@ -9,6 +9,11 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+import torch
+
+# One intra-op thread per test process: on a shared 2-core machine, OpenMP threads waiting for a busy
+# core slow small updates by an order of magnitude, and one thread keeps results reproducible.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data"

@@ -27,6 +27,31 @@ SMALL = {
         "num_critics": 4,
         "cql_samples": 3,
     },
+    "unio4": {
+        "normalize_obs": False,
+        "batch_size": 16,
+        "critic_steps": 2,
+        "bc_steps": 2,
+        "dynamics_steps": 2,
+        "improve_steps": 4,
+        "critic_hidden": [32, 32],
+        "value_hidden": [32, 32],
+        "policy_hidden": [32, 32],
+        "num_policies": 2,
+        "dynamics_members": 3,
+        "dynamics_elites": 2,
+        "dynamics_hidden": [32, 32],
+        "ope_every": 1,
+        "ope_horizon": 3,
+    },
+    "famo2o_iql": {"hidden": [32, 32], "balance_hidden": [32, 32], "batch_size": 16},
+    "famo2o_cql": {
+        "critic_hidden": [32, 32],
+        "actor_hidden": [32, 32],
+        "balance_hidden": [32, 32],
+        "batch_size": 16,
+        "cql_samples": 3,
+    },
 }
 
 

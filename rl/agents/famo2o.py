@@ -48,7 +48,7 @@ Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the
 - IQL beta range for locomotion: [1, 5] (``beta_low``/``beta_high`` defaults). The family must contain
   the base algorithm's tuned policy and reach both sides of it: locomotion IQL uses beta = 3 (the
   official IQL and CORL value, this repo's ``agent=iql`` default), so [1, 5] brackets it
-  symmetrically, as AntMaze's [8, 14] brackets IQL's 10 there; it is also the released
+  symmetrically, as AntMaze's [8, 14] contains IQL's 10 there; it is also the released
   ``FamilyLearner``'s default range (the [1, 5] locomotion setting of the third-party port is
   unverified, spec §3.4). beta is an inverse temperature on the advantage, so the range is tied to the
   reward scale: compare against ``agent=iql`` run with the same ``env.reward_scale``. AntMaze:
@@ -71,9 +71,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from rl.agents.base import Agent, AgentConfig, adam, expectile_loss, polyak_update
+from rl.agents.base import Agent, AgentConfig, adam
 from rl.agents.cql import CQL, CQLConfig, cql_gap
-from rl.agents.iql import advantage_weights
+from rl.agents.iql import advantage_weights, critic_step, value_step
 from rl.agents.sac import subset_min_target, temperature_loss
 from rl.buffers.batch import Batch
 from rl.nets import MLP, CriticEnsemble, GaussianActor, ObservationNormalizer, TanhGaussianActor, ValueNet
@@ -245,9 +245,9 @@ class FamO2OIQL(Agent):
         self.balance = BalanceModel(
             obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
         ).to(device)
-        self.log_balance_alpha = (
-            torch.tensor(math.log(cfg.balance_initial_temperature), device=device).requires_grad_(True)
-        )
+        self.log_balance_alpha = torch.tensor(
+            math.log(cfg.balance_initial_temperature), device=device
+        ).requires_grad_(True)
         self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
         self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
         self.value_optimizer = adam(self.value.parameters(), cfg.value_lr)
@@ -270,11 +270,7 @@ class FamO2OIQL(Agent):
             # Drawn before pi_b's step on this batch (online: the official uses the pre-step pi_b).
             beta = self.balance.policy_beta(obs, self.online)
 
-        v = self.value(obs)
-        value_loss = expectile_loss(target_q - v, cfg.expectile)
-        self.value_optimizer.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_optimizer.step()
+        _, metrics = value_step(self, batch)
 
         alpha_b = self.log_balance_alpha.exp().detach()
         beta_b, log_prob_b = self.balance.sample(obs)
@@ -297,25 +293,15 @@ class FamO2OIQL(Agent):
         actor_loss.backward()
         self.actor_optimizer.step()
 
-        with torch.no_grad():
-            target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * self.value(batch.next_obs)
-        q = self.critic(obs, batch.action)
-        critic_loss = (q - target).pow(2).mean(1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, cfg.tau)
+        metrics |= critic_step(self, batch)
         with torch.no_grad():
             acting_beta = self.balance.deterministic(obs)
         return {
-            "value_loss": value_loss.detach(),
+            **metrics,
             "actor_loss": actor_loss.detach(),
-            "critic_loss": critic_loss.detach(),
             "balance_loss": b_loss.detach(),
             "balance_temperature": alpha_b,
             "balance_entropy": -log_prob_b.detach().mean(),
-            "q_mean": q.detach().mean(),
-            "v_mean": v.detach().mean(),
             **beta_stats(acting_beta),
         }
 

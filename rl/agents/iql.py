@@ -1,10 +1,13 @@
 """Implicit Q-Learning (Kostrikov et al. 2022): expectile V, twin Q, advantage-weighted actor.
 
-One ``update`` on a batch, in the official order:
+One ``update`` on a batch, in the official order (ikostrikov/implicit_q_learning ``_update_jit``):
 1. V:      ``expectile_loss(min_e Qbar_e(s, a) - V(s), expectile)``  (target twin critics);
-2. actor:  ``-mean(min(exp(beta * (min_e Qbar_e(s, a) - V(s))), max_weight) * log pi(a|s))``;
+2. actor:  ``-mean(min(exp(beta * (min_e Qbar_e(s, a) - V(s))), max_weight) * log pi(a|s))`` with the
+           V just updated;
 3. Q:      ``sum_e mean (Q_e(s, a) - (r + gamma (1 - terminated) V(s')))^2`` with the new V;
 4. Polyak update of the target critics.
+Steps 1 and 3 (``value_step``, ``critic_step``) are shared with FamO2O-IQL and Uni-O4, which keep the
+same critics under the same attribute names.
 Online, IQL keeps the same losses on the mixed offline/online batches the loop provides.
 
 The policy is CORL's: a Gaussian with tanh-bounded mean and a state-independent log-std, not a
@@ -37,6 +40,33 @@ class IQLConfig(AgentConfig):
     tau: float = 5e-3
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     layer_norm: bool = False
+
+
+def value_step(agent: IQL, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IQL's V step on ``agent.value`` against ``agent.target_critic``; returns ``min_e Qbar_e(s, a)``
+    (for the advantages that follow) and metrics."""
+    with torch.no_grad():
+        target_q = agent.target_critic(batch.obs, batch.action).min(0).values
+    v = agent.value(batch.obs)
+    loss = expectile_loss(target_q - v, agent.cfg.expectile)
+    agent.value_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    agent.value_optimizer.step()
+    return target_q, {"value_loss": loss.detach(), "v_mean": v.detach().mean()}
+
+
+def critic_step(agent: IQL, batch: Batch) -> dict[str, torch.Tensor]:
+    """IQL's twin-Q step towards ``r + gamma (1 - terminated) V(s')``, then the Polyak update."""
+    cfg = agent.cfg
+    with torch.no_grad():
+        target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * agent.value(batch.next_obs)
+    q = agent.critic(batch.obs, batch.action)
+    loss = (q - target).pow(2).mean(1).sum()
+    agent.critic_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    agent.critic_optimizer.step()
+    polyak_update(agent.target_critic, agent.critic, cfg.tau)
+    return {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
 
 
 def advantage_weights(q: torch.Tensor, v: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
@@ -74,35 +104,13 @@ class IQL(Agent):
         return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
+        target_q, metrics = value_step(self, batch)
         with torch.no_grad():
-            target_q = self.target_critic(batch.obs, batch.action).min(0).values
-
-        v = self.value(batch.obs)
-        value_loss = expectile_loss(target_q - v, cfg.expectile)
-        self.value_optimizer.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_optimizer.step()
-
-        weights = advantage_weights(target_q, v, cfg.beta, cfg.max_weight)
+            v = self.value(batch.obs)
+        weights = advantage_weights(target_q, v, self.cfg.beta, self.cfg.max_weight)
         actor_loss = -(weights * self.actor.log_prob(batch.obs, batch.action)).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-
-        with torch.no_grad():
-            target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * self.value(batch.next_obs)
-        q = self.critic(batch.obs, batch.action)
-        critic_loss = (q - target).pow(2).mean(1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, cfg.tau)
-        return {
-            "value_loss": value_loss.detach(),
-            "actor_loss": actor_loss.detach(),
-            "critic_loss": critic_loss.detach(),
-            "q_mean": q.detach().mean(),
-            "v_mean": v.detach().mean(),
-            "weight_mean": weights.mean(),
-        }
+        metrics |= critic_step(self, batch)
+        return {**metrics, "actor_loss": actor_loss.detach(), "weight_mean": weights.mean()}

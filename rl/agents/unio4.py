@@ -11,10 +11,10 @@ counter ``updates`` (a CPU tensor: saved in checkpoints, read without a device s
   - ensemble BC while ``k < bc_steps``: n Gaussian policies, all in one batched pass,
     ``sum_i mean[-log pi_i(a|s) - alpha_bc KL(pi_i(.|s) || sg pi_j*(.|s))]`` with
     ``j* = argmax_{j != i} pi_j(a|s)`` (``ensemble_bc_loss``);
-  - dynamics while ``k < dynamics_steps``: a 7-member Gaussian ensemble of ``(s' - s, r)`` with a
-    learned termination head (``rl/nets/dynamics.py``), trained on all rows but a fixed held-out
-    ~1/``dynamics_holdout`` of them, on which each member's error is tracked; the 5 members with the
-    lowest held-out error are the elites;
+  - dynamics while ``k < dynamics_steps``: a Gaussian ensemble (``dynamics_members`` = 7) of
+    ``(s' - s, r)`` with a learned termination head (``rl/nets/dynamics.py``), trained on all rows
+    but a fixed held-out ~1/``dynamics_holdout`` of them, on which each member's error is tracked;
+    the ``dynamics_elites`` = 5 members with the lowest held-out error are the elites;
 - stage 2, updates ``[improvement_start, improvement_start + improve_steps)``, step j:
   - at j = 0: the behaviour policies take the BC weights, ``pi_old_i <- pi_i``, and ``J*_i <- AM-Q(pi_i)``;
   - every step: for every member, ``a ~ pi_old_i(.|s)``, ``A = zscore_batch(min_e Q_e(s, a) - V(s))``,
@@ -89,7 +89,8 @@ import torch
 from torch import nn
 from torch.distributions import Normal, kl_divergence
 
-from rl.agents.base import Agent, AgentConfig, adam, expectile_loss, polyak_update
+from rl.agents.base import Agent, AgentConfig, adam
+from rl.agents.iql import critic_step, value_step
 from rl.buffers.batch import Batch
 from rl.buffers.rollout import RolloutBuffer
 from rl.nets import CriticEnsemble, EnsembleMLP, ObservationNormalizer, ValueNet
@@ -171,7 +172,6 @@ class GaussianPolicyEnsemble(nn.Module):
         obs_norm: ObservationNormalizer | None = None,
     ) -> None:
         super().__init__()
-        self.members = members
         self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
         self.net = EnsembleMLP(members, obs_dim, hidden, 2 * action_dim)
         self.log_std_low, self.log_std_high = log_std_range
@@ -235,7 +235,9 @@ def ensemble_bc_loss(dist: Normal, action: torch.Tensor, alpha: float) -> tuple[
     if n == 1 or alpha == 0.0:
         return -log_prob.mean(1).sum(), torch.zeros(n, device=action.device)
     others = log_prob.detach().unsqueeze(0).expand(n, -1, -1)  # [i, j, b] = log pi_j(a_b|s_b)
-    others = others.masked_fill(torch.eye(n, dtype=torch.bool, device=action.device).unsqueeze(-1), -torch.inf)
+    others = others.masked_fill(
+        torch.eye(n, dtype=torch.bool, device=action.device).unsqueeze(-1), -torch.inf
+    )
     index = others.argmax(1).unsqueeze(-1).expand(-1, -1, action.shape[-1])  # (n, B, A)
     nearest = Normal(dist.loc.detach().gather(0, index), dist.scale.detach().gather(0, index))
     kl = kl_divergence(dist, nearest).sum(-1).mean(1)  # (n,)
@@ -391,29 +393,8 @@ class UniO4(Agent):
     # -- stage 1 ----------------------------------------------------------------------------------------
 
     def _critic_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
-        with torch.no_grad():
-            target_q = self.target_critic(batch.obs, batch.action).min(0).values
-        v = self.value(batch.obs)
-        value_loss = expectile_loss(target_q - v, cfg.expectile)
-        self.value_optimizer.zero_grad(set_to_none=True)
-        value_loss.backward()
-        self.value_optimizer.step()
-
-        with torch.no_grad():
-            target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * self.value(batch.next_obs)
-        q = self.critic(batch.obs, batch.action)
-        critic_loss = (q - target).pow(2).mean(1).sum()
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, cfg.tau)
-        return {
-            "value_loss": value_loss.detach(),
-            "critic_loss": critic_loss.detach(),
-            "q_mean": q.detach().mean(),
-            "v_mean": v.detach().mean(),
-        }
+        _, metrics = value_step(self, batch)
+        return metrics | critic_step(self, batch)
 
     def _bc_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         loss, kl = ensemble_bc_loss(self.actor.dist(batch.obs), batch.action, self.cfg.bc_alpha)
@@ -592,7 +573,13 @@ class UniO4(Agent):
                     log_ratio = log_prob - old_log_prob[index]
                     clipped = ((log_ratio.exp() - 1.0).abs() > cfg.online_clip).float().mean()
                     totals += torch.stack(
-                        [actor_loss.detach(), value_loss.detach(), entropy.detach(), -log_ratio.mean(), clipped]
+                        [
+                            actor_loss.detach(),
+                            value_loss.detach(),
+                            entropy.detach(),
+                            -log_ratio.mean(),
+                            clipped,
+                        ]
                     )
                 minibatches += 1
 

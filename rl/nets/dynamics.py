@@ -35,7 +35,7 @@ class DynamicsEnsemble(nn.Module):
         obs_norm: ObservationNormalizer | None = None,
     ) -> None:
         super().__init__()
-        self.obs_dim, self.members = obs_dim, members
+        self.obs_dim = obs_dim
         self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
         out = obs_dim + 1  # state change and reward
         self.net = EnsembleMLP(members, obs_dim + action_dim, hidden, 2 * out + 1, output_gain=1.0)

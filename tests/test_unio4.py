@@ -1,0 +1,456 @@
+"""Uni-O4: each loss by hand, AM-Q against a closed form, the stage schedule, the AM-Q gate on the
+behaviour policies, and the hand-over to online PPO on the RolloutBuffer."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Normal
+
+from rl.agents import AGENTS, build_agent
+from rl.agents.unio4 import (
+    am_q,
+    clip_grad_norm_per_member,
+    clipped_value_loss,
+    ensemble_bc_loss,
+    holdout_rows,
+    ppo_clip_loss,
+)
+from rl.buffers import Batch, RolloutBuffer
+from rl.nets.dynamics import DynamicsEnsemble
+
+OBS, ACT = 3, 2
+SMALL = {
+    "normalize_obs": False,
+    "batch_size": 16,
+    "critic_steps": 2,
+    "bc_steps": 2,
+    "dynamics_steps": 2,
+    "improve_steps": 6,
+    "critic_hidden": [16, 16],
+    "value_hidden": [16, 16],
+    "policy_hidden": [16, 16],
+    "num_policies": 2,
+    "dynamics_members": 3,
+    "dynamics_elites": 2,
+    "dynamics_hidden": [16, 16],
+    "ope_every": 1,
+    "ope_horizon": 3,
+    "online_epochs": 2,
+    "online_minibatch": 8,
+}
+
+
+def make(seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_agent(AGENTS["unio4"][1](**{**SMALL, **overrides}), OBS, ACT, torch.device("cpu"))
+
+
+def batch(n: int = 16, seed: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, OBS, generator=g),
+        action=torch.rand(n, ACT, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, OBS, generator=g),
+        terminated=(torch.rand(n, generator=g) < 0.2).float(),
+        mc_return=torch.zeros(n),
+    )
+
+
+# -- losses by hand ----------------------------------------------------------------------------------
+
+
+def _normal_log_prob(x: float, mu: float, sigma: float) -> float:
+    return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
+
+
+def _kl(mu1: float, s1: float, mu2: float, s2: float) -> float:
+    return math.log(s2 / s1) + (s1**2 + (mu1 - mu2) ** 2) / (2 * s2**2) - 0.5
+
+
+def test_ensemble_bc_loss_by_hand_with_the_kl_to_the_other_member_that_best_explains_the_data():
+    # three members, one state, one action dimension; data action 0.8
+    mu, sigma = [0.0, 1.0, 0.7], [1.0, 0.5, 0.2]
+    dist = Normal(torch.tensor(mu).view(3, 1, 1), torch.tensor(sigma).view(3, 1, 1))
+    action = torch.tensor([[0.8]])
+    log_p = [_normal_log_prob(0.8, m, s) for m, s in zip(mu, sigma, strict=True)]
+    # log p: member 2 explains 0.8 best, then member 1, then member 0
+    assert log_p[2] > log_p[1] > log_p[0]
+    nearest = {0: 2, 1: 2, 2: 1}  # argmax over the *other* members
+    kls = [_kl(mu[i], sigma[i], mu[j], sigma[j]) for i, j in nearest.items()]
+    alpha = 0.1
+    by_hand = sum(-log_p[i] - alpha * kls[i] for i in range(3))
+    loss, kl = ensemble_bc_loss(dist, action, alpha)
+    assert loss.item() == pytest.approx(by_hand, rel=1e-5)
+    assert kl.tolist() == pytest.approx(kls, rel=1e-5)
+
+
+def test_disagreement_term_has_a_gradient_of_its_own():
+    """With the data action at member 0's mean, the NLL has no gradient on that mean; the KL does.
+    (The official detached form would give exactly (1 + alpha) x the NLL gradient: zero here.)"""
+    mu = torch.tensor([0.0, 0.5]).view(2, 1, 1).requires_grad_(True)
+    sigma = torch.tensor([0.5, 0.5]).view(2, 1, 1)
+    action = torch.tensor([[0.0]])
+    grads = {}
+    for alpha in (0.0, 0.1):
+        loss, _ = ensemble_bc_loss(Normal(mu, sigma), action, alpha)
+        (grads[alpha],) = torch.autograd.grad(loss, mu)
+    assert grads[0.0][0].item() == pytest.approx(0.0, abs=1e-7)
+    # d/dmu0 of -0.1 * (mu0 - mu1)^2 / (2 * 0.25) = -0.4 (mu0 - mu1) = 0.2: away from member 1
+    assert grads[0.1][0].item() == pytest.approx(0.2, rel=1e-5)
+
+
+def test_single_member_bc_is_plain_negative_log_likelihood():
+    dist = Normal(torch.zeros(1, 2, 1), torch.ones(1, 2, 1))
+    action = torch.tensor([[1.0], [0.0]])
+    loss, kl = ensemble_bc_loss(dist, action, alpha=0.1)
+    assert loss.item() == pytest.approx(-(_normal_log_prob(1.0, 0, 1) + _normal_log_prob(0.0, 0, 1)) / 2)
+    assert kl.tolist() == [0.0]
+
+
+def test_ppo_clip_loss_by_hand():
+    old = torch.zeros(4)
+    log_prob = torch.log(torch.tensor([1.5, 0.5, 1.1, 0.5]))
+    advantage = torch.tensor([1.0, -1.0, 2.0, 1.0])
+    # min(rho A, clip(rho, 0.8, 1.2) A): 1.2 (clipped gain), -0.8 (clipped side is lower), 2.2, 0.5
+    by_hand = -(1.2 - 0.8 + 2.2 + 0.5) / 4
+    assert ppo_clip_loss(log_prob, old, advantage, 0.2).item() == pytest.approx(by_hand, rel=1e-6)
+    per_member = ppo_clip_loss(log_prob.view(2, 2), old.view(2, 2), advantage.view(2, 2), 0.2)
+    assert per_member.tolist() == pytest.approx([-(1.2 - 0.8) / 2, -(2.2 + 0.5) / 2], rel=1e-6)
+
+
+def test_clipped_value_loss_by_hand():
+    value, old, returns = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]), torch.tensor([2.0, -1.0])
+    # row 0: max((1-2)^2, (0 + 0.1 - 2)^2) = 3.61; row 1: max(1, 1) = 1
+    assert clipped_value_loss(value, old, returns, 0.1).item() == pytest.approx((3.61 + 1.0) / 2, rel=1e-6)
+
+
+def test_per_member_gradient_clipping_matches_clipping_each_member_alone():
+    weight = nn.Parameter(torch.zeros(3, 2, 2))
+    bias = nn.Parameter(torch.zeros(3, 1, 2))
+    weight.grad = torch.stack([torch.full((2, 2), 0.1), torch.full((2, 2), 3.0), torch.full((2, 2), -1.0)])
+    bias.grad = torch.stack([torch.full((1, 2), 0.1), torch.full((1, 2), 4.0), torch.full((1, 2), 0.0)])
+    expected = []
+    for m in range(3):
+        w, b = nn.Parameter(torch.zeros(2, 2)), nn.Parameter(torch.zeros(1, 2))
+        w.grad, b.grad = weight.grad[m].clone(), bias.grad[m].clone()
+        nn.utils.clip_grad_norm_([w, b], 0.5)
+        expected.append((w.grad, b.grad))
+    clip_grad_norm_per_member([weight, bias], 0.5)
+    for m, (w, b) in enumerate(expected):
+        assert torch.allclose(weight.grad[m], w) and torch.allclose(bias.grad[m], b)
+
+
+def test_holdout_rows_are_a_fixed_fraction_decided_by_each_row():
+    obs = torch.randn(20_000, 11)
+    held = holdout_rows(obs, 10)
+    assert 0.08 < held.float().mean().item() < 0.12
+    order = torch.randperm(len(obs))
+    assert torch.equal(holdout_rows(obs[order], 10), held[order])
+
+
+# -- AM-Q --------------------------------------------------------------------------------------------
+
+
+def test_am_q_on_a_linear_system_matches_the_closed_form():
+    # s' = rho s, a = k s, q(s, a) = w s + u a  =>  q_t = (w + u k) rho^t s_0
+    rho, k, w, u, horizon = 0.5, 0.4, 2.0, -1.0, 4
+    start = torch.tensor([[[1.0], [2.0]], [[-1.0], [0.5]]])  # 2 policies x 2 start states
+    gains = torch.tensor([k, 2 * k]).view(2, 1, 1)  # policy 1 acts twice as strongly
+    score = am_q(
+        policy=lambda s: gains * s,
+        q=lambda s, a: (w * s + u * a).squeeze(-1),
+        step=lambda s, a: (rho * s, torch.zeros(s.shape[:-1], dtype=torch.bool)),
+        start=start,
+        horizon=horizon,
+    )
+    discount = sum(rho**t for t in range(horizon)) / horizon  # = (1 - rho^H) / (H (1 - rho))
+    assert discount == pytest.approx((1 - rho**horizon) / (horizon * (1 - rho)))
+    expected = [(w + u * k) * 1.5 * discount, (w + u * 2 * k) * -0.25 * discount]
+    assert score.tolist() == pytest.approx(expected, rel=1e-6)
+
+
+def test_am_q_counts_q_at_the_terminal_step_and_drops_the_row_after_it():
+    # s' = s / 2; a row terminates at the step whose next state falls below 0.3
+    start = torch.tensor([[[1.0], [2.0]]])
+    score = am_q(
+        policy=lambda s: torch.zeros_like(s),
+        q=lambda s, a: s.squeeze(-1),
+        step=lambda s, a: (s / 2, (s / 2 < 0.3).squeeze(-1)),
+        start=start,
+        horizon=5,
+    )
+    # row 1.0: q = 1, 0.5 (terminates on the step to 0.25); row 2.0: q = 2, 1, 0.5 (terminates next)
+    assert score.item() == pytest.approx((1 + 0.5 + 2 + 1 + 0.5) / 5)
+
+
+class _LinearModel(nn.Module):
+    """Stands in for the dynamics ensemble: s' = rho s + c a (first action dim), never terminal."""
+
+    def __init__(self, rho: float, c: float) -> None:
+        super().__init__()
+        self.rho, self.c = rho, c
+
+    def step(self, obs, action, elites):
+        next_obs = self.rho * obs + self.c * action[:, :1]
+        return next_obs, torch.zeros(len(obs)), torch.zeros(len(obs))
+
+
+class _LinearQ(nn.Module):
+    """Twin critics both equal to Q(s, a) = w s_0 + u a_0."""
+
+    def __init__(self, w: float, u: float) -> None:
+        super().__init__()
+        self.w, self.u = w, u
+
+    def forward(self, obs, action):
+        q = self.w * obs[..., 0] + self.u * action[..., 0]
+        return torch.stack([q, q])
+
+
+class _LinearPolicies(nn.Module):
+    """Member i acts a = k_i s (in every action dimension), with unit std."""
+
+    def __init__(self, gains: list[float]) -> None:
+        super().__init__()
+        self.gains = torch.tensor(gains).view(-1, 1, 1)
+
+    def dist(self, obs, members=None):
+        mean = (self.gains * obs[..., :1]).expand(*obs.shape[:-1], ACT)
+        return Normal(mean, torch.ones_like(mean))
+
+
+def test_agent_am_q_scores_its_policies_through_its_model_and_critic():
+    rho, c, w, u, horizon = 0.6, 0.5, 1.5, 2.0, 5
+    gains = [0.3, -0.4]
+    agent = make(ope_horizon=horizon, dynamics_members=3, dynamics_elites=2)
+    agent.dynamics, agent.critic, agent.actor = _LinearModel(rho, c), _LinearQ(w, u), _LinearPolicies(gains)
+    obs = torch.tensor([[0.5, 9.0, 9.0], [-1.0, 9.0, 9.0], [1.0, 9.0, 9.0]])  # only s_0 matters
+    expected = []
+    for k in gains:
+        factor = rho + c * k
+        mean_q = sum((w + u * k) * factor**t * obs[:, 0].mean().item() for t in range(horizon)) / horizon
+        expected.append(mean_q)
+    assert agent.amq_scores(obs).tolist() == pytest.approx(expected, rel=1e-5)
+
+
+# -- the offline schedule and the AM-Q gate -----------------------------------------------------------
+
+
+def _adam_steps(optimizer: torch.optim.Optimizer) -> int:
+    states = list(optimizer.state.values())
+    return int(states[0]["step"]) if states else 0
+
+
+def test_stages_run_by_the_update_counter():
+    agent = make(critic_steps=1, bc_steps=3, dynamics_steps=2, improve_steps=2, ope_every=10)
+    assert (agent.improvement_start, agent.offline_steps) == (3, 5)
+    for i in range(agent.offline_steps):
+        agent.update(batch(seed=i))
+    assert _adam_steps(agent.critic_optimizer) == 1
+    assert _adam_steps(agent.bc_optimizer) == 3
+    assert _adam_steps(agent.dynamics_optimizer) == 2
+    assert _adam_steps(agent.improve_optimizer) == 2
+    assert int(agent.updates) == 5
+    before = copy.deepcopy(agent.state_dict()["state"])
+    assert agent.update(batch(seed=99)) == {}  # past the schedule: nothing changes but the counter
+    after = agent.state_dict()["state"]
+    assert all(torch.equal(before["actor"][k], after["actor"][k]) for k in before["actor"])
+
+
+def _member(module: nn.Module, i: int) -> list[torch.Tensor]:
+    return [p[i].clone() for p in module.parameters()]
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_behaviour_policy_is_replaced_only_when_am_q_improves():
+    agent = make()
+    scripted = iter([[1.0, 1.0], [2.0, 0.5], [1.5, 0.7], [3.0, 1.2]])
+    agent.amq_scores = lambda obs: torch.tensor(next(scripted))
+    for i in range(agent.improvement_start):
+        agent.update(batch(seed=i))
+    bc = [_member(agent.actor, i) for i in range(2)]
+
+    agent.update(batch(seed=10))  # start (J* = [1, 1]), one PPO step, evaluation [2, 0.5]
+    improved_0 = _member(agent.actor, 0)
+    assert not _same(improved_0, bc[0])  # the PPO step moved member 0 ...
+    assert _same(_member(agent.behaviour, 0), improved_0)  # ... and AM-Q 2 > 1 made it the behaviour
+    assert _same(_member(agent.behaviour, 1), bc[1])  # 0.5 < 1: member 1 keeps its BC behaviour
+    assert agent.best_score.tolist() == [2.0, 1.0]
+
+    agent.update(batch(seed=11))  # evaluation [1.5, 0.7]: neither beats its best
+    assert _same(_member(agent.behaviour, 0), improved_0) and _same(_member(agent.behaviour, 1), bc[1])
+    assert not _same(_member(agent.actor, 0), improved_0)  # pi_0 kept training against the same pi_old_0
+    assert agent.best_score.tolist() == [2.0, 1.0]
+
+    metrics = agent.update(batch(seed=12))  # evaluation [3, 1.2]: both improve
+    for i in range(2):
+        assert _same(_member(agent.behaviour, i), _member(agent.actor, i))
+    assert agent.best_score.tolist() == pytest.approx([3.0, 1.2])
+    assert metrics["amq_replaced"].item() == 2 and metrics["amq_replacements"].item() == 3
+    assert metrics["amq_best_1"].item() == pytest.approx(1.2)
+
+
+def test_a_nan_score_never_replaces_a_behaviour_policy():
+    agent = make()
+    scripted = iter([[1.0, 1.0], [math.nan, 2.0]])
+    agent.amq_scores = lambda obs: torch.tensor(next(scripted))
+    for i in range(agent.improvement_start + 1):
+        agent.update(batch(seed=i))
+    assert agent.best_score.tolist() == [1.0, 2.0]
+
+
+def test_resume_mid_improvement_continues_identically():
+    agent = make()
+    for i in range(agent.improvement_start + 2):
+        agent.update(batch(seed=i))
+    clone = make(seed=7)
+    clone.load_state_dict(agent.state_dict())
+    for i in range(2):
+        torch.manual_seed(100 + i)
+        m1 = agent.update(batch(seed=50 + i))
+        torch.manual_seed(100 + i)
+        m2 = clone.update(batch(seed=50 + i))
+        assert {k: v.item() for k, v in m1.items()} == {k: v.item() for k, v in m2.items()}
+
+
+def test_dynamics_ensemble_learns_a_linear_system_and_its_termination():
+    torch.manual_seed(0)
+    model = DynamicsEnsemble(2, 1, members=3, hidden=[32, 32])
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+
+    def data(n):
+        obs, action = torch.randn(n, 2), torch.rand(n, 1) * 2 - 1
+        next_obs = obs + 0.5 * action
+        return obs, action, next_obs, obs[:, 0], (obs[:, 1] > 1.0).float()
+
+    for _ in range(300):
+        obs, action, next_obs, reward, terminated = data(128)
+        loss = model.loss(obs, action, next_obs, reward, terminated, torch.ones(128))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    obs, action, next_obs, reward, terminated = data(512)
+    assert model.mean_error(obs, action, next_obs, reward).mean() < 0.05
+    with torch.no_grad():
+        _, _, logit = model(obs, action)
+    accuracy = ((logit.mean(0) > 0).float() == terminated).float().mean()
+    assert accuracy > 0.9
+    stepped, _, done = model.step(obs, action, torch.tensor([0, 1]))
+    assert stepped.shape == obs.shape and set(done.unique().tolist()) <= {0.0, 1.0}
+
+
+# -- online PPO ---------------------------------------------------------------------------------------
+
+
+def _offline(agent, scores):
+    scripted = iter(scores)
+    agent.amq_scores = lambda obs: torch.tensor(next(scripted))
+    for i in range(agent.offline_steps):
+        agent.update(batch(seed=i))
+
+
+def test_online_ppo_starts_from_the_chosen_members_offline_weights():
+    agent = make(improve_steps=2)
+    _offline(
+        agent, [[1.0, 1.0], [0.5, 3.0], [0.7, 2.0]]
+    )  # member 1 is best, certified at the first evaluation
+    chosen = _member(agent.behaviour, 1)
+    assert not _same(chosen, _member(agent.actor, 1))  # the actor moved on after its certified snapshot
+    obs = torch.randn(6, OBS)
+    offline_action = agent.act(obs, deterministic=True)
+    agent.begin_online()
+    assert _same([p[0] for p in agent.online_actor.parameters()], chosen)
+    offline = agent.behaviour.member_dist(obs, torch.tensor([1]))
+    online = agent.online_actor.member_dist(obs)
+    assert torch.equal(online.loc, offline.loc) and torch.equal(online.scale, offline.scale)  # same sigma too
+    assert torch.equal(agent.act(obs, deterministic=True), offline_action)
+    with pytest.raises(RuntimeError, match="on-policy"):
+        agent.update(batch())
+
+
+def test_begin_online_is_idempotent_for_resumed_runs():
+    agent = make(improve_steps=1)
+    _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
+    agent.begin_online()
+    with torch.no_grad():
+        for p in agent.online_actor.parameters():
+            p.add_(0.1)  # fine-tuning happened
+    tuned = [p.clone() for p in agent.online_actor.parameters()]
+    clone = make(improve_steps=1, seed=3)
+    clone.load_state_dict(agent.state_dict())
+    clone.begin_online()  # the loop calls it again on resume
+    assert _same(list(clone.online_actor.parameters()), tuned)
+
+
+def _rollout(agent, steps: int = 8, num_envs: int = 2) -> tuple[RolloutBuffer, torch.Tensor]:
+    rollout = RolloutBuffer(steps, num_envs, OBS, ACT)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(num_envs, OBS, generator=g)
+    for t in range(steps):
+        action, log_prob, value = agent.policy_step(obs)
+        next_obs = obs + 0.1 * action.sum(-1, keepdim=True)
+        terminated = torch.tensor([t == 5, False])
+        truncated = torch.tensor([False, t == 3])
+        rollout.add(
+            obs,
+            action,
+            log_prob,
+            -next_obs.pow(2).sum(-1),
+            value,
+            terminated,
+            truncated,
+            agent.state_value(next_obs),
+        )
+        obs = torch.where(
+            (terminated | truncated).unsqueeze(-1), torch.randn(num_envs, OBS, generator=g), next_obs
+        )
+    return rollout, obs
+
+
+def test_policy_step_gives_the_clamped_action_its_log_prob_and_the_value():
+    agent = make(improve_steps=1)
+    _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
+    with pytest.raises(RuntimeError, match="begin_online"):
+        make().policy_step(torch.zeros(1, OBS))
+    agent.begin_online()
+    obs = torch.randn(64, OBS)
+    torch.manual_seed(0)
+    action, log_prob, value = agent.policy_step(obs)
+    assert action.shape == (64, ACT) and action.abs().max() <= 1.0
+    dist = agent.online_actor.member_dist(obs)
+    assert torch.allclose(log_prob, dist.log_prob(action).sum(-1))
+    assert torch.allclose(value, agent.value(obs))
+
+
+def test_ppo_update_runs_gae_on_the_rollout_buffer_and_trains_actor_and_value():
+    agent = make(improve_steps=1, online_lr_decay_steps=64)
+    _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
+    agent.begin_online()
+    torch.manual_seed(0)
+    rollout, last_obs = _rollout(agent)
+    reference = copy.deepcopy(rollout)
+    reference.compute_gae(agent.state_value(last_obs), agent.cfg.gamma, agent.cfg.gae_lambda)
+    actor_before = [p.clone() for p in agent.online_actor.parameters()]
+    value_before = [p.clone() for p in agent.value.parameters()]
+
+    metrics = agent.update_rollout(rollout, last_obs)
+    assert torch.equal(rollout.advantage, reference.advantage)
+    assert torch.equal(rollout.returns, reference.returns)
+    assert not _same(list(agent.online_actor.parameters()), actor_before)
+    assert not _same(list(agent.value.parameters()), value_before)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in metrics.values())
+    # 16 rows x 2 epochs / minibatches of 8 = 4 actor steps, and the lr decays with env steps
+    assert _adam_steps(agent.online_actor_optimizer) == 4
+    assert int(agent.online_env_steps) == 16
+    assert agent.online_actor_optimizer.param_groups[0]["lr"] == pytest.approx(
+        agent.cfg.online_actor_lr * (1 - 16 / 64)
+    )
