@@ -102,32 +102,44 @@ class CQL(SAC):
             self.log_cql_multiplier = torch.zeros((), device=device, requires_grad=True)
             self.cql_multiplier_optimizer = adam([self.log_cql_multiplier], cfg.cql_lagrange_lr)
 
+    def conservative_gap(
+        self,
+        batch: Batch,
+        q_all: torch.Tensor,
+        subset: torch.Tensor,
+        current: tuple[torch.Tensor, torch.Tensor],
+        following: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        """``cql_gap`` for the critics in ``subset``: uniform actions plus the policy's samples at s
+        (``current``) and at s' (``following``), each ``(actions (B, M, A), log-densities (B, M))``,
+        all evaluated at s in one batched pass."""
+        cfg, m = self.cfg, self.cfg.cql_samples
+        random_actions = torch.rand(len(batch), m, self.action_dim, device=self.device) * 2.0 - 1.0
+        proposals = torch.cat([random_actions, current[0], following[0]], dim=1)  # (B, 3M, A)
+        q_random, q_current, q_next = self.critic(batch.obs, proposals, members=subset).split(m, dim=-1)
+        return cql_gap(
+            q_all[subset],
+            q_random,
+            q_current,
+            q_next,
+            self.action_dim * math.log(0.5),
+            current[1],
+            following[1],
+            cfg.cql_temperature,
+            cfg.cql_importance_sample,
+            batch.mc_return if cfg.calql else None,
+        )
+
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.cfg
         target, subset = self.td_target(batch)
         q_all = self.critic(batch.obs, batch.action)
         td_loss = (q_all - target).pow(2).mean(1).sum()
 
-        m, batch_size = cfg.cql_samples, len(batch)
-        random_actions = torch.rand(batch_size, m, self.action_dim, device=self.device) * 2.0 - 1.0
         with torch.no_grad():
-            current_actions, log_pi_current = self.actor(batch.obs, m)
-            next_actions, log_pi_next = self.actor(batch.next_obs, m)
-        proposals = torch.cat([random_actions, current_actions, next_actions], dim=1)  # (B, 3M, A)
-        q_proposals = self.critic(batch.obs, proposals, members=subset)  # (K, B, 3M)
-        q_random, q_current, q_next = q_proposals.split(m, dim=-1)
-        gap = cql_gap(
-            q_all[subset],
-            q_random,
-            q_current,
-            q_next,
-            self.action_dim * math.log(0.5),
-            log_pi_current,
-            log_pi_next,
-            cfg.cql_temperature,
-            cfg.cql_importance_sample,
-            batch.mc_return if cfg.calql else None,
-        )
+            current = self.actor(batch.obs, cfg.cql_samples)
+            following = self.actor(batch.next_obs, cfg.cql_samples)
+        gap = self.conservative_gap(batch, q_all, subset, current, following)
         metrics = {
             "td_loss": td_loss.detach(),
             "cql_gap": gap.detach().mean(),

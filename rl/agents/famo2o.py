@@ -72,7 +72,7 @@ import torch
 from torch import nn
 
 from rl.agents.base import Agent, AgentConfig, adam
-from rl.agents.cql import CQL, CQLConfig, cql_gap
+from rl.agents.cql import CQL, CQLConfig
 from rl.agents.iql import advantage_weights, critic_step, value_step
 from rl.agents.sac import subset_min_target, temperature_loss
 from rl.buffers.batch import Batch
@@ -369,20 +369,8 @@ class FamO2OCQL(CQL):
         q_all = self.critic(batch.obs, batch.action)
         td_loss = (q_all - target).pow(2).mean(1).sum()
 
-        random_actions = torch.rand(len(batch), m, self.action_dim, device=self.device) * 2.0 - 1.0
-        proposals = torch.cat([random_actions, current_actions, next_actions], dim=1)  # (B, 3M, A)
-        q_random, q_current, q_next = self.critic(batch.obs, proposals, members=subset).split(m, dim=-1)
-        gap = cql_gap(
-            q_all[subset],
-            q_random,
-            q_current,
-            q_next,
-            self.action_dim * math.log(0.5),
-            log_pi_current,
-            log_pi_next,
-            cfg.cql_temperature,
-            cfg.cql_importance_sample,
-            batch.mc_return if cfg.calql else None,
+        gap = self.conservative_gap(
+            batch, q_all, subset, (current_actions, log_pi_current), (next_actions, log_pi_next)
         )
         loss = td_loss + cfg.cql_alpha * gap.sum()
         return loss, {
