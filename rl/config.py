@@ -57,6 +57,8 @@ class TrainConfig:
     """Share of each online batch drawn from the offline data (0: online only; 0.5: RLPD/Cal-QL)."""
     buffer_capacity: int = 1_000_000
     """Rows of the online replay buffer."""
+    rollout_steps: int = 2048
+    """On-policy agents (``agent.on_policy``): env steps per rollout, over all copies (Uni-O4: 2048)."""
     num_envs: int = 1
     """Env copies stepped together online; the agent acts on all of them in one batched call."""
     env_mode: str = "auto"

@@ -262,3 +262,66 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
     with pytest.raises(ValueError, match=r"steps.online=42 must be a multiple of num_envs=4"):
         cfg.steps.online = 42
         Trainer(cfg, tmp_path / "other")
+
+
+def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file):
+    """Uni-O4: offline stages through update(), then rollouts of rollout_steps env steps, each
+    followed by one update_rollout(); checkpoints only between rollouts."""
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.agents.unio4 import UniO4
+    from rl.loops.trainer import Trainer
+
+    stages = {"critic_steps": 4, "bc_steps": 4, "dynamics_steps": 4, "improve_steps": 4, "ope_every": 2}
+    small = {
+        "critic_hidden": "[16,16]",
+        "value_hidden": "[16,16]",
+        "policy_hidden": "[16,16]",
+        "dynamics_hidden": "[16,16]",
+        "num_policies": 2,
+        "batch_size": 32,
+        "ope_horizon": 3,
+        "dynamics_members": 3,
+        "dynamics_elites": 2,
+        "online_epochs": 1,
+        "online_minibatch": 16,
+        **stages,
+    }
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "agent=unio4",
+                *[f"agent.{k}={v}" for k, v in small.items()],
+                f"dataset.source=d4rl:{hopper_d4rl_file}",
+                "steps.offline=8",
+                "steps.online=96",
+                "rollout_steps=32",
+                "num_envs=2",
+                "steps.checkpoint_every=20",
+                "steps.eval_every=1000",
+                "steps.eval_episodes=1",
+                "progress=false",
+            ],
+        )
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert isinstance(trainer.agent, UniO4) and trainer.agent.on_policy
+    calls = {"update_rollout": [], "saved_at": []}
+    update_rollout, save = trainer.agent.update_rollout, trainer.save
+
+    def spy_update_rollout(rollout, last_obs):
+        calls["update_rollout"].append((trainer.step, rollout.t, tuple(last_obs.shape)))
+        return update_rollout(rollout, last_obs)
+
+    def spy_save():
+        calls["saved_at"].append(trainer.step)
+        save()
+
+    trainer.agent.update_rollout, trainer.save = spy_update_rollout, spy_save
+    trainer.run()
+    offline = 8
+    assert calls["update_rollout"] == [(offline + 32 * k, 16, (2, 11)) for k in (1, 2, 3)]
+    online_saves = [s for s in calls["saved_at"] if s > offline]
+    assert online_saves and all((s - offline) % 32 == 0 for s in online_saves)
+    assert len(trainer.online_buffer) == 0  # on-policy: nothing went into the replay buffer

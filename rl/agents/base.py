@@ -34,6 +34,10 @@ class AgentConfig:
 class Agent:
     name: ClassVar[str]
     config_class: ClassVar[type[AgentConfig]]
+    on_policy: ClassVar[bool] = False
+    """True for agents whose online phase learns from rollouts (PPO-style): the loop then calls
+    ``policy_step(obs) -> (action, log_prob, value)``, ``state_value(obs)`` and, every
+    ``rollout_steps`` env steps, ``update_rollout(rollout, last_obs)`` instead of ``update``."""
 
     def __init__(self, cfg: AgentConfig, obs_dim: int, action_dim: int, device: torch.device) -> None:
         self.cfg, self.obs_dim, self.action_dim, self.device = cfg, obs_dim, action_dim, device

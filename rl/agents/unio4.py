@@ -294,6 +294,7 @@ def am_q(
 class UniO4(Agent):
     name = "unio4"
     config_class = UniO4Config
+    on_policy = True
 
     def __init__(
         self,

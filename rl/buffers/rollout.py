@@ -13,10 +13,18 @@ import torch
 
 class RolloutBuffer:
     def __init__(
-        self, steps: int, num_envs: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu"
+        self,
+        steps: int,
+        num_envs: int,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device | str = "cpu",
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
     ):
         self.steps, self.num_envs = steps, num_envs
         self.device = torch.device(device)
+        self.reward_scale, self.reward_bias = reward_scale, reward_bias
 
         def column(*shape: int) -> torch.Tensor:
             return torch.zeros((steps, num_envs, *shape), device=self.device)
@@ -48,12 +56,13 @@ class RolloutBuffer:
         truncated: torch.Tensor,
         bootstrap_value: torch.Tensor,
     ) -> None:
-        """One vector step. ``bootstrap_value`` is V(true final obs) where ``truncated``; ignored elsewhere."""
+        """One vector step (raw rewards). ``bootstrap_value`` is V(true final obs) where ``truncated``."""
         if self.full:
             raise RuntimeError("rollout buffer is full; call compute_gae and reset first")
         t = self.t
         self.obs[t], self.action[t], self.log_prob[t] = obs, action, log_prob
-        self.reward[t], self.value[t] = reward, value
+        # As in ReplayBuffer.add: the one place a raw env reward is scaled on its way to a learner.
+        self.reward[t], self.value[t] = reward * self.reward_scale + self.reward_bias, value
         self.terminated[t], self.truncated[t] = terminated.float(), truncated.float()
         self.bootstrap_value[t] = bootstrap_value
         self.t += 1

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 
 import envs
 from rl.agents import Agent, build_agent
-from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer
+from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, RolloutBuffer
 from rl.config import TrainConfig
 from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
 from rl.loops.checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
@@ -93,6 +93,7 @@ class Trainer:
             self.agent.load_pretrained(payload["agent"])
 
         self.step = 0
+        self.saved_step = 0
         self.env_steps = 0
         self.episodes = 0
         self.obs = self.env.reset(seed=cfg.seed)
@@ -135,6 +136,9 @@ class Trainer:
             self._save_agent("agent_offline.pt")
 
     def online_phase(self, logger: RunLogger) -> None:
+        if self.agent.on_policy:
+            self.online_on_policy_phase(logger)
+            return
         steps, n = self.cfg.steps, self.cfg.num_envs
         self.agent.begin_online()
         while self.step < self.total_steps:
@@ -158,6 +162,54 @@ class Trainer:
             self.summary["online"] = {"step": self.step, "return": float(np.mean(self.recent_returns))}
         self._save_agent("agent_final.pt")
 
+    def online_on_policy_phase(self, logger: RunLogger) -> None:
+        """Rollouts of ``rollout_steps`` env steps, each followed by ``agent.update_rollout``.
+
+        Checkpoints are written only between rollouts (a resumed run restarts the rollout in
+        progress from the same state, so it stays exact); logging and evaluation keep their cadence.
+        """
+        steps, n = self.cfg.steps, self.cfg.num_envs
+        self.agent.begin_online()
+        rollout = RolloutBuffer(
+            self.cfg.rollout_steps // n, n, self.obs_dim, self.action_dim, self.device,
+            self.cfg.env.reward_scale, self.cfg.env.reward_bias,
+        )  # fmt: skip
+        while self.step < self.total_steps:
+            metrics: dict[str, Any] = {}
+            while not rollout.full and self.step < self.total_steps:
+                action, log_prob, value = self.agent.policy_step(self.obs)
+                result = self.env.step(action)
+                bootstrap = torch.zeros(n, device=self.device)
+                if result.truncated.any():
+                    bootstrap = torch.where(
+                        result.truncated, self.agent.state_value(result.next_obs), bootstrap
+                    )
+                rollout.add(
+                    self.obs,
+                    action,
+                    log_prob,
+                    result.reward,
+                    value,
+                    result.terminated,
+                    result.truncated,
+                    bootstrap,
+                )
+                if result.episodes:
+                    metrics |= self._finish_episodes(result.episodes, replay=False)
+                self.obs = result.obs
+                self.env_steps += n
+                self.step += n
+                phase_end = self.step == self.total_steps
+                if rollout.full:
+                    metrics |= self.agent.update_rollout(rollout, self.obs)
+                    rollout.reset()
+                online_step = self.step - steps.offline
+                self._after_step(
+                    logger, "online", online_step, metrics, phase_end, stride=n, may_save=rollout.t == 0
+                )
+                metrics = {}
+        self._save_agent("agent_final.pt")
+
     def _online_action(self, online_step: int) -> torch.Tensor:
         if self.cfg.steps.warmup_actions not in ("random", "policy"):
             raise ValueError(
@@ -167,11 +219,14 @@ class Trainer:
             return torch.rand(self.cfg.num_envs, self.action_dim, device=self.device) * 2.0 - 1.0
         return self.agent.act(self.obs)
 
-    def _finish_episodes(self, episodes: tuple[envs.EpisodeStats, ...]) -> dict[str, float]:
-        """Write the MC returns of the episodes that just ended; log their mean statistics."""
-        for episode in episodes:
-            self.online_buffer.write_mc_returns(torch.cat(self.episode_rows[episode.env_index]))
-            self.episode_rows[episode.env_index] = []
+    def _finish_episodes(
+        self, episodes: tuple[envs.EpisodeStats, ...], replay: bool = True
+    ) -> dict[str, float]:
+        """Write the MC returns of the episodes that just ended (replay rows); their mean statistics."""
+        if replay:
+            for episode in episodes:
+                self.online_buffer.write_mc_returns(torch.cat(self.episode_rows[episode.env_index]))
+                self.episode_rows[episode.env_index] = []
         self.episodes += len(episodes)
         self.recent_returns = (self.recent_returns + [e.episode_return for e in episodes])[-10:]
         result = {
@@ -183,7 +238,14 @@ class Trainer:
         return result
 
     def _after_step(
-        self, logger: RunLogger, phase: str, phase_step: int, metrics: dict, phase_end: bool, stride: int = 1
+        self,
+        logger: RunLogger,
+        phase: str,
+        phase_step: int,
+        metrics: dict,
+        phase_end: bool,
+        stride: int = 1,
+        may_save: bool = True,
     ) -> None:
         """Log, evaluate and checkpoint when ``phase_step`` crosses their intervals (or the phase ends)."""
         steps = self.cfg.steps
@@ -215,7 +277,8 @@ class Trainer:
                 self.summary[phase] = {"step": self.step, **result}
         if due(steps.snapshot_every):
             self._save_agent(f"agent_step{self.step}.pt")
-        if due(steps.checkpoint_every) or phase_end:
+        checkpoint_due = self.step // steps.checkpoint_every != self.saved_step // steps.checkpoint_every
+        if may_save and (checkpoint_due or phase_end):
             self.save()
         logger.advance(self.step, phase)
 
@@ -232,6 +295,7 @@ class Trainer:
         )
 
     def save(self) -> None:
+        self.saved_step = self.step
         save_checkpoint(
             self.run_dir / LAST_CHECKPOINT,
             {
@@ -276,6 +340,7 @@ class Trainer:
             self.offline_buffer.generator.set_state(saved["generator"])
         loop = payload["loop"]
         self.step, self.env_steps, self.episodes = loop["step"], loop["env_steps"], loop["episodes"]
+        self.saved_step = self.step
         self.summary, self.recent_returns = loop["summary"], loop["recent_returns"]
         if loop["env_state"] is not None:
             self.obs = self.env.set_state(loop["env_state"])
