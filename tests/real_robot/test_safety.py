@@ -129,7 +129,12 @@ def test_a_streak_of_rejected_commands_latches(start_server, connect):
 
 
 def test_backend_fault_latches_and_the_waiting_client_is_told(start_server, connect):
-    server = start_server(faults=SimFaults(fault_after_commands=2), hold_after_ms=5000.0, stop_after_ms=6000.0)
+    server = start_server(
+        faults=SimFaults(fault_after_commands=2),
+        max_action_age_ms=5000.0,
+        hold_after_ms=5000.0,
+        stop_after_ms=6000.0,
+    )
     client = connect(server)
     obs = _start_episode(client)
     obs = _act(client, obs)
@@ -157,12 +162,13 @@ def test_dropped_messages_time_out_and_the_client_recovers(start_server, connect
 
 
 def test_frozen_camera_is_reported_then_latches(start_server, connect):
-    # Generous watchdog deadlines: on a loaded machine a slow client must not trigger a hold here,
-    # which would re-anchor the governor mid-test; the watchdog has its own tests.
+    # Generous deadlines: on a loaded machine a slow client must not have its action refused as stale
+    # or trigger a watchdog hold here; those have their own tests.
     server = start_server(
         camera=True,
         faults=SimFaults(freeze_camera_after=3),
         stale_frames_to_estop=3,
+        max_action_age_ms=5000.0,
         hold_after_ms=5000.0,
         stop_after_ms=6000.0,
     )
