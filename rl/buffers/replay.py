@@ -140,13 +140,17 @@ class ReplayBuffer:
         return self.gather(index)
 
     def gather(self, index: torch.Tensor) -> Batch:
+        # index_select is about twice as fast as advanced indexing for a row gather on CPU.
+        def rows(column: torch.Tensor) -> torch.Tensor:
+            return column.index_select(0, index)
+
         return Batch(
-            obs=self._as_obs({k: v[index] for k, v in self.obs.items()}),
-            action=self.action[index],
-            reward=self.reward[index],
-            next_obs=self._as_obs({k: v[index] for k, v in self.next_obs.items()}),
-            terminated=self.terminated[index],
-            mc_return=self.mc_return[index],
+            obs=self._as_obs({k: rows(v) for k, v in self.obs.items()}),
+            action=rows(self.action),
+            reward=rows(self.reward),
+            next_obs=self._as_obs({k: rows(v) for k, v in self.next_obs.items()}),
+            terminated=rows(self.terminated),
+            mc_return=rows(self.mc_return),
         )
 
     def state_dict(self) -> dict[str, Any]:
