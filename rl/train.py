@@ -16,6 +16,7 @@ config group, e.g. ``dataset=door_human``); the shorthand is rewritten before Hy
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import subprocess
 import sys
@@ -31,9 +32,19 @@ from rl.loops.checkpoint import load_checkpoint
 from rl.loops.trainer import LAST_CHECKPOINT, Trainer, _comparable_config, _config_differences, summary_line
 
 register_configs()
-OmegaConf.register_new_resolver(
-    "o2o_run_name", lambda overrides: re.sub(r"[^\w=,.:+-]", "_", overrides) or "default", replace=True
-)
+
+
+def run_name(overrides: str) -> str:
+    """A directory name from the command-line overrides: the same command always maps to the same
+    directory (that is how a re-run finds its checkpoint). Long names keep a readable head and end
+    in a hash of the whole, since a path component may not exceed 255 bytes."""
+    name = re.sub(r"[^\w=,.+-]", "_", overrides.replace("\\", "")) or "default"
+    if len(name) > 120:
+        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
+    return name
+
+
+OmegaConf.register_new_resolver("o2o_run_name", run_name, replace=True)
 DATASET_SHORTHAND = re.compile(r"^(\+{0,2})dataset=((?:minari|d4rl):.*)$")
 
 

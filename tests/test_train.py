@@ -325,3 +325,13 @@ def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file)
     online_saves = [s for s in calls["saved_at"] if s > offline]
     assert online_saves and all((s - offline) % 32 == 0 for s in online_saves)
     assert len(trainer.online_buffer) == 0  # on-policy: nothing went into the replay buffer
+
+
+def test_run_names_are_stable_and_fit_in_a_path_component():
+    from rl.train import run_name
+
+    assert run_name("agent=sac,seed=0") == "agent=sac,seed=0"
+    assert run_name("") == "default"
+    long = ",".join(f"agent.option_{i}=[128,128]" for i in range(20))
+    assert run_name(long) == run_name(long) and len(run_name(long)) <= 120
+    assert run_name(long) != run_name(long.replace("option_19", "option_x"))
