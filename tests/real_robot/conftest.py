@@ -59,7 +59,8 @@ def start_server(keys_dir: Path, tmp_path: Path) -> Iterator[Callable[..., ArmSe
 def connect(keys_dir: Path) -> Iterator[Callable[..., BridgeClient]]:
     clients: list[BridgeClient] = []
 
-    def make(server: ArmServer, name: str = "client", timeout_s: float = 5.0) -> BridgeClient:
+    # A generous reply timeout: it only detects a wedged server, and a loaded CI machine is slow.
+    def make(server: ArmServer, name: str = "client", timeout_s: float = 20.0) -> BridgeClient:
         client = BridgeClient(
             server.address, load_client_keys(keys_dir, name), timeout_s=timeout_s, name=name
         )
