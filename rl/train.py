@@ -44,7 +44,16 @@ def run_name(overrides: str) -> str:
     return name
 
 
+def dataset_name(source: str | None) -> str:
+    """The name a dataset given only by its source goes by (plots, tables): a Minari id, or the file's stem."""
+    if source is None:
+        return "none"
+    scheme, _, target = source.partition(":")
+    return Path(target).stem if scheme == "d4rl" else target
+
+
 OmegaConf.register_new_resolver("o2o_run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("o2o_dataset_name", dataset_name, replace=True)
 DATASET_SHORTHAND = re.compile(r"^(\+{0,2})dataset=((?:minari|d4rl):.*)$")
 
 
