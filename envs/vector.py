@@ -17,6 +17,7 @@ trajectory whichever mode runs it.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import itertools
 import multiprocessing as mp
@@ -78,7 +79,7 @@ def _to_device(arrays: Obs, device: torch.device) -> TensorObs:
     return tensor if device.type == "cpu" else tensor.to(device)
 
 
-class VecEnv:
+class VecEnv(abc.ABC):
     """The interface both vector envs share. Actions are (n, action_dim) in [-1, 1], torch or numpy;
     values outside are clipped (exploration noise can overshoot the tanh range)."""
 
@@ -87,17 +88,19 @@ class VecEnv:
     single_observation_space: gym.Space
     single_action_space: gym.spaces.Box
 
+    @abc.abstractmethod
     def reset(self, seed: int | None = None) -> TensorObs:
         """Start a new episode in every copy (copy i seeded with ``seed + i``); the first observations."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def step_async(self, actions: torch.Tensor | np.ndarray) -> None:
         """Start stepping every copy; ``step_wait`` returns the result. In subprocess mode the
         workers run while the caller does other work (e.g. a gradient update) in between."""
-        raise NotImplementedError
+        ...
 
-    def step_wait(self) -> VecStep:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def step_wait(self) -> VecStep: ...
 
     def step(self, actions: torch.Tensor | np.ndarray) -> VecStep:
         self.step_async(actions)
@@ -112,8 +115,8 @@ class VecEnv:
         """Restore a ``get_state`` snapshot; returns the observations to act on next."""
         raise ValueError(f"vector env state: {type(self).__name__} cannot restore snapshots")
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> VecEnv:
         return self

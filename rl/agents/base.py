@@ -11,6 +11,7 @@ nothing about envs, files or loops. It exposes:
 
 from __future__ import annotations
 
+import abc
 import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -31,7 +32,7 @@ class AgentConfig:
     """Standardise observations with the offline dataset's mean/std (fixed, saved with the networks)."""
 
 
-class Agent:
+class Agent(abc.ABC):
     name: ClassVar[str]
     config_class: ClassVar[type[AgentConfig]]
     on_policy: ClassVar[bool] = False
@@ -51,14 +52,16 @@ class Agent:
         """Start from another run's agent (``checkpoint=<path>``); by default it must be the same agent."""
         self.load_state_dict(state)
 
-    def begin_online(self) -> None:
+    def begin_online(self) -> None:  # noqa: B027 (an optional hook, deliberately empty)
         """Called by the loop when the online phase starts (or resumes); most agents need nothing."""
 
+    @abc.abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        raise NotImplementedError
+        """A batch of actions in [-1, 1] for a batch of observations."""
 
+    @abc.abstractmethod
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """One learning step on ``batch_size`` rows; detached scalar metrics."""
 
     # -- checkpoints ------------------------------------------------------------------------------
 
