@@ -49,6 +49,8 @@ class QuickstartConfig:
     dataset_size: int = 100_000
     """Steps of the generated medium dataset (D4RL: 1M)."""
     out: str = "runs/quickstart"
+    threads: int = 0
+    """torch threads per run (0: torch's default); 1 when other work shares the cores."""
     progress: bool = True
 
 
@@ -87,6 +89,7 @@ def main(argv: list[str]) -> int:
         f"seed={cfg.seeds}",
         *overrides,
         f"progress={str(cfg.progress).lower()}",
+        f"threads={cfg.threads}",
         f"hydra.sweep.dir={out}",
     ]
     print("o2o:", " ".join(command[1:]), flush=True)
