@@ -5,6 +5,14 @@ Families register a builder in ``FAMILIES`` (gymnasium, robotics, robosuite; ``r
 bridge's). ``get_env_state``/``set_env_state`` snapshot a MuJoCo env exactly, for resume.
 """
 
+import os
+
+# Headless machines (CI, clusters) have no X display: MuJoCo must render through EGL there, and it
+# reads MUJOCO_GL when it is first imported, so this runs before anything imports mujoco.
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
 from typing import Any
 
 from envs.autoreset import EpisodeStats

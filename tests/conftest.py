@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+import envs  # noqa: F401  (first: chooses headless EGL rendering before anything loads mujoco)
+
 # One intra-op thread per test process: on a shared 2-core machine, OpenMP threads waiting for a busy
 # core slow small updates by an order of magnitude, and one thread keeps results reproducible.
 torch.set_num_threads(1)
