@@ -113,6 +113,14 @@ def test_state_round_trip_continues_the_same_samples():
         ReplayBuffer(8, SPEC, 1).load_state_dict(state)
 
 
+def test_saved_state_holds_only_the_filled_rows(tmp_path):
+    """A checkpoint's size follows the data, not the preallocated capacity."""
+    buf = ReplayBuffer(100_000, SPEC, 1)
+    _add(buf, 0, 10)
+    torch.save(buf.state_dict(), tmp_path / "buffer.pt")
+    assert (tmp_path / "buffer.pt").stat().st_size < 20_000  # the full capacity would be ~3 MB
+
+
 def test_dict_observations_keep_uint8_pixels():
     spec = ObsSpec({"pixels": ((3, 4, 4), torch.uint8), "state": ((2,), torch.float32)}, True)
     buf = ReplayBuffer(4, spec, action_dim=1)

@@ -155,17 +155,21 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """Only the filled rows are saved, so a checkpoint's size follows the data, not the capacity."""
-        rows = slice(0, self.size)
+
+        def filled(column: torch.Tensor) -> torch.Tensor:
+            # clone(): a slice is a view, and torch.save would write the whole preallocated storage.
+            return column[: self.size].clone().cpu()
+
         return {
             "capacity": self.capacity,
             "ptr": self.ptr,
             "size": self.size,
-            "obs": {k: v[rows].cpu() for k, v in self.obs.items()},
-            "next_obs": {k: v[rows].cpu() for k, v in self.next_obs.items()},
-            "action": self.action[rows].cpu(),
-            "reward": self.reward[rows].cpu(),
-            "terminated": self.terminated[rows].cpu(),
-            "mc_return": self.mc_return[rows].cpu(),
+            "obs": {k: filled(v) for k, v in self.obs.items()},
+            "next_obs": {k: filled(v) for k, v in self.next_obs.items()},
+            "action": filled(self.action),
+            "reward": filled(self.reward),
+            "terminated": filled(self.terminated),
+            "mc_return": filled(self.mc_return),
             "generator": self.generator.get_state(),
         }
 
