@@ -15,12 +15,13 @@ samples per proposal, UTD 4, 250k offline and 500k online steps, a 5000-step war
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from rl.data.generate import GenerateConfig, generate, parse_key_values
+from rl.data.generate import BEHAVIOUR_DIR, GenerateConfig, generate, parse_key_values
 
 DEMO_OVERRIDES = [
     "agent.num_critics=2",  # paper: 10 critics (a 10-critic CQL update runs at ~4/s here)
@@ -54,12 +55,21 @@ class QuickstartConfig:
     progress: bool = True
 
 
+def behaviour_fingerprint(env: str) -> str:
+    """A short hash of the behaviour policies, so a dataset made with older policies is never reused."""
+    digest = hashlib.sha1()
+    for level in ("medium", "expert"):
+        path = BEHAVIOUR_DIR / f"{env}-{level}.pt"
+        digest.update(path.read_bytes() if path.is_file() else b"missing")
+    return digest.hexdigest()[:8]
+
+
 def main(argv: list[str]) -> int:
     try:
         cfg = parse_key_values(argv, QuickstartConfig)
         if cfg.scale not in ("demo", "paper"):
             raise ValueError(f"scale={cfg.scale!r}: choose demo or paper")
-        dataset_id = f"o2o/hopper/medium-{cfg.dataset_size}-v0"
+        dataset_id = f"o2o/hopper/medium-{cfg.dataset_size}-{behaviour_fingerprint('hopper')}-v0"
         import minari
 
         if dataset_id not in minari.list_local_datasets():
