@@ -80,3 +80,63 @@ def test_missing_policy_and_bad_arguments_are_named(tmp_path, monkeypatch):
         gen.parse_key_values(["sise=10"], gen.GenerateConfig)
     with pytest.raises(ValueError, match=r"size='ten': not a valid int"):
         gen.parse_key_values(["size=ten"], gen.GenerateConfig)
+
+
+def fake_run_checkpoint(path, rows: int, capacity: int, episode_ends: list[int], terminal: set[int]):
+    """A run's last.pt whose buffer holds ``rows`` transitions of known episodes, rewards scaled by 2."""
+    obs = torch.zeros(rows, 11)
+    next_obs = torch.zeros(rows, 11)
+    counter = 0.0
+    for i in range(rows):
+        obs[i, 0] = counter
+        counter += 1
+        next_obs[i, 0] = counter
+        if i in episode_ends:
+            counter += 1000  # the next obs is a reset: not this row's next_obs
+    buffer = {
+        "capacity": capacity,
+        "size": rows,
+        "obs": {"_": obs},
+        "next_obs": {"_": next_obs},
+        "action": torch.rand(rows, 3),
+        "reward": 2.0 * torch.arange(rows, dtype=torch.float32)[:, None] + 1.0,
+        "terminated": torch.tensor([[float(i in terminal)] for i in range(rows)]),
+    }
+    env = {"reward_scale": 2.0, "reward_bias": 1.0}
+    save_checkpoint(path, {"online_buffer": buffer, "config": {"env": env}})
+
+
+def test_medium_replay_is_the_run_buffer_up_to_the_medium_step(behaviour_dir, tmp_path, monkeypatch):
+    import json
+
+    fake_run_checkpoint(tmp_path / "last.pt", rows=40, capacity=100, episode_ends=[9, 24], terminal={9})
+    (behaviour_dir / "hopper-medium-replay.json").write_text(
+        json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30})
+    )
+    dataset_id = gen.generate(
+        gen.GenerateConfig(
+            level="medium-replay", score_episodes=1, dataset_id="t/hopper/mr-v0", progress=False
+        )
+    )
+    data = load_dataset(f"minari:{dataset_id}")
+    assert len(data) == 30  # the first 30 rows: collection order up to the medium checkpoint
+    assert np.flatnonzero(data.episode_ends).tolist() == [9, 24, 29]
+    assert np.flatnonzero(data.terminated).tolist() == [9]  # row 24 ended by time limit, 29 by the cut
+    np.testing.assert_allclose(data.rewards, np.arange(30))  # the buffer's scale and bias undone
+    np.testing.assert_array_equal(
+        data.observations[:, 0], np.arange(30) + 1000 * (np.arange(30) > 9) + 1000 * (np.arange(30) > 24)
+    )
+    np.testing.assert_array_equal(data.next_observations[9:11, 0], [10, 1011])
+
+
+def test_medium_replay_refuses_a_wrapped_or_short_buffer(behaviour_dir, tmp_path):
+    import json
+
+    fake_run_checkpoint(tmp_path / "last.pt", rows=40, capacity=40, episode_ends=[], terminal=set())
+    manifest = behaviour_dir / "hopper-medium-replay.json"
+    manifest.write_text(json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30}))
+    with pytest.raises(ValueError, match=r"holds 40 rows of capacity 40; medium-replay needs the first 30"):
+        gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
+    manifest.unlink()
+    with pytest.raises(ValueError, match=r"no medium-replay source for hopper"):
+        gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
