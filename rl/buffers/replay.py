@@ -5,6 +5,14 @@ Transitions enter only through ``ReplayBuffer.add``, which is therefore the one 
 scaled rewards (``write_mc_returns``), so Cal-QL's floor and the TD targets see the same rewards.
 Sampling is index generation plus gather on the device; the write pointer and fill level are host
 integers, so neither adding nor sampling waits on the device.
+
+Float (state) observation columns are stored per row, ``obs`` and ``next_obs`` alike. uint8 (pixel)
+columns are stored once per frame in a ``FrameRing`` (``rl/buffers/frames.py``), which the rows
+point into with ``obs_idx`` / ``next_idx``: the next frame of a transition is the obs frame of the
+same copy's following one, so storing both per row would keep every frame twice. The ring is
+bounded, so a pixel buffer drops its oldest rows early when their frames are overwritten (only with
+episodes shorter than ``1 / FRAME_SLACK`` steps); ``len()`` always counts the rows that may be
+sampled, which are the newest ``len()`` rows added.
 """
 
 from __future__ import annotations
@@ -17,9 +25,16 @@ import numpy as np
 import torch
 
 from rl.buffers.batch import Batch, Obs
+from rl.buffers.frames import CHAIN, NO_FRAME, FrameRing
 from rl.data.dataset import Dataset, mc_return_to_go
 
 ARRAY_KEY = "_"  # internal key for array (non-dict) observations
+FRAME_SLACK = 0.05
+"""Frame slots beyond one per row, as a fraction of the capacity: each episode costs one frame more
+than its rows (its reset frame), so episodes longer than ~20 steps never shrink the buffer, and the
+pixel storage stays near 1.05x the raw frames of a full buffer (the target is <= 1.1x)."""
+MIN_EXTRA_FRAMES = 64
+"""...and at least this many, so that small buffers also hold the first frames of a few env copies."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,12 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 
 
 class ReplayBuffer:
+    """Rows in a ring of ``capacity``; pixel frames in a ``FrameRing`` (see the module docstring).
+
+    ``frame_capacity``: the frame ring's slots (pixel buffers only); default ``capacity`` plus
+    ``FRAME_SLACK``, at least ``MIN_EXTRA_FRAMES``. ``add_dataset`` grows it when a dataset needs more.
+    """
+
     def __init__(
         self,
         capacity: int,
@@ -52,6 +73,7 @@ class ReplayBuffer:
         reward_bias: float = 0.0,
         gamma: float = 0.99,
         seed: int = 0,
+        frame_capacity: int | None = None,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"replay buffer capacity must be positive, got {capacity}")
@@ -63,19 +85,36 @@ class ReplayBuffer:
         def column(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros((capacity, *shape), dtype=dtype, device=self.device)
 
-        self.obs = {k: column(shape, dtype) for k, (shape, dtype) in obs_spec.columns.items()}
-        self.next_obs = {k: column(shape, dtype) for k, (shape, dtype) in obs_spec.columns.items()}
+        floats = {k: shape for k, (shape, dtype) in obs_spec.columns.items() if dtype != torch.uint8}
+        pixels = {k: shape for k, (shape, dtype) in obs_spec.columns.items() if dtype == torch.uint8}
+        self.obs = {k: column(shape) for k, shape in floats.items()}
+        self.next_obs = {k: column(shape) for k, shape in floats.items()}
+        self.ring: FrameRing | None = None
+        if pixels:
+            if frame_capacity is None:
+                frame_capacity = capacity + max(int(np.ceil(FRAME_SLACK * capacity)), MIN_EXTRA_FRAMES)
+            self.ring = FrameRing(pixels, frame_capacity, self.device)
+            # Row -> frame slot; int32 halves the per-row cost and index_select gathers as fast.
+            self.obs_idx = column((), torch.int32)
+            self.next_idx = column((), torch.int32)
         self.action = column((action_dim,))
         self.reward = column(())
         self.terminated = column(())
         self.mc_return = torch.full((capacity,), -torch.inf, device=self.device)
         self.ptr = 0
         self.size = 0
+        self.rows_added = 0
+        """Rows ever added; a row's serial is the count before it, and ``ptr == rows_added % capacity``."""
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def frames(self) -> dict[str, torch.Tensor]:
+        """The pixel columns' frame storage (empty without uint8 columns)."""
+        return {} if self.ring is None else self.ring.frames
 
     def add(
         self,
@@ -85,23 +124,56 @@ class ReplayBuffer:
         next_obs: Obs,
         terminated: torch.Tensor,
     ) -> torch.Tensor:
-        """Append a batch of transitions (leading dim n); returns their row indices (CPU int64)."""
+        """Append a batch of transitions (leading dim n); returns their row indices (CPU int64).
+
+        Row j of a batch is taken to continue row j of the previous ``add`` (copy j of a vector env):
+        its pixel obs is stored again only if it differs from that row's next frame (episode ends,
+        resets), which is checked on the contents, so any batch is stored correctly.
+        """
         n = action.shape[0]
         if n > self.capacity:
             raise ValueError(f"adding {n} transitions to a buffer of capacity {self.capacity}")
+        obs_columns, next_columns = self._on_device(obs), self._on_device(next_obs)
+        prev = None
+        if self.ring is not None:
+            prev = self.ring.candidates({k: obs_columns[k] for k in self.ring.columns})
+        return self._append(obs_columns, action, raw_reward, next_columns, terminated, prev)
+
+    def _append(
+        self,
+        obs: dict[str, torch.Tensor],
+        action: torch.Tensor,
+        raw_reward: torch.Tensor,
+        next_obs: dict[str, torch.Tensor],
+        terminated: torch.Tensor,
+        prev: np.ndarray | None,
+    ) -> torch.Tensor:
+        n = action.shape[0]
         index = (self.ptr + torch.arange(n)) % self.capacity
         dev_index = index.to(self.device)
-        for key, value in self._columns(obs).items():
-            self.obs[key][dev_index] = value.to(self.device, self.obs[key].dtype)
-        for key, value in self._columns(next_obs).items():
-            self.next_obs[key][dev_index] = value.to(self.device, self.next_obs[key].dtype)
+        for key in self.obs:
+            self.obs[key][dev_index] = obs[key]
+            self.next_obs[key][dev_index] = next_obs[key]
+        oldest = self.rows_added - self.size  # serial of the oldest sampleable row
+        if self.ring is not None:
+            pixels = self.ring.columns
+            obs_slots, next_slots, evicted = self.ring.write(
+                self.rows_added,
+                {k: obs[k] for k in pixels},
+                {k: next_obs[k] for k in pixels},
+                prev,
+            )
+            self.obs_idx[dev_index] = torch.from_numpy(obs_slots).to(self.device, torch.int32)
+            self.next_idx[dev_index] = torch.from_numpy(next_slots).to(self.device, torch.int32)
+            oldest = max(oldest, evicted + 1)
         self.action[dev_index] = action.to(self.device, torch.float32)
         reward = raw_reward.to(self.device, torch.float32)
         self.reward[dev_index] = reward * self.reward_scale + self.reward_bias
         self.terminated[dev_index] = terminated.to(self.device, torch.float32)
         self.mc_return[dev_index] = -torch.inf
-        self.ptr = (self.ptr + n) % self.capacity
-        self.size = min(self.size + n, self.capacity)
+        self.rows_added += n
+        self.ptr = self.rows_added % self.capacity
+        self.size = self.rows_added - max(oldest, self.rows_added - self.capacity)
         return index
 
     def write_mc_returns(self, episode_rows: torch.Tensor) -> None:
@@ -113,30 +185,61 @@ class ReplayBuffer:
         self.mc_return[episode_rows.to(self.device)] = torch.from_numpy(returns).to(self.device)
 
     def add_dataset(self, dataset: Dataset, chunk: int = 65536) -> None:
-        """Append a whole dataset, with MC returns computed per episode on the scaled rewards."""
+        """Append a whole dataset, with MC returns computed per episode on the scaled rewards.
+
+        Rows are one stream in file order: a row's pixel obs reuses the previous row's next frame when
+        the two are equal. The frame ring grows if the dataset's distinct frames do not fit beside the
+        frames the buffer's rows already use, so no row is dropped (the rows must fit, as before).
+        """
         n = len(dataset)
         if n > self.capacity - self.size:
             raise ValueError(
                 f"dataset {dataset.info.source}: {n} rows do not fit in the buffer's free {self.capacity - self.size}"
             )
+        prev_all = None
+        if self.ring is not None:
+            same = _continues_previous_row(dataset, list(self.ring.columns))
+            needed = n + int((~same).sum())
+            if self.size == 0:
+                if needed > self.ring.slots:
+                    self.ring.resize(needed, keep=False)
+            else:
+                live = self.obs_idx.index_select(0, self._window_rows()).cpu().numpy()
+                in_use = int(self.ring.age(live.astype(np.int64)).max()) + 1
+                if in_use + needed > self.ring.slots:
+                    remap = torch.from_numpy(self.ring.resize(in_use + needed, keep=True)).to(self.device)
+                    for name in ("obs_idx", "next_idx"):
+                        column = getattr(self, name)
+                        column.copy_(remap.index_select(0, column.long()).to(torch.int32))
+            prev_all = np.where(same, CHAIN, NO_FRAME)
         first = self.ptr
         for start in range(0, n, chunk):
             stop = min(start + chunk, n)
-            self.add(
-                _obs_rows(dataset.observations, start, stop),
+            prev = None
+            if prev_all is not None:
+                prev = prev_all[start:stop].copy()
+                if prev[0] == CHAIN:  # continues the previous chunk's last row
+                    prev[0] = self.ring.last_next[-1]
+            self._append(
+                self._on_device(_obs_rows(dataset.observations, start, stop)),
                 torch.from_numpy(dataset.actions[start:stop]),
                 torch.from_numpy(dataset.rewards[start:stop]),
-                _obs_rows(dataset.next_observations, start, stop),
+                self._on_device(_obs_rows(dataset.next_observations, start, stop)),
                 torch.from_numpy(dataset.terminated[start:stop]),
+                prev,
             )
         scaled = dataset.rewards.astype(np.float32) * self.reward_scale + self.reward_bias
         returns = mc_return_to_go(scaled, dataset.episode_ends, self.gamma)
-        self.mc_return[first : first + n] = torch.from_numpy(returns).to(self.device)
+        rows = ((first + torch.arange(n)) % self.capacity).to(self.device)
+        self.mc_return[rows] = torch.from_numpy(returns).to(self.device)
 
     def sample(self, n: int) -> Batch:
         if self.size == 0:
             raise RuntimeError("sampling from an empty replay buffer")
         index = torch.randint(0, self.size, (n,), device=self.device, generator=self.generator)
+        start = self._window_start()
+        if start:  # only after a pixel buffer dropped rows early; host integers, no synchronisation
+            index = (index + start) % self.capacity
         return self.gather(index)
 
     def gather(self, index: torch.Tensor) -> Batch:
@@ -144,26 +247,54 @@ class ReplayBuffer:
         def rows(column: torch.Tensor) -> torch.Tensor:
             return column.index_select(0, index)
 
+        obs, next_obs = {}, {}
+        if self.ring is not None:
+            obs_slots, next_slots = rows(self.obs_idx), rows(self.next_idx)
+            for key, frames in self.ring.frames.items():
+                obs[key] = frames.index_select(0, obs_slots)
+                next_obs[key] = frames.index_select(0, next_slots)
+        for key in self.obs:
+            obs[key] = rows(self.obs[key])
+            next_obs[key] = rows(self.next_obs[key])
+        order = list(self.obs_spec.columns)
         return Batch(
-            obs=self._as_obs({k: rows(v) for k, v in self.obs.items()}),
+            obs=self._as_obs({k: obs[k] for k in order}),
             action=rows(self.action),
             reward=rows(self.reward),
-            next_obs=self._as_obs({k: rows(v) for k, v in self.next_obs.items()}),
+            next_obs=self._as_obs({k: next_obs[k] for k in order}),
             terminated=rows(self.terminated),
             mc_return=rows(self.mc_return),
         )
 
+    def _window_start(self) -> int:
+        """Ring position of the oldest sampleable row: 0 unless a pixel buffer dropped rows early
+        (a full buffer is the whole ring, taken from position 0, as before frames were shared)."""
+        if self.size == self.capacity:
+            return 0
+        return (self.rows_added - self.size) % self.capacity
+
+    def _window_rows(self) -> torch.Tensor:
+        """Ring positions of the sampleable rows, oldest first when some were dropped early."""
+        return ((self._window_start() + torch.arange(self.size)) % self.capacity).to(self.device)
+
     def state_dict(self) -> dict[str, Any]:
-        """Only the filled rows are saved, so a checkpoint's size follows the data, not the capacity."""
+        """Only the sampleable rows (and the frames they use) are saved, so a checkpoint's size follows
+        the data, not the capacity. A buffer without pixel columns keeps the earlier format."""
+        start = self._window_start()
+        window = None if start == 0 else self._window_rows()
 
         def filled(column: torch.Tensor) -> torch.Tensor:
+            if window is not None:
+                return column.index_select(0, window).cpu()  # a compact copy
             # clone(): a slice is a view, and torch.save would write the whole preallocated storage.
             return column[: self.size].clone().cpu()
 
-        return {
+        state = {
             "capacity": self.capacity,
             "ptr": self.ptr,
             "size": self.size,
+            "rows_added": self.rows_added,
+            "row_start": start,
             "obs": {k: filled(v) for k, v in self.obs.items()},
             "next_obs": {k: filled(v) for k, v in self.next_obs.items()},
             "action": filled(self.action),
@@ -172,26 +303,57 @@ class ReplayBuffer:
             "mc_return": filled(self.mc_return),
             "generator": self.generator.get_state(),
         }
+        if self.ring is not None:
+            state["obs_idx"], state["next_idx"] = filled(self.obs_idx), filled(self.next_idx)
+            referenced = torch.cat([state["obs_idx"], state["next_idx"]]).numpy().astype(np.int64)
+            state["frames"] = self.ring.state_dict(referenced)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["capacity"] != self.capacity:
             raise ValueError(
                 f"replay buffer: checkpoint capacity {state['capacity']} != configured {self.capacity}"
             )
-        if set(state["obs"]) != set(self.obs) or state["action"].shape[1:] != self.action.shape[1:]:
+        if (
+            set(state["obs"]) != set(self.obs)
+            or ("frames" in state) != (self.ring is not None)
+            or state["action"].shape[1:] != self.action.shape[1:]
+        ):
             raise ValueError("replay buffer: checkpoint observation/action columns do not match this buffer")
-        size = state["size"]
+        size, ptr = state["size"], state["ptr"]
+        # Checkpoints from before frame sharing hold neither: their rows start at position 0.
+        rows_added = state.get("rows_added", ptr + (self.capacity if size == self.capacity else 0))
+        start = state.get("row_start", 0)
+        positions = (start + np.arange(size)) % self.capacity
+        window = torch.from_numpy(positions).to(self.device)
+
+        def restore(column: torch.Tensor, saved: torch.Tensor) -> None:
+            column.index_copy_(0, window, saved.to(self.device, column.dtype))
+
         for key in self.obs:
             if state["obs"][key].shape[1:] != self.obs[key].shape[1:]:
                 raise ValueError(
                     f"replay buffer: observation column {key!r} has another shape in the checkpoint"
                 )
-            self.obs[key][:size] = state["obs"][key].to(self.device)
-            self.next_obs[key][:size] = state["next_obs"][key].to(self.device)
+            restore(self.obs[key], state["obs"][key])
+            restore(self.next_obs[key], state["next_obs"][key])
         for name in ("action", "reward", "terminated", "mc_return"):
-            getattr(self, name)[:size] = state[name].to(self.device)
-        self.ptr, self.size = state["ptr"], size
+            restore(getattr(self, name), state[name])
+        if self.ring is not None:
+            restore(self.obs_idx, state["obs_idx"])
+            restore(self.next_idx, state["next_idx"])
+            # A full buffer is saved from position 0, not oldest first: serials follow the positions.
+            serials = rows_added - 1 - (ptr - 1 - positions) % self.capacity
+            self.ring.load_state_dict(state["frames"], state["obs_idx"].numpy().astype(np.int64), serials)
+        self.ptr, self.size, self.rows_added = ptr, size, rows_added
         self.generator.set_state(state["generator"])
+
+    def _on_device(self, obs: Obs) -> dict[str, torch.Tensor]:
+        """The observation's columns on the buffer's device, in their stored dtypes."""
+        return {
+            key: value.to(self.device, self.obs_spec.columns[key][1])
+            for key, value in self._columns(obs).items()
+        }
 
     def _columns(self, obs: Obs) -> dict[str, torch.Tensor]:
         if self.obs_spec.is_dict:
@@ -233,3 +395,24 @@ def _obs_rows(obs: np.ndarray | dict, start: int, stop: int) -> Obs:
     if isinstance(obs, dict):
         return {k: torch.from_numpy(np.ascontiguousarray(v[start:stop])) for k, v in obs.items()}
     return torch.from_numpy(np.ascontiguousarray(obs[start:stop]))
+
+
+def _continues_previous_row(dataset: Dataset, keys: list[str], max_bytes: int = 1 << 26) -> np.ndarray:
+    """(n,) bool: row t's observation equals row t-1's next observation in every column of ``keys``
+    (row 0: False). Compared in pieces of at most ``max_bytes`` per column."""
+    n = len(dataset)
+    same = np.ones(n, dtype=bool)
+    same[:1] = False
+    for key in keys:
+        obs = dataset.observations[key] if isinstance(dataset.observations, dict) else dataset.observations
+        following = (
+            dataset.next_observations[key]
+            if isinstance(dataset.next_observations, dict)
+            else dataset.next_observations
+        )
+        step = max(1, max_bytes // max(1, obs[0].nbytes if n else 1))
+        for start in range(1, n, step):
+            stop = min(start + step, n)
+            equal = (obs[start:stop] == following[start - 1 : stop - 1]).reshape(stop - start, -1).all(1)
+            same[start:stop] &= equal
+    return same
