@@ -32,6 +32,9 @@ Table: per line, mean ± std over seeds (numpy's population std) of the score at
 evaluation, after N online steps for each ``--online-at N`` (the last common evaluation at or before
 ``steps.offline + N``; n/a if the seeds have not all got there), and at the last common evaluation
 (end of online); the online change is mean ± std of each seed's (end of online - after offline).
+With ``--last K`` each of these per-seed figures is the mean of the seed's last K evaluations of that
+phase up to that point: a deterministic Hopper policy can score 95 at one evaluation and 3 at the
+next (a knife edge between hopping and falling), so one evaluation says little about a phase's end.
 
 Overlays (``--overlay FILE.json``): external curves ``{algorithm: {dataset: [per seed: [offline_curve,
 online_curve, regret]]}}`` such as CORL's published ones. A dataset goes on the panels whose dataset
@@ -344,18 +347,25 @@ def _mean_std(values: np.ndarray | None, signed: bool = False) -> str:
     return f"{values.mean():{'+' if signed else ''}.1f} ± {values.std():.1f}"
 
 
-def table_row(key: PanelKey, line: Line, metric: str, scores: Scores, online_at: Sequence[int]) -> list[str]:
+def phase_score(scores: Scores, online: bool, up_to: int, last: int) -> np.ndarray | None:
+    """Per seed, the mean of the phase's last ``last`` common evaluations at steps <= ``up_to``."""
+    index = np.flatnonzero((scores.online == online) & (scores.steps <= up_to))[-last:]
+    return scores.values[:, index].mean(axis=1) if index.size else None
+
+
+def table_row(
+    key: PanelKey, line: Line, metric: str, scores: Scores, online_at: Sequence[int], last: int = 1
+) -> list[str]:
     """One markdown row; the columns are those of ``table_header``."""
-    offline = np.flatnonzero(~scores.online)
-    after_offline = scores.values[:, offline[-1]] if offline.size else None
-    end = scores.values[:, -1] if scores.online[-1] else None
+    final = int(scores.steps[-1])
+    after_offline = phase_score(scores, False, final, last)
+    end = phase_score(scores, True, final, last) if scores.online[-1] else None
     at_n = []
     for n in online_at:
-        reached = scores.online & (scores.steps <= scores.offline_steps + n)
-        done = scores.steps[-1] >= scores.offline_steps + n and reached.any()
-        at_n.append(scores.values[:, np.flatnonzero(reached)[-1]] if done else None)
+        done = final >= scores.offline_steps + n
+        at_n.append(phase_score(scores, True, scores.offline_steps + n, last) if done else None)
     change = end - after_offline if end is not None and after_offline is not None else None
-    online_steps = str(scores.steps[-1] - scores.offline_steps) if end is not None else "n/a"
+    online_steps = str(final - scores.offline_steps) if end is not None else "n/a"
     return [
         *key,
         line.label,
@@ -445,6 +455,7 @@ def build(
     overlays: Sequence[Path] = (),
     match: dict[str, str] | None = None,
     overlay_steps: tuple[int, int] = (1_000_000, 1_000_000),
+    last: int = 1,
 ) -> tuple[list[Panel], str]:
     """The panels to draw and the markdown table, from the runs under ``dirs``."""
     runs = []
@@ -467,7 +478,7 @@ def build(
             panel.curves.append(line_curve(line.label, scores, x))
             if x == "step" and scores.offline_steps > 0:
                 panel.switches.add(scores.offline_steps)
-            rows.append(table_row(key, line, metric, scores, online_at))
+            rows.append(table_row(key, line, metric, scores, online_at, last))
     add_overlays(panels, [load_overlay(p) for p in overlays], match or {}, overlay_steps, x)
     return list(panels.values()), markdown(table_header(online_at), rows)
 
@@ -519,10 +530,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="OFFLINE,ONLINE",
         help="the external runs' phase lengths (default: 1000000,1000000)",
     )
+    parser.add_argument(
+        "--last",
+        type=int,
+        default=1,
+        metavar="K",
+        help="table cells average each seed's last K evaluations of the phase (default: 1)",
+    )
     args = parser.parse_args(argv)
+    if args.last < 1:
+        parser.error(f"--last must be at least 1, got {args.last}")
 
     panels, table = build(
-        args.dirs, args.x, args.online_at, args.overlay, dict(args.overlay_match), args.overlay_steps
+        args.dirs,
+        args.x,
+        args.online_at,
+        args.overlay,
+        dict(args.overlay_match),
+        args.overlay_steps,
+        args.last,
     )
     out = args.out or args.dirs[0]
     out.mkdir(parents=True, exist_ok=True)

@@ -50,3 +50,16 @@ def test_tanh_gaussian_log_prob_agrees_with_sampling():
     assert torch.allclose(actor.log_prob(obs, action), log_prob, atol=1e-3)
     samples, log_probs = actor(obs, num_samples=7)
     assert samples.shape == (4, 7, 2) and log_probs.shape == (4, 7)
+
+
+def test_actor_sample_is_the_same_draw_as_forward_without_the_log_density():
+    actor = TanhGaussianActor(obs_dim=3, action_dim=2, hidden=[16], layer_norm=False)
+    obs = torch.randn(8, 3)
+    torch.manual_seed(4)
+    expected = actor(obs)[0]
+    after_forward = torch.rand(1)
+    torch.manual_seed(4)
+    assert torch.equal(actor.sample(obs), expected)
+    assert torch.equal(torch.rand(1), after_forward)  # the random stream continues identically
+    generator = torch.Generator().manual_seed(4)
+    assert torch.equal(actor.sample(obs, generator), expected)

@@ -213,3 +213,13 @@ def test_malformed_overlay_is_an_error(sweep: Path, tmp_path: Path, content: str
     bad.write_text(content)
     with pytest.raises(SystemExit, match=r"rl.plot: error: overlay .*bad.json"):
         plot.main([str(sweep), "--overlay", str(bad)])
+
+
+def test_last_k_averages_each_seeds_last_evaluations_within_a_phase(sweep: Path, tmp_path: Path) -> None:
+    plot.main([str(sweep), "--out", str(tmp_path / "out"), "--online-at", "50", "--last", "2"])
+    cql = table_rows((tmp_path / "out" / "table.md").read_text())[0]
+    # cql seed s scores 0.1 * step + s. Offline evaluations at 50 and 100: mean 7.5 + s. The online
+    # ones never mix with them: after 50 online steps only step 150 (15 + s), at the end 150 and 200.
+    assert cql[5:] == ["8.5 ± 0.8", "16.0 ± 0.8", "18.5 ± 0.8", "100", "+10.0 ± 0.0"]
+    with pytest.raises(SystemExit):
+        plot.main([str(sweep), "--last", "0"])

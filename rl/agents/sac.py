@@ -120,7 +120,7 @@ class SAC(Agent):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor.deterministic(obs) if deterministic else self.actor(obs)[0]
+        return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         for minibatch in batch.split(self.critic_steps):

@@ -67,9 +67,8 @@ class Policy:
         if self.actor is None:
             return self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
         with torch.no_grad():
-            mean, std = self.actor._dist(torch.as_tensor(obs, dtype=torch.float32)[None])
-            noise = torch.randn(mean.shape, generator=self.generator)
-            return torch.tanh(mean + std * noise)[0].numpy()
+            obs_row = torch.as_tensor(obs, dtype=torch.float32)[None]
+            return self.actor.sample(obs_row, self.generator)[0].numpy()
 
 
 def export_policy(agent_checkpoint: Path, out: Path) -> None:

@@ -56,6 +56,13 @@ class TanhGaussianActor(nn.Module):
         )
         return torch.tanh(pre_tanh), log_prob
 
+    def sample(self, obs: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A stochastic action without its log-density, which acting never reads: the same draw as
+        ``forward(obs)[0]``, minus the dozen small ops that cost as much as the network at act time."""
+        mean, std = self._dist(obs)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return torch.tanh(mean + std * noise)
+
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self._dist(obs)[0])
 
