@@ -69,6 +69,10 @@ class TrainConfig:
     """The one place a device is chosen: 'cpu', 'cuda' or 'cuda:<i>'."""
     threads: int = 0
     """torch intra-op threads (0: torch's default). Set 1 when sweeping with several local jobs."""
+    compile: bool = False
+    """Run the agent's ``update`` through ``torch.compile`` (``Agent.compile_update``; on CUDA also
+    captured as CUDA graphs). Compiling takes a minute or so at start-up; the results match eager to
+    float rounding, so like ``device`` and ``threads`` it may change when a run is resumed."""
     checkpoint: str | None = None
     """An agent checkpoint (``<run>/checkpoints/agent_*.pt``) to start the agent from, e.g. a
     pre-trained CQL agent for WSRL or a policy to fine-tune on a real arm."""

@@ -264,6 +264,47 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
         Trainer(cfg, tmp_path / "other")
 
 
+def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_episode_ends():
+    """The online phase's collection step (also what experiments/bench/envs.py times): n rows per
+    vector step, each copy's rows tracked, and an ended episode's returns-to-go written and cleared."""
+    import torch
+
+    import envs
+    from rl.buffers import ObsSpec, ReplayBuffer
+    from rl.loops.trainer import collect_step
+
+    torch.manual_seed(0)
+    n, gamma = 2, 0.9
+    env = envs.make_vec(envs.EnvConfig(), n, mode="sync")  # Hopper falls within ~100 random steps
+    buffer = ReplayBuffer(1000, ObsSpec.from_space(env.single_observation_space), 3, gamma=gamma)
+    (obs_column,) = buffer.obs.values()
+    episode_rows: list[list[torch.Tensor]] = [[] for _ in range(n)]
+    obs, steps, ended = env.reset(seed=0), 0, ()
+    while not ended:
+        action = torch.rand(n, 3) * 2 - 1
+        result = collect_step(env, obs, action, buffer, episode_rows)
+        rows = slice(n * steps, n * steps + n)
+        assert torch.equal(obs_column[rows], obs) and torch.equal(buffer.action[rows], action)
+        assert torch.equal(buffer.reward[rows], result.reward)
+        obs, ended, steps = result.obs, result.episodes, steps + 1
+    env.close()
+    assert len(buffer) == n * steps
+    finished = {episode.env_index for episode in ended}
+    for copy in range(n):
+        copy_rows = torch.arange(copy, n * steps, n)  # copy i's transitions, in time order
+        if copy in finished:
+            assert episode_rows[copy] == []
+            expected, acc = [], 0.0
+            for reward in reversed(buffer.reward[copy_rows].tolist()):
+                acc = reward + gamma * acc
+                expected.append(acc)
+            assert torch.allclose(buffer.mc_return[copy_rows], torch.tensor(expected[::-1]))
+        else:
+            assert torch.equal(torch.cat(episode_rows[copy]), copy_rows)
+            assert all(row.shape == (1,) for row in episode_rows[copy])
+            assert torch.isinf(buffer.mc_return[copy_rows]).all()
+
+
 def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file):
     """Uni-O4: offline stages through update(), then rollouts of rollout_steps env steps, each
     followed by one update_rollout(); checkpoints only between rollouts."""

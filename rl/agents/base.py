@@ -7,12 +7,16 @@ nothing about envs, files or loops. It exposes:
   detached scalar tensors (no host synchronisation: the logger decides when to read them);
 - ``state_dict()`` / ``load_state_dict()``: networks, optimizers and learnable scalars, checked by
   name and shape on load so a checkpoint of another agent or size fails with a clear message.
+
+``compile_update()`` (the run's ``compile=true``) swaps ``update`` for its ``torch.compile``d version,
+for every agent alike; on a CUDA device the compiled graphs are also captured as CUDA graphs.
 """
 
 from __future__ import annotations
 
 import abc
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -62,6 +66,10 @@ class Agent(abc.ABC):
     @abc.abstractmethod
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         """One learning step on ``batch_size`` rows; detached scalar metrics."""
+
+    def compile_update(self) -> None:
+        """From now on, run ``update`` through ``torch.compile`` (see ``compiled_update``)."""
+        self.update = compiled_update(self.update, self.device)  # type: ignore[method-assign]
 
     # -- checkpoints ------------------------------------------------------------------------------
 
@@ -124,6 +132,59 @@ def check_shapes(prefix: str, expected: dict[str, torch.Tensor], got: dict[str, 
             raise ValueError(
                 f"checkpoint '{prefix}.{name}' has shape {tuple(got[name].shape)}, this run expects {tuple(tensor.shape)}"
             )
+
+
+# -- compiling the update ----------------------------------------------------------------------------
+
+
+def compile_options(device: torch.device) -> dict[str, Any]:
+    """Inductor options for an agent's update on ``device``.
+
+    - ``fallback_random``: random ops (``randperm`` of the target subset, the actor's noise) call the
+      same aten kernels and generator as eager, so a compiled update draws the same numbers and its
+      results match eager to float rounding (tests/test_compile.py): ``compile`` is a speed choice.
+    - ``pattern_matcher=False`` works around a torch 2.13 inductor bug (pytorch/pytorch#183988; the
+      fix, #184276, is not in 2.13.0). Inductor's ``randperm_index_pattern`` (fx_passes/misc_patterns.py)
+      is meant for ``x[torch.randperm(n)[:k]]``, but it was traced with n=4 and k=42, so the slice was
+      elided while tracing and the pattern became ``x[torch.randperm(n)]`` with its ``slice_shape``
+      input unbound. Any graph that indexes with a whole ``randperm`` then matches and its check
+      raises "Not all inputs to pattern found in match.kwargs ... argname=slice_shape". Ours do
+      whenever ``subset_size == num_critics`` (SAC's and CQL's default 2 of 2): ``randperm(2)[:2]``
+      is a no-op slice that inductor removes before pattern matching. With 10 critics (2 of 10) the
+      slice stays and the update compiles either way; turning the pattern passes off changed its speed
+      by nothing measurable on CPU (22-24 updates/s both ways, 1 thread). Drop it once torch has the fix.
+    - On CUDA, ``triton.cudagraphs`` (what ``mode="reduce-overhead"`` sets) also records each compiled
+      graph as a CUDA graph and replays it: one launch instead of hundreds of small kernels. The CPU
+      path never takes it.
+    """
+    options: dict[str, Any] = {"fallback_random": True, "pattern_matcher": False}
+    if device.type == "cuda":
+        options["triton.cudagraphs"] = True
+    return options
+
+
+def compiled_update(
+    update: Callable[[Batch], dict[str, torch.Tensor]], device: torch.device
+) -> Callable[[Batch], dict[str, torch.Tensor]]:
+    """``update`` through ``torch.compile``, with the options of ``compile_options(device)``.
+
+    Graph breaks are allowed (``fullgraph=False``): the fused Adam step is ``torch.compiler.disable``d
+    by torch and runs eagerly between the compiled forward/backward graphs, as do ``zero_grad`` and
+    ``backward()`` (whose backward graph AOTAutograd compiled with the forward). Dynamo recompiles
+    when a Python value the update reads changes (WSRL's ``online``, a new batch size) and
+    otherwise reuses the graphs.
+    """
+    compiled = torch.compile(update, options=compile_options(device))
+    if device.type != "cuda":
+        return compiled
+
+    def update_in_cuda_graphs(batch: Batch) -> dict[str, torch.Tensor]:
+        # Each call is a new iteration for CUDA graph trees; outputs live in the graphs' static memory
+        # and are overwritten by the next replay, so the metrics the logger reads later are copied out.
+        torch.compiler.cudagraph_mark_step_begin()
+        return {k: v.clone() for k, v in compiled(batch).items()}
+
+    return update_in_cuda_graphs
 
 
 # -- pieces several agents share -------------------------------------------------------------------

@@ -26,6 +26,7 @@ import torch
 from omegaconf import OmegaConf
 
 import envs
+from envs.vector import TensorObs
 from rl.agents import Agent, build_agent
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, RolloutBuffer
 from rl.config import TrainConfig
@@ -91,6 +92,8 @@ class Trainer:
                     f"checkpoint={cfg.checkpoint}: not an agent checkpoint (use checkpoints/agent_*.pt)"
                 )
             self.agent.load_pretrained(payload["agent"])
+        if cfg.compile:
+            self.agent.compile_update()
 
         self.step = 0
         self.saved_step = 0
@@ -144,10 +147,7 @@ class Trainer:
         while self.step < self.total_steps:
             online_step = self.step - steps.offline  # env steps taken so far in this phase
             action = self._online_action(online_step)
-            result = self.env.step(action)
-            rows = self.online_buffer.add(self.obs, action, result.reward, result.next_obs, result.terminated)
-            for copy, row in enumerate(rows.split(1)):
-                self.episode_rows[copy].append(row)
+            result = collect_step(self.env, self.obs, action, self.online_buffer, self.episode_rows)
             metrics: dict[str, Any] = self._finish_episodes(result.episodes) if result.episodes else {}
             self.obs = result.obs
             self.env_steps += n
@@ -180,7 +180,9 @@ class Trainer:
                 action, log_prob, value = self.agent.policy_step(self.obs)
                 result = self.env.step(action)
                 bootstrap = torch.zeros(n, device=self.device)
-                if result.truncated.any():
+                # A truncation ends an episode, so the host-side episode tuple settles most steps
+                # without reading the device flag (a synchronisation on GPU).
+                if result.episodes and result.truncated.any():
                     bootstrap = torch.where(
                         result.truncated, self.agent.state_value(result.next_obs), bootstrap
                     )
@@ -195,7 +197,7 @@ class Trainer:
                     bootstrap,
                 )
                 if result.episodes:
-                    metrics |= self._finish_episodes(result.episodes, replay=False)
+                    metrics |= self._finish_episodes(result.episodes)
                 self.obs = result.obs
                 self.env_steps += n
                 self.step += n
@@ -219,14 +221,8 @@ class Trainer:
             return torch.rand(self.cfg.num_envs, self.action_dim, device=self.device) * 2.0 - 1.0
         return self.agent.act(self.obs)
 
-    def _finish_episodes(
-        self, episodes: tuple[envs.EpisodeStats, ...], replay: bool = True
-    ) -> dict[str, float]:
-        """Write the MC returns of the episodes that just ended (replay rows); their mean statistics."""
-        if replay:
-            for episode in episodes:
-                self.online_buffer.write_mc_returns(torch.cat(self.episode_rows[episode.env_index]))
-                self.episode_rows[episode.env_index] = []
+    def _finish_episodes(self, episodes: tuple[envs.EpisodeStats, ...]) -> dict[str, float]:
+        """Count the episodes that just ended; their mean statistics."""
         self.episodes += len(episodes)
         self.recent_returns = (self.recent_returns + [e.episode_return for e in episodes])[-10:]
         result = {
@@ -354,7 +350,28 @@ class Trainer:
         return (len(self.dataset), float(np.float64(self.dataset.rewards).sum()))
 
 
-RUNTIME_KEYS = ("resume", "device", "threads", "progress")
+def collect_step(
+    env: envs.VecEnv,
+    obs: TensorObs,
+    action: torch.Tensor,
+    buffer: ReplayBuffer,
+    episode_rows: list[list[torch.Tensor]],
+) -> envs.VecStep:
+    """One vector step of off-policy collection, learning left out: step every copy with ``action``
+    (chosen in ``obs``), add the n transitions to ``buffer``, append each transition's row to its
+    copy's ``episode_rows``, and write the MC returns of the episodes that ended (clearing their
+    rows). Returns the step; act on its ``obs`` next."""
+    result = env.step(action)
+    rows = buffer.add(obs, action, result.reward, result.next_obs, result.terminated)
+    for copy_rows, row in zip(episode_rows, rows.unsqueeze(1).unbind(), strict=True):
+        copy_rows.append(row)  # a (1,) view, as split(1) gives, at half its cost
+    for episode in result.episodes:
+        buffer.write_mc_returns(torch.cat(episode_rows[episode.env_index]))
+        episode_rows[episode.env_index] = []
+    return result
+
+
+RUNTIME_KEYS = ("resume", "device", "threads", "progress", "compile")
 
 
 def _comparable_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -394,4 +411,4 @@ def summary_line(
     return " | ".join(parts)
 
 
-__all__ = ["LAST_CHECKPOINT", "Trainer", "resolve_device", "summary_line"]
+__all__ = ["LAST_CHECKPOINT", "Trainer", "collect_step", "resolve_device", "summary_line"]

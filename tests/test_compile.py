@@ -1,0 +1,112 @@
+"""``compile=true``: the agent's update through torch.compile matches eager, and the flag reaches it.
+
+Compiling takes tens of seconds on this 2-core machine, so the agents here are small and few: SAC with
+2 of 2 critics in the TD target (the configuration that crashed inductor before the workaround in
+``rl/agents/base.py``) and WSRL, whose offline update carries CQL's conservative term and whose online
+update recompiles for the UTD ratio.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rl.agents import AGENTS, build_agent
+from rl.agents.base import compile_options, compiled_update
+from rl.buffers import Batch
+from tests.conftest import REPO
+
+OBS, ACT = 5, 2
+SMALL = {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16}
+
+
+def make(name: str, **overrides):
+    torch.manual_seed(0)
+    cfg = AGENTS[name][1](**{**SMALL, **overrides})
+    return build_agent(cfg, OBS, ACT, torch.device("cpu"))
+
+
+def batch(n: int, seed: int) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, OBS, generator=g),
+        action=torch.rand(n, ACT, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, OBS, generator=g),
+        terminated=(torch.rand(n, generator=g) < 0.1).float(),
+        mc_return=torch.randn(n, generator=g),
+    )
+
+
+def assert_same_training(eager, compiled, steps: int, first_seed: int = 0) -> None:
+    """Both agents take ``steps`` updates on the same batches from the same global seed; losses and
+    every parameter must agree to float rounding (fusion reorders a few sums)."""
+    for step in range(first_seed, first_seed + steps):
+        data = batch(eager.batch_size, seed=step)
+        torch.manual_seed(100 + step)
+        expected = eager.update(data)
+        torch.manual_seed(100 + step)
+        got = compiled.update(data)
+        assert got.keys() == expected.keys()
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
+    for part in ("actor", "critic", "target_critic"):
+        for (name, p), q in zip(
+            getattr(eager, part).named_parameters(), getattr(compiled, part).parameters(), strict=True
+        ):
+            torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=f"{part}.{name}")
+    torch.testing.assert_close(compiled.log_alpha, eager.log_alpha)
+
+
+def test_compiled_sac_update_matches_eager():
+    eager, compiled = make("sac"), make("sac")
+    assert (eager.cfg.num_critics, eager.cfg.subset_size) == (2, 2)  # whole-randperm index: the bug
+    compiled.compile_update()
+    assert_same_training(eager, compiled, steps=3)
+
+
+def test_compiled_wsrl_update_matches_eager_offline_and_online():
+    # The online update is then SAC's of the test above, graph for graph (inductor's cache reuses
+    # them): only the offline conservative loss and the switch between the two are compiled here.
+    overrides = {"num_critics": 2, "cql_samples": 3, "utd": 1, "actor_layer_norm": False}
+    eager, compiled = make("wsrl", **overrides), make("wsrl", **overrides)
+    compiled.compile_update()
+    assert_same_training(eager, compiled, steps=2)  # CQL's conservative loss
+    eager.begin_online()
+    compiled.begin_online()
+    assert_same_training(eager, compiled, steps=2, first_seed=2)  # SAC's loss: dynamo recompiles
+
+
+def test_cpu_never_takes_the_cuda_graph_path():
+    cpu = compile_options(torch.device("cpu"))
+    assert not cpu.get("triton.cudagraphs", False)
+    assert cpu["fallback_random"] and not cpu["pattern_matcher"]
+    assert compile_options(torch.device("cuda"))["triton.cudagraphs"] is True  # no GPU needed to ask
+
+    def update(batch):
+        return {}
+
+    assert compiled_update(update, torch.device("cpu")).__name__ != "update_in_cuda_graphs"
+
+
+def test_compile_flag_is_accepted_by_the_train_config_and_applied_by_the_trainer(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.loops.trainer import Trainer, _comparable_config
+
+    overrides = ["agent.critic_hidden=[32,32]", "agent.actor_hidden=[32,32]", "steps.eval_episodes=0"]
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        assert compose("config", overrides=overrides).compile is False
+        cfg = compose("config", overrides=[*overrides, "compile=true"])
+        with pytest.raises(ConfigCompositionException):
+            compose("config", overrides=["compile=sometimes"])
+    assert cfg.compile is True
+    # A speed choice like device and threads: a run may resume with or without it.
+    assert "compile" not in _comparable_config(cfg)
+
+    trainer = Trainer(cfg, tmp_path / "run")
+    assert "update" in vars(trainer.agent)  # the instance's update is the compiled one
+    cfg.compile = False
+    assert "update" not in vars(Trainer(cfg, tmp_path / "other").agent)
