@@ -24,7 +24,9 @@ def main(run_dir: Path, env: str) -> dict:
         for row in csv.DictReader(f):
             if row["metric"] == "eval_return":
                 returns[int(row["step"])] = float(row["value"])
-    snapshots = {int(p.stem.removeprefix("agent_step")): p for p in (run_dir / "checkpoints").glob("agent_step*.pt")}
+    snapshots = {
+        int(p.stem.removeprefix("agent_step")): p for p in (run_dir / "checkpoints").glob("agent_step*.pt")
+    }
     candidates = {step: returns[step] for step in snapshots if step in returns}
     if not candidates:
         raise SystemExit(f"{run_dir}: no snapshot with an evaluation yet")
