@@ -140,3 +140,38 @@ def test_medium_replay_refuses_a_wrapped_or_short_buffer(behaviour_dir, tmp_path
     manifest.unlink()
     with pytest.raises(ValueError, match=r"no medium-replay source for hopper"):
         gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
+
+
+def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_path, monkeypatch):
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "select_policies", REPO / "experiments/behaviour/select_policies.py"
+    )
+    select = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(select)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    returns = {10: 200.0, 20: 1000.0, 30: 3100.0, 40: 2900.0, 50: 3000.0}
+    with (run / "metrics.csv").open("w") as f:
+        f.write("step,phase,env_steps,metric,value\n")
+        for step, value in returns.items():
+            f.write(f"{step},online,{step},eval_return,{value}\n")
+    for step in returns:
+        torch.manual_seed(step)
+        cfg = SACConfig(actor_hidden=[8])
+        agent = SAC(cfg, 11, 3, torch.device("cpu"))
+        payload = {"kind": "agent", "agent_config": OmegaConf.to_container(OmegaConf.structured(cfg))}
+        save_checkpoint(
+            run / "checkpoints" / f"agent_step{step}.pt", {**payload, "agent": agent.state_dict()}
+        )
+    monkeypatch.setattr(select, "BEHAVIOUR_DIR", tmp_path / "behaviour")
+    chosen = select.main(run, "hopper")
+    # expert: best evaluated snapshot (30); medium: the earlier one closest to 3100 / 3 (20 at 1000)
+    assert (chosen["expert_step"], chosen["medium_step"]) == (30, 20)
+    replay = json.loads((tmp_path / "behaviour" / "hopper-medium-replay.json").read_text())
+    assert replay["env_steps"] == 20 and replay["run_checkpoint"] == str(run / "checkpoints" / "last.pt")
+    assert (tmp_path / "behaviour" / "hopper-expert.pt").is_file()

@@ -4,8 +4,10 @@
 
 expert = the snapshot with the best evaluation return within the run so far (the documented budget
 is the run's length); medium = the snapshot whose evaluation return is closest to one third of the
-expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``;
-the choice (steps and evaluation returns) is printed as JSON for the behaviour README.
+expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``,
+and ``<env>-medium-replay.json`` names the run's ``last.pt`` and the medium step, whose replay-buffer
+rows up to that step are the medium-replay level. The choice (steps and evaluation returns) is
+printed as JSON for the behaviour README.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def main(run_dir: Path, env: str) -> dict:
     BEHAVIOUR_DIR.mkdir(parents=True, exist_ok=True)
     for level, step in chosen.items():
         export_policy(snapshots[step], BEHAVIOUR_DIR / f"{env}-{level}.pt")
+    replay = {
+        "run_checkpoint": str(run_dir / "checkpoints" / "last.pt"),
+        "env_steps": medium_step,
+        "note": f"medium = agent_step{medium_step} of this run: its replay buffer's first {medium_step} rows",
+    }
+    (BEHAVIOUR_DIR / f"{env}-medium-replay.json").write_text(json.dumps(replay, indent=2) + "\n")
     result = {
         "env": env,
         "run": str(run_dir),
