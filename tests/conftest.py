@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import envs  # noqa: F401  (first: chooses headless EGL rendering before anything loads mujoco)
+from rl.buffers import Batch
 
 # One intra-op thread per test process: on a shared 2-core machine, OpenMP threads waiting for a busy
 # core slow small updates by an order of magnitude, and one thread keeps results reproducible.
@@ -91,3 +92,21 @@ def minari_store(tmp_path_factory) -> Path:
         os.environ.pop("MINARI_DATASETS_PATH", None)
     else:
         os.environ["MINARI_DATASETS_PATH"] = previous
+
+
+def random_batch(
+    n: int, obs_dim: int, action_dim: int, seed: int = 1, terminal_rate: float = 0.1, mc_return: bool = True
+) -> Batch:
+    """A seeded batch of random transitions for agent tests; ``terminal_rate=0`` gives no terminals
+    and ``mc_return=False`` zero Monte-Carlo returns (neither draws from the generator)."""
+    g = torch.Generator().manual_seed(seed)
+    return Batch(
+        obs=torch.randn(n, obs_dim, generator=g),
+        action=torch.rand(n, action_dim, generator=g) * 2 - 1,
+        reward=torch.randn(n, generator=g),
+        next_obs=torch.randn(n, obs_dim, generator=g),
+        terminated=(torch.rand(n, generator=g) < terminal_rate).float()
+        if terminal_rate > 0
+        else torch.zeros(n),
+        mc_return=torch.randn(n, generator=g) if mc_return else torch.zeros(n),
+    )

@@ -7,6 +7,7 @@ import torch
 
 from rl.agents import AGENTS, build_agent
 from rl.buffers import Batch
+from tests.conftest import random_batch
 
 OBS, ACT = 5, 2
 SMALL = {
@@ -63,15 +64,7 @@ def make(name: str, seed: int = 0, **overrides):
 
 
 def batch(n: int, seed: int = 1) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS, generator=g),
-        action=torch.rand(n, ACT, generator=g) * 2 - 1,
-        reward=torch.randn(n, generator=g),
-        next_obs=torch.randn(n, OBS, generator=g),
-        terminated=(torch.rand(n, generator=g) < 0.1).float(),
-        mc_return=torch.randn(n, generator=g),
-    )
+    return random_batch(n, OBS, ACT, seed)
 
 
 def test_every_registered_agent_is_in_the_battery():

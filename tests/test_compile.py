@@ -14,7 +14,7 @@ import torch
 from rl.agents import AGENTS, build_agent
 from rl.agents.base import compile_options, compiled_update
 from rl.buffers import Batch
-from tests.conftest import REPO
+from tests.conftest import REPO, random_batch
 
 OBS, ACT = 5, 2
 SMALL = {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16}
@@ -27,15 +27,7 @@ def make(name: str, **overrides):
 
 
 def batch(n: int, seed: int) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS, generator=g),
-        action=torch.rand(n, ACT, generator=g) * 2 - 1,
-        reward=torch.randn(n, generator=g),
-        next_obs=torch.randn(n, OBS, generator=g),
-        terminated=(torch.rand(n, generator=g) < 0.1).float(),
-        mc_return=torch.randn(n, generator=g),
-    )
+    return random_batch(n, OBS, ACT, seed)
 
 
 def assert_same_training(eager, compiled, steps: int, first_seed: int = 0) -> None:

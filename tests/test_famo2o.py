@@ -16,6 +16,7 @@ from rl.agents.famo2o import (
     family_sac_actor_loss,
 )
 from rl.buffers import Batch
+from tests.conftest import random_batch
 
 OBS, ACT = 4, 2
 SMALL = {
@@ -36,15 +37,7 @@ def make(name: str, **overrides):
 
 
 def batch(n: int = 8, seed: int = 1) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS, generator=g),
-        action=torch.rand(n, ACT, generator=g) * 2 - 1,
-        reward=torch.randn(n, generator=g),
-        next_obs=torch.randn(n, OBS, generator=g),
-        terminated=torch.zeros(n),
-        mc_return=torch.zeros(n),
-    )
+    return random_batch(n, OBS, ACT, seed, terminal_rate=0.0, mc_return=False)
 
 
 def test_beta_embedding_is_interleaved_sin_cos_at_geometric_frequencies():

@@ -22,6 +22,7 @@ from rl.agents.unio4 import (
 )
 from rl.buffers import Batch, RolloutBuffer
 from rl.nets.dynamics import DynamicsEnsemble
+from tests.conftest import random_batch
 
 OBS, ACT = 3, 2
 SMALL = {
@@ -51,15 +52,7 @@ def make(seed: int = 0, **overrides):
 
 
 def batch(n: int = 16, seed: int = 1) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    return Batch(
-        obs=torch.randn(n, OBS, generator=g),
-        action=torch.rand(n, ACT, generator=g) * 2 - 1,
-        reward=torch.randn(n, generator=g),
-        next_obs=torch.randn(n, OBS, generator=g),
-        terminated=(torch.rand(n, generator=g) < 0.2).float(),
-        mc_return=torch.zeros(n),
-    )
+    return random_batch(n, OBS, ACT, seed, terminal_rate=0.2, mc_return=False)
 
 
 # -- losses by hand ----------------------------------------------------------------------------------
