@@ -341,6 +341,44 @@ def test_dynamics_ensemble_learns_a_linear_system_and_its_termination():
     assert stepped.shape == obs.shape and set(done.unique().tolist()) <= {0.0, 1.0}
 
 
+def _still_model(obs_dim: int) -> DynamicsEnsemble:
+    """A dynamics ensemble that predicts no state change (noise ~1e-4) and never terminates itself."""
+    model = DynamicsEnsemble(obs_dim, 1, members=2, hidden=[8], box_margin=0.5)
+    with torch.no_grad():
+        for parameter in model.net.parameters():
+            parameter.zero_()
+        model.net.layers[-1].bias[..., -1] = -5.0  # termination logit < 0
+        model.max_log_var.fill_(-20.0)
+        model.min_log_var.fill_(-30.0)
+    return model
+
+
+def test_a_model_step_ends_rows_that_leave_the_box_of_seen_states():
+    model = _still_model(2)
+    model.observe_states(torch.tensor([[0.0, -1.0], [1.0, 1.0]]), torch.tensor([[2.0, 0.0]]))
+    assert model.state_low.tolist() == [0.0, -1.0] and model.state_high.tolist() == [2.0, 1.0]
+    # margin 0.5 of the range: dim 0 may lie in [-1, 3], dim 1 in [-2, 2]
+    obs = torch.tensor([[2.9, 1.9], [3.1, 0.0], [0.0, -2.1], [-0.9, -1.9], [float("nan"), 0.0]])
+    next_obs, _, terminated = model.step(obs, torch.zeros(5, 1), torch.tensor([0, 1]))
+    torch.testing.assert_close(next_obs[:4], obs[:4], atol=1e-3, rtol=0)
+    assert terminated.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
+
+
+def test_before_any_states_are_seen_every_model_step_terminates():
+    model = _still_model(2)
+    _, _, terminated = model.step(torch.zeros(3, 2), torch.zeros(3, 1), torch.tensor([0]))
+    assert terminated.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_dynamics_training_records_the_batch_states_in_the_box():
+    agent = make(critic_steps=1, bc_steps=1, dynamics_steps=1, improve_steps=1)
+    b = batch(seed=3)
+    agent.update(b)
+    both = torch.cat([b.obs, b.next_obs])
+    assert torch.equal(agent.dynamics.state_low, both.amin(0))
+    assert torch.equal(agent.dynamics.state_high, both.amax(0))
+
+
 # -- online PPO ---------------------------------------------------------------------------------------
 
 

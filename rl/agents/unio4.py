@@ -28,7 +28,9 @@ counter ``updates`` (a CPU tensor: saved in checkpoints, read without a device s
 AM-Q(pi) (``am_q``): from the batch's states, roll out ``a_t = clamp(mean pi(s_t), -1, 1)`` for
 ``ope_horizon`` steps through the dynamics ensemble (each row on a random elite, a sample of its
 Gaussian); the score is the mean of ``q_t = min_e Q_e(s_t, a_t)`` over every (t, row) still alive at
-t. A row dies after the step the model marks terminal (its ``q_t`` at that step still counts).
+t. A row dies after the step the model marks terminal (its ``q_t`` at that step still counts):
+where the learned termination head fires, or where the next state leaves the box of states the
+dynamics saw in training, widened by ``dynamics_box_margin`` of the range (``DynamicsEnsemble``).
 
 Online. PPO with GAE, started from the member with the highest ``J*`` (its behaviour-policy weights,
 the ones AM-Q certified) and the offline V; no offline data; observations normalised with the
@@ -63,6 +65,13 @@ Decisions on the official code's pitfalls (spec §2.3, §2.6, §2.8, §7):
   not know environments. Elites come from a fixed held-out split chosen by hashing each row's
   observation bits (the loop gives batches, not the dataset), with an exponential moving average of
   the held-out error; a fixed ``dynamics_steps`` budget replaces MOBILE's early stopping.
+- Exploding AM-Q (the README's "if q mean explodes, reduce rollout steps"; the official code cuts
+  rollouts with a per-env termination function that also bounds every state). Without such a
+  function the first hopper-medium runs here diverged: model states left the data's range within
+  ~10 steps, grew to ~1e18 by step 1,000 and AM-Q read 1e9-5e16, so the gate compared noise.
+  Decision: keep the horizon (1,000) and end a row when the model leaves the box of seen states (the
+  environment-free form of those bounds checks); a shorter horizon would only delay the same
+  extrapolation. AM-Q then scores each policy on model states the critic was trained near.
 - OPE gate: one vectorised compare-and-replace per evaluation (the official calls ``replace``
   redundantly in a loop, harmlessly). NaN scores never replace a policy.
 - Choosing the policy to fine-tune: the official takes the top 3 by final AM-Q and then spends
@@ -131,6 +140,8 @@ class UniO4Config(AgentConfig):
     dynamics_weight_decay: float = 5e-5
     dynamics_holdout: int = 10
     """About one row in this many is held out of dynamics training, to rank the members."""
+    dynamics_box_margin: float = 0.1
+    """A model rollout ends where a state leaves the seen-state box widened by this fraction of its range."""
     # offline improvement and AM-Q
     improve_lr: float = 1e-4
     clip_ratio: float = 0.25
@@ -323,7 +334,7 @@ class UniO4(Agent):
             1, obs_dim, action_dim, cfg.policy_hidden, cfg.log_std_range, obs_norm
         ).to(device)
         self.dynamics = DynamicsEnsemble(
-            obs_dim, action_dim, cfg.dynamics_members, cfg.dynamics_hidden, obs_norm
+            obs_dim, action_dim, cfg.dynamics_members, cfg.dynamics_hidden, obs_norm, cfg.dynamics_box_margin
         ).to(device)
 
         self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
@@ -405,6 +416,7 @@ class UniO4(Agent):
         return {"bc_loss": loss.detach() / self.cfg.num_policies, "bc_kl": kl.detach().mean()}
 
     def _dynamics_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        self.dynamics.observe_states(batch.obs, batch.next_obs)
         held_out = holdout_rows(batch.obs, self.cfg.dynamics_holdout)
         loss = self.dynamics.loss(
             batch.obs, batch.action, batch.next_obs, batch.reward, batch.terminated, (~held_out).float()

@@ -12,6 +12,15 @@ from MOBILE and are made here on purpose:
   logit of ``terminated`` from ``(s, a)``, trained with a cross-entropy on the dataset's flags, and a
   model step terminates a row when that probability exceeds one half. Agents know nothing about
   environments, so a rule that reads a hopper's height cannot live here.
+- A model step also terminates a row whose next state leaves the box of states seen in training
+  (per dimension, the observed min/max widened by ``box_margin`` times the range; NaN counts as
+  outside). Measured on hopper-medium with 4,000 dynamics updates: the learned head almost never
+  fires on model-made states (94% of rows still alive after 1,000 steps), 67% of rows are outside
+  the data's box after 10 steps and the states grow without bound (|s| ~1e18 at step 1,000), so the
+  critic is read where it has never been trained and AM-Q reached 1e9-5e16. The box is the
+  environment-free form of a per-env termination function (Hopper's checks that every state lies
+  in bounds): a rollout ends where the model leaves what the data can vouch for. Before any data has
+  been observed the box is empty and every step terminates.
 """
 
 from __future__ import annotations
@@ -33,9 +42,16 @@ class DynamicsEnsemble(nn.Module):
         members: int,
         hidden: Sequence[int],
         obs_norm: ObservationNormalizer | None = None,
+        box_margin: float = 0.1,
     ) -> None:
         super().__init__()
+        if box_margin < 0:
+            raise ValueError(f"box_margin={box_margin} must be >= 0")
         self.obs_dim = obs_dim
+        self.box_margin = box_margin
+        # The box of states seen in training (empty until observe_states is called); saved with the model.
+        self.register_buffer("state_low", torch.full((obs_dim,), torch.inf))
+        self.register_buffer("state_high", torch.full((obs_dim,), -torch.inf))
         self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
         out = obs_dim + 1  # state change and reward
         self.net = EnsembleMLP(members, obs_dim + action_dim, hidden, 2 * out + 1, output_gain=1.0)
@@ -88,15 +104,30 @@ class DynamicsEnsemble(nn.Module):
         return (mean - self.target(obs, next_obs, reward)).pow(2).mean(-1)
 
     @torch.no_grad()
+    def observe_states(self, *states: torch.Tensor) -> None:
+        """Widen the box of seen states to include every row of each ``(B, obs_dim)`` tensor."""
+        for rows in states:
+            torch.minimum(self.state_low, rows.amin(0), out=self.state_low)
+            torch.maximum(self.state_high, rows.amax(0), out=self.state_high)
+
+    def outside_box(self, obs: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool: the row lies outside the seen-state box widened by ``box_margin`` (or is NaN)."""
+        margin = self.box_margin * (self.state_high - self.state_low)
+        inside = (obs >= self.state_low - margin) & (obs <= self.state_high + margin)
+        return ~inside.all(-1)
+
+    @torch.no_grad()
     def step(
         self, obs: torch.Tensor, action: torch.Tensor, elites: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One model step for ``(B, obs_dim)`` rows: each row uses one elite drawn at random and a
-        sample of its Gaussian (as MOBILE). Returns next obs, reward and terminated (float), all ``(B, ...)``."""
+        sample of its Gaussian (as MOBILE). Returns next obs, reward and terminated (float), all ``(B, ...)``;
+        a row terminates when the termination head says so or its next obs leaves the seen-state box."""
         mean, log_var, logit = self(obs, action)
         pick = elites[torch.randint(len(elites), (obs.shape[0],), device=obs.device)]
         rows = torch.arange(obs.shape[0], device=obs.device)
         mean, std, logit = mean[pick, rows], (0.5 * log_var[pick, rows]).exp(), logit[pick, rows]
         sample = mean + std * torch.randn_like(mean)
         next_obs = obs + sample[:, :-1] * self.obs_norm.std
-        return next_obs, sample[:, -1], (logit > 0).float()
+        terminated = (logit > 0) | self.outside_box(next_obs)
+        return next_obs, sample[:, -1], terminated.float()
