@@ -182,6 +182,19 @@ def test_am_q_counts_q_at_the_terminal_step_and_drops_the_row_after_it():
     assert score.item() == pytest.approx((1 + 0.5 + 2 + 1 + 0.5) / 5)
 
 
+def test_am_q_stops_stepping_the_model_once_every_row_has_terminated():
+    calls = []
+
+    def step(s, a):
+        calls.append(1)
+        return s / 2, (s / 2 < 0.3).squeeze(-1)
+
+    start = torch.tensor([[[1.0], [2.0]]])
+    score = am_q(lambda s: torch.zeros_like(s), lambda s, a: s.squeeze(-1), step, start, horizon=1000)
+    assert len(calls) == 3  # the 2.0 row's third step reaches 0.25
+    assert score.item() == pytest.approx((1 + 0.5 + 2 + 1 + 0.5) / 5)
+
+
 class _LinearModel(nn.Module):
     """Stands in for the dynamics ensemble: s' = rho s + c a (first action dim), never terminal."""
 
