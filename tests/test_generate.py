@@ -142,9 +142,8 @@ def test_medium_replay_refuses_a_wrapped_or_short_buffer(behaviour_dir, tmp_path
         gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
 
 
-def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_path, monkeypatch):
+def _select_policies_module():
     import importlib.util
-    import json
 
     from tests.conftest import REPO
 
@@ -153,13 +152,24 @@ def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_pa
     )
     select = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(select)
-    run = tmp_path / "run"
+    return select
+
+
+def _write_eval_returns(run, returns):
     (run / "checkpoints").mkdir(parents=True)
-    returns = {10: 200.0, 20: 1000.0, 30: 3100.0, 40: 2900.0, 50: 3000.0}
     with (run / "metrics.csv").open("w") as f:
         f.write("step,phase,env_steps,metric,value\n")
         for step, value in returns.items():
             f.write(f"{step},online,{step},eval_return,{value}\n")
+
+
+def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_path, monkeypatch):
+    import json
+
+    select = _select_policies_module()
+    run = tmp_path / "run"
+    returns = {10: 200.0, 20: 1000.0, 30: 3100.0, 40: 2900.0, 50: 3000.0}
+    _write_eval_returns(run, returns)
     for step in returns:
         torch.manual_seed(step)
         cfg = SACConfig(actor_hidden=[8])
@@ -175,3 +185,33 @@ def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_pa
     replay = json.loads((tmp_path / "behaviour" / "hopper-medium-replay.json").read_text())
     assert replay["env_steps"] == 20 and replay["run_checkpoint"] == str(run / "checkpoints" / "last.pt")
     assert (tmp_path / "behaviour" / "hopper-expert.pt").is_file()
+
+
+def test_select_policies_takes_the_final_agent_from_the_runs_last_checkpoint(tmp_path, monkeypatch):
+    """A finished run whose best evaluation is its last step: last.pt holds that agent."""
+    select = _select_policies_module()
+    run = tmp_path / "run"
+    _write_eval_returns(run, {10: 200.0, 20: 1100.0, 30: 3300.0})
+    cfg = SACConfig(actor_hidden=[8])
+    config = OmegaConf.to_container(OmegaConf.structured(cfg))
+    agents = {}
+    for step in (10, 20, 30):
+        torch.manual_seed(step)
+        agents[step] = SAC(cfg, 11, 3, torch.device("cpu"))
+    for step in (10, 20):
+        save_checkpoint(
+            run / "checkpoints" / f"agent_step{step}.pt",
+            {"kind": "agent", "agent_config": config, "agent": agents[step].state_dict()},
+        )
+    save_checkpoint(
+        run / "checkpoints" / "last.pt",
+        {"kind": "run", "config": {"agent": config}, "agent": agents[30].state_dict(), "loop": {"step": 30}},
+    )
+    monkeypatch.setattr(select, "BEHAVIOUR_DIR", tmp_path / "behaviour")
+    chosen = select.main(run, "hopper")
+    assert (chosen["expert_step"], chosen["medium_step"]) == (30, 20)
+    from rl.loops.checkpoint import load_checkpoint
+
+    exported = load_checkpoint(tmp_path / "behaviour" / "hopper-expert.pt")
+    for name, tensor in agents[30].actor.state_dict().items():
+        assert torch.equal(exported["actor"][name], tensor), name

@@ -3,7 +3,8 @@
     .venv/bin/python experiments/behaviour/select_policies.py runs/behaviour/hopper-sac-s0 hopper
 
 expert = the snapshot with the best evaluation return within the run so far (the documented budget
-is the run's length); medium = the snapshot whose evaluation return is closest to one third of the
+is the run's length; the run's ``last.pt``, the one checkpoint a session commits, counts as the
+snapshot of its last saved step); medium = the snapshot whose evaluation return is closest to one third of the
 expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``,
 and ``<env>-medium-replay.json`` names the run's ``last.pt`` and the medium step, whose replay-buffer
 rows up to that step are the medium-replay level. The choice (steps and evaluation returns) is
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from rl.data.generate import BEHAVIOUR_DIR, export_policy
+from rl.loops.checkpoint import load_checkpoint
 
 
 def main(run_dir: Path, env: str) -> dict:
@@ -29,6 +31,10 @@ def main(run_dir: Path, env: str) -> dict:
     snapshots = {
         int(p.stem.removeprefix("agent_step")): p for p in (run_dir / "checkpoints").glob("agent_step*.pt")
     }
+    # The run's resume checkpoint is a snapshot too: of the agent at the step it was last saved.
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        snapshots.setdefault(load_checkpoint(last)["loop"]["step"], last)
     candidates = {step: returns[step] for step in snapshots if step in returns}
     if not candidates:
         raise SystemExit(f"{run_dir}: no snapshot with an evaluation yet")

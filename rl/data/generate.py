@@ -72,13 +72,23 @@ class Policy:
 
 
 def export_policy(agent_checkpoint: Path, out: Path) -> None:
-    """Keep only the actor of a SAC agent checkpoint (a few hundred KB) as a behaviour policy."""
+    """Keep only the actor of a SAC checkpoint (a few hundred KB) as a behaviour policy.
+
+    Takes an agent checkpoint (``checkpoints/agent_*.pt``) or a run's resume checkpoint
+    (``checkpoints/last.pt``, whose agent is the run's agent at its last saved step).
+    """
     from rl.loops.checkpoint import load_checkpoint, save_checkpoint
 
     payload = load_checkpoint(agent_checkpoint)
-    if payload.get("kind") != "agent" or payload["agent"]["agent"] != "sac":
+    if payload.get("kind") == "agent":
+        agent_config = payload["agent_config"]
+    elif payload.get("kind") == "run":
+        agent_config = payload["config"]["agent"]
+    else:
+        agent_config = None
+    if agent_config is None or payload["agent"]["agent"] != "sac":
         raise ValueError(
-            f"{agent_checkpoint}: need a SAC agent checkpoint (checkpoints/agent_*.pt of a sac run)"
+            f"{agent_checkpoint}: need a SAC checkpoint (checkpoints/agent_*.pt or last.pt of a sac run)"
         )
     agent = payload["agent"]
     save_checkpoint(
@@ -87,8 +97,8 @@ def export_policy(agent_checkpoint: Path, out: Path) -> None:
             "kind": "behaviour_policy",
             "obs_dim": agent["obs_dim"],
             "action_dim": agent["action_dim"],
-            "actor_hidden": list(payload["agent_config"]["actor_hidden"]),
-            "actor_layer_norm": bool(payload["agent_config"]["actor_layer_norm"]),
+            "actor_hidden": list(agent_config["actor_hidden"]),
+            "actor_layer_norm": bool(agent_config["actor_layer_norm"]),
             "actor": agent["state"]["actor"],
             "source": str(agent_checkpoint),
         },
