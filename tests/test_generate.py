@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 import rl.data.generate as gen
 from rl.agents.sac import SAC, SACConfig
 from rl.data import load_dataset
-from rl.loops.checkpoint import save_checkpoint
+from rl.loops.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -210,8 +210,6 @@ def test_select_policies_takes_the_final_agent_from_the_runs_last_checkpoint(tmp
     monkeypatch.setattr(select, "BEHAVIOUR_DIR", tmp_path / "behaviour")
     chosen = select.main(run, "hopper")
     assert (chosen["expert_step"], chosen["medium_step"]) == (30, 20)
-    from rl.loops.checkpoint import load_checkpoint
-
     exported = load_checkpoint(tmp_path / "behaviour" / "hopper-expert.pt")
     for name, tensor in agents[30].actor.state_dict().items():
         assert torch.equal(exported["actor"][name], tensor), name

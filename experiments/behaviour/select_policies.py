@@ -4,8 +4,8 @@
 
 expert = the snapshot with the best evaluation return within the run so far (the documented budget
 is the run's length; the run's ``last.pt``, the one checkpoint a session commits, counts as the
-snapshot of its last saved step); medium = the snapshot whose evaluation return is closest to one third of the
-expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``,
+snapshot of its last saved step); medium = the snapshot whose evaluation return is closest to one
+third of the expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``,
 and ``<env>-medium-replay.json`` names the run's ``last.pt`` and the medium step, whose replay-buffer
 rows up to that step are the medium-replay level. The choice (steps and evaluation returns) is
 printed as JSON for the behaviour README.
