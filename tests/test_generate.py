@@ -29,21 +29,27 @@ def behaviour_dir(tmp_path, monkeypatch, minari_store):
         )
         gen.export_policy(checkpoint, tmp_path / "behaviour" / f"hopper-{level}.pt")
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", tmp_path / "behaviour")
+    gen.measure_reference_scores(gen.ReferenceConfig(env="hopper", episodes=2))
     return tmp_path / "behaviour"
 
 
 def test_generated_dataset_loads_with_minari_and_carries_reference_scores(behaviour_dir):
+    import json
+
     import minari
 
     cfg = gen.GenerateConfig(
-        level="medium-expert", size=150, seed=3, score_episodes=2, dataset_id="t/hopper/me-v0", progress=False
+        level="medium-expert", size=150, seed=3, dataset_id="t/hopper/me-v0", progress=False
     )
     dataset_id = gen.generate(cfg)
     raw = minari.load_dataset(dataset_id)
     assert raw.total_steps == 300
     meta = raw.storage.metadata
-    # untrained "experts" score no better than random here; what matters is that both were measured
-    assert np.isfinite(meta["ref_min_score"]) and np.isfinite(meta["ref_max_score"])
+    pinned = json.loads((behaviour_dir / "reference_scores.json").read_text())["hopper"]
+    assert (meta["ref_min_score"], meta["ref_max_score"]) == (
+        pinned["ref_min_score"],
+        pinned["ref_max_score"],
+    )
     assert raw.env_spec.id == "Hopper-v5"
     ours = load_dataset(f"minari:{dataset_id}")
     assert len(ours) == 300 and (ours.info.ref_min_score, ours.info.ref_max_score) == (
@@ -55,14 +61,10 @@ def test_generated_dataset_loads_with_minari_and_carries_reference_scores(behavi
 
 def test_generation_is_deterministic_for_a_seed_and_refuses_to_overwrite(behaviour_dir):
     first = gen.generate(
-        gen.GenerateConfig(
-            level="random", size=80, seed=5, score_episodes=1, dataset_id="t/hopper/a-v0", progress=False
-        )
+        gen.GenerateConfig(level="random", size=80, seed=5, dataset_id="t/hopper/a-v0", progress=False)
     )
     second = gen.generate(
-        gen.GenerateConfig(
-            level="random", size=80, seed=5, score_episodes=1, dataset_id="t/hopper/b-v0", progress=False
-        )
+        gen.GenerateConfig(level="random", size=80, seed=5, dataset_id="t/hopper/b-v0", progress=False)
     )
     a, b = load_dataset(f"minari:{first}"), load_dataset(f"minari:{second}")
     assert np.array_equal(a.observations, b.observations) and np.array_equal(a.actions, b.actions)
@@ -70,10 +72,38 @@ def test_generation_is_deterministic_for_a_seed_and_refuses_to_overwrite(behavio
         gen.generate(gen.GenerateConfig(level="random", size=80, seed=5, dataset_id=first, progress=False))
 
 
+def test_reference_scores_are_measured_once_and_refused_when_the_expert_changes(behaviour_dir):
+    """Pinned scores are the seeded means of each policy's returns; a replaced expert needs new ones."""
+    import json
+
+    table = json.loads((behaviour_dir / "reference_scores.json").read_text())
+    policy = gen.load_policy("hopper", "expert", seed=3)
+    env = gen.envs.make(gen._env_config("hopper"))
+    assert table["hopper"]["ref_max_score"] == gen.mean_return(env, policy, 2, 2_000_000)
+    assert table["hopper"]["episodes"] == 2
+    # the 'medium' file stands in for a retrained expert
+    (behaviour_dir / "hopper-expert.pt").write_bytes((behaviour_dir / "hopper-medium.pt").read_bytes())
+    with pytest.raises(ValueError, match=r"hopper-expert.pt is not the expert the pinned reference scores"):
+        gen.generate(gen.GenerateConfig(level="random", size=10, dataset_id="t/hopper/x-v0", progress=False))
+    (behaviour_dir / "reference_scores.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"no pinned reference scores for hopper .* env=hopper'"):
+        gen.generate(gen.GenerateConfig(level="random", size=10, dataset_id="t/hopper/x-v0", progress=False))
+
+
+def test_the_repositorys_pinned_reference_scores_belong_to_its_experts():
+    for env in gen.ENVS:
+        entry = gen.pinned_reference_scores(env)  # raises if an expert changed without re-pinning
+        assert entry["ref_max_score"] > entry["ref_min_score"]
+
+
 def test_missing_policy_and_bad_arguments_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", tmp_path)
     with pytest.raises(ValueError, match=r"no expert behaviour policy for walker2d"):
+        gen.measure_reference_scores(gen.ReferenceConfig(env="walker2d"))
+    with pytest.raises(ValueError, match=r"no pinned reference scores for walker2d"):
         gen.generate(gen.GenerateConfig(env="walker2d", level="medium", size=10, progress=False))
+    with pytest.raises(ValueError, match=r"reference: env='ant' is not one of"):
+        gen.measure_reference_scores(gen.ReferenceConfig(env="ant"))
     with pytest.raises(ValueError, match=r"level='hard' is not one of"):
         gen.generate(gen.GenerateConfig(level="hard"))
     with pytest.raises(ValueError, match=r"unknown argument 'sise=10'"):
@@ -114,9 +144,7 @@ def test_medium_replay_is_the_run_buffer_up_to_the_medium_step(behaviour_dir, tm
         json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30})
     )
     dataset_id = gen.generate(
-        gen.GenerateConfig(
-            level="medium-replay", score_episodes=1, dataset_id="t/hopper/mr-v0", progress=False
-        )
+        gen.GenerateConfig(level="medium-replay", dataset_id="t/hopper/mr-v0", progress=False)
     )
     data = load_dataset(f"minari:{dataset_id}")
     assert len(data) == 30  # the first 30 rows: collection order up to the medium checkpoint
@@ -136,10 +164,10 @@ def test_medium_replay_refuses_a_wrapped_or_short_buffer(behaviour_dir, tmp_path
     manifest = behaviour_dir / "hopper-medium-replay.json"
     manifest.write_text(json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30}))
     with pytest.raises(ValueError, match=r"holds 40 rows of capacity 40; medium-replay needs the first 30"):
-        gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
+        gen.generate(gen.GenerateConfig(level="medium-replay", progress=False))
     manifest.unlink()
     with pytest.raises(ValueError, match=r"no medium-replay source for hopper"):
-        gen.generate(gen.GenerateConfig(level="medium-replay", score_episodes=1, progress=False))
+        gen.generate(gen.GenerateConfig(level="medium-replay", progress=False))
 
 
 def _select_policies_module():

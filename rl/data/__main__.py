@@ -1,15 +1,23 @@
-"""``python -m rl.data generate key=value ...`` and ``python -m rl.data export-policy <agent.pt> <out.pt>``."""
+"""``python -m rl.data generate|reference key=value ...`` and ``python -m rl.data export-policy <agent.pt> <out.pt>``."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from rl.data.generate import GenerateConfig, export_policy, generate, parse_key_values
+from rl.data.generate import (
+    GenerateConfig,
+    ReferenceConfig,
+    export_policy,
+    generate,
+    measure_reference_scores,
+    parse_key_values,
+)
 
 USAGE = (
     "usage: python -m rl.data generate env=<hopper|halfcheetah|walker2d> level=<random|medium|expert|"
-    "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID] [score_episodes=N]\n"
+    "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID]\n"
+    "       python -m rl.data reference env=<hopper|halfcheetah|walker2d> [episodes=N] [seed=N]\n"
     "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>"
 )
 
@@ -19,6 +27,13 @@ def main(argv: list[str]) -> int:
         if argv[:1] == ["generate"]:
             dataset_id = generate(parse_key_values(argv[1:], GenerateConfig))
             print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            return 0
+        if argv[:1] == ["reference"]:
+            entry = measure_reference_scores(parse_key_values(argv[1:], ReferenceConfig))
+            print(
+                f"o2o: pinned reference scores min {entry['ref_min_score']:.1f}, "
+                f"max {entry['ref_max_score']:.1f} ({entry['episodes']} episodes each)"
+            )
             return 0
         if argv[:1] == ["export-policy"] and len(argv) == 3:
             export_policy(Path(argv[1]), Path(argv[2]))

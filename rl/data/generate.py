@@ -14,15 +14,25 @@ command and seed that trained each). Rollouts use their stochastic actions, as D
 
 The result is a real Minari dataset, written through minari's own ``DataCollector``, with
 ``ref_min_score`` = mean return of the uniformly random policy and ``ref_max_score`` = mean return
-of the expert policy (each over ``score_episodes`` seeded episodes) in its metadata, so
-``minari.get_normalized_score`` works on it. Everything is seeded: the same command gives the same
-dataset. Rollouts run torch single-threaded: one observation at a time gains nothing from threads,
+of the expert policy in its metadata, so ``minari.get_normalized_score`` works on it. Everything is
+seeded: the same command gives the same dataset on the same machine.
+
+The reference scores are pinned, as D4RL pinned its ``REF_MIN_SCORE``/``REF_MAX_SCORE``: ``python -m
+rl.data reference env=hopper`` measures them once (seeded episodes of each policy) and writes them
+to ``behaviour/reference_scores.json`` with the hash of the expert file they were measured with;
+``generate`` copies them from there and refuses if the expert changed since. Measuring them at
+every generation, as the first version did, gave a different scale on each machine: seeded rollouts
+of the same policy diverge across CPUs (float kernels differ, MuJoCo is chaotic), and over 20
+episodes the Walker2d expert's mean came out 2,499 on one machine and 2,796 on the next, so the same
+return scored 10% differently. With the references pinned, a normalised score means the same thing
+everywhere; only the dataset's own transitions still differ slightly from machine to machine. Rollouts run torch single-threaded: one observation at a time gains nothing from threads,
 and on a shared 2-core machine two threads per forward made a 100k-step medium dataset take 8.7 min
 instead of ~50 s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -39,6 +49,7 @@ BEHAVIOUR_DIR = Path(__file__).parent / "behaviour"
 REPO_ROOT = Path(__file__).parents[2]
 LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay")
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
+REFERENCE_FILE = "reference_scores.json"
 
 
 @dataclass
@@ -48,11 +59,17 @@ class GenerateConfig:
     size: int = 1_000_000
     """Env steps to record (per part for medium-expert). D4RL used 1M."""
     seed: int = 0
-    score_episodes: int = 20
-    """Episodes behind each reference score (Minari uses 100)."""
     dataset_id: str | None = None
     """Default: ``o2o/<env>/<level>-v0``."""
     progress: bool = True
+
+
+@dataclass
+class ReferenceConfig:
+    env: str = "hopper"
+    episodes: int = 20
+    """Seeded episodes behind each reference score (Minari uses 100)."""
+    seed: int = 0
 
 
 class Policy:
@@ -119,6 +136,75 @@ def load_policy(env: str, name: str, seed: int) -> Policy:
     )
     actor.load_state_dict(payload["actor"])
     return Policy(actor.eval(), payload["action_dim"], seed)
+
+
+def _check_env(command: str, env: str) -> None:
+    if env not in ENVS:
+        raise ValueError(f"{command}: env={env!r} is not one of {sorted(ENVS)}")
+
+
+def _env_config(env: str) -> envs.EnvConfig:
+    return envs.EnvConfig(name=env, id=ENVS[env], score_name=env)
+
+
+def _file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def measure_reference_scores(cfg: ReferenceConfig) -> dict:
+    """Measure an env's reference scores and pin them in ``behaviour/reference_scores.json``.
+
+    The entry keeps the measurement's settings and the expert file's hash, so ``generate`` can tell
+    when the expert was replaced after the scores were pinned.
+    """
+    _check_env("reference", cfg.env)
+    if cfg.episodes < 1:
+        raise ValueError(f"reference: episodes={cfg.episodes} must be at least 1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        env_cfg = _env_config(cfg.env)
+        action_dim = envs.make(env_cfg).action_space.shape[0]
+        expert = load_policy(cfg.env, "expert", cfg.seed + 3)
+        random_policy = Policy(None, action_dim, cfg.seed + 1)
+        entry = {
+            "ref_min_score": mean_return(envs.make(env_cfg), random_policy, cfg.episodes, 1_000_000),
+            "ref_max_score": mean_return(envs.make(env_cfg), expert, cfg.episodes, 2_000_000),
+            "episodes": cfg.episodes,
+            "seed": cfg.seed,
+            "expert_sha256": _file_hash(BEHAVIOUR_DIR / f"{cfg.env}-expert.pt"),
+            "command": f"python -m rl.data reference env={cfg.env} episodes={cfg.episodes} seed={cfg.seed}",
+        }
+    finally:
+        torch.set_num_threads(threads)
+    path = BEHAVIOUR_DIR / REFERENCE_FILE
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    table[cfg.env] = entry
+    path.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    return entry
+
+
+def pinned_reference_scores(env: str) -> dict:
+    """The env's pinned reference scores; refused if missing or measured with another expert."""
+    path = BEHAVIOUR_DIR / REFERENCE_FILE
+    table = json.loads(path.read_text()) if path.is_file() else {}
+    if env not in table:
+        raise ValueError(
+            f"generate: no pinned reference scores for {env} in {path}; "
+            f"measure them with 'python -m rl.data reference env={env}'"
+        )
+    entry = table[env]
+    expert_path = BEHAVIOUR_DIR / f"{env}-expert.pt"
+    if not expert_path.is_file():
+        raise ValueError(
+            f"generate: no expert behaviour policy for {env} ({expert_path}); see rl/data/behaviour/README.md"
+        )
+    if _file_hash(expert_path) != entry["expert_sha256"]:
+        raise ValueError(
+            f"generate: {expert_path} is not the expert the pinned reference scores of {env} were "
+            f"measured with; measure them again with 'python -m rl.data reference env={env}'"
+        )
+    return entry
 
 
 class _StopAt(gym.Wrapper):
@@ -211,8 +297,7 @@ def _generate(cfg: GenerateConfig) -> str:
     import minari
     from minari import DataCollector
 
-    if cfg.env not in ENVS:
-        raise ValueError(f"generate: env={cfg.env!r} is not one of {sorted(ENVS)}")
+    _check_env("generate", cfg.env)
     if cfg.level not in LEVELS:
         raise ValueError(f"generate: level={cfg.level!r} is not one of {list(LEVELS)}")
     dataset_id = cfg.dataset_id or f"o2o/{cfg.env}/{cfg.level}-v0"
@@ -221,14 +306,9 @@ def _generate(cfg: GenerateConfig) -> str:
             f"generate: dataset {dataset_id} already exists in {minari.storage.get_dataset_path()}; "
             "choose another dataset_id or delete it first"
         )
-    env_cfg = envs.EnvConfig(name=cfg.env, id=ENVS[cfg.env], score_name=cfg.env)
+    env_cfg = _env_config(cfg.env)
     action_dim = envs.make(env_cfg).action_space.shape[0]
-
-    expert = load_policy(cfg.env, "expert", cfg.seed + 3)
-    ref_min = mean_return(
-        envs.make(env_cfg), Policy(None, action_dim, cfg.seed + 1), cfg.score_episodes, 1_000_000
-    )
-    ref_max = mean_return(envs.make(env_cfg), expert, cfg.score_episodes, 2_000_000)
+    reference = pinned_reference_scores(cfg.env)
 
     metadata = dict(
         dataset_id=dataset_id,
@@ -239,8 +319,8 @@ def _generate(cfg: GenerateConfig) -> str:
         author="o2o",
         author_email="o2o@users.noreply.github.com",
         code_permalink="rl/data/generate.py",
-        ref_min_score=ref_min,
-        ref_max_score=ref_max,
+        ref_min_score=reference["ref_min_score"],
+        ref_max_score=reference["ref_max_score"],
     )
     if cfg.level == "medium-replay":
         episodes, source = replay_episodes(cfg.env)
