@@ -29,7 +29,10 @@ def behaviour_dir(tmp_path, monkeypatch, minari_store):
         )
         gen.export_policy(checkpoint, tmp_path / "behaviour" / f"hopper-{level}.pt")
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", tmp_path / "behaviour")
-    gen.measure_reference_scores(gen.ReferenceConfig(env="hopper", episodes=2))
+    # Untrained policies may score below random; pin a valid range without rolling them out.
+    with monkeypatch.context() as patch:
+        patch.setattr(gen, "mean_return", lambda env, policy, *_: 10.0 if policy.actor is None else 1000.0)
+        gen.measure_reference_scores(gen.ReferenceConfig(env="hopper", episodes=2))
     return tmp_path / "behaviour"
 
 
@@ -72,15 +75,28 @@ def test_generation_is_deterministic_for_a_seed_and_refuses_to_overwrite(behavio
         gen.generate(gen.GenerateConfig(level="random", size=80, seed=5, dataset_id=first, progress=False))
 
 
-def test_reference_scores_are_measured_once_and_refused_when_the_expert_changes(behaviour_dir):
-    """Pinned scores are the seeded means of each policy's returns; a replaced expert needs new ones."""
+def test_reference_scores_are_measured_once_and_refused_when_the_expert_changes(behaviour_dir, monkeypatch):
+    """Pinned scores are seeded means of each policy's returns; a bad range or a replaced expert is refused."""
     import json
 
+    calls = []
+
+    def fake_mean_return(env, policy, episodes, seed):
+        calls.append((policy.actor is None, episodes, seed))
+        return -5.0 if policy.actor is None else 500.0
+
+    monkeypatch.setattr(gen, "mean_return", fake_mean_return)
+    entry = gen.measure_reference_scores(gen.ReferenceConfig(env="hopper", episodes=7))
+    assert calls == [(True, 7, 1_000_000), (False, 7, 2_000_000)]  # random first, then the expert
     table = json.loads((behaviour_dir / "reference_scores.json").read_text())
-    policy = gen.load_policy("hopper", "expert", seed=3)
-    env = gen.envs.make(gen._env_config("hopper"))
-    assert table["hopper"]["ref_max_score"] == gen.mean_return(env, policy, 2, 2_000_000)
-    assert table["hopper"]["episodes"] == 2
+    assert table["hopper"] == entry and (entry["ref_min_score"], entry["ref_max_score"]) == (-5.0, 500.0)
+    assert entry["command"] == "python -m rl.data reference env=hopper episodes=7 seed=0"
+
+    monkeypatch.setattr(gen, "mean_return", lambda env, policy, *_: 50.0 if policy.actor is None else 20.0)
+    with pytest.raises(ValueError, match=r"expert's mean return 20.0 is not above the random policy's 50.0"):
+        gen.measure_reference_scores(gen.ReferenceConfig(env="hopper", episodes=1))
+    assert json.loads((behaviour_dir / "reference_scores.json").read_text()) == table  # nothing lost
+
     # the 'medium' file stands in for a retrained expert
     (behaviour_dir / "hopper-expert.pt").write_bytes((behaviour_dir / "hopper-medium.pt").read_bytes())
     with pytest.raises(ValueError, match=r"hopper-expert.pt is not the expert the pinned reference scores"):

@@ -8,8 +8,6 @@ from tests.test_generate import behaviour_dir  # noqa: F401  (fixture: fake medi
 def test_quickstart_generates_trains_and_tabulates(behaviour_dir, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr(quickstart, "BEHAVIOUR_DIR", behaviour_dir)
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", behaviour_dir)
-    # The fake "expert" is untrained; give the reference scores a valid range without rolling out.
-    monkeypatch.setattr(gen, "mean_return", lambda env, policy, *_: 10.0 if policy.actor is None else 1000.0)
     out = tmp_path / "qs"
     tiny = [
         "agent.num_critics=2",

@@ -167,9 +167,16 @@ def measure_reference_scores(cfg: ReferenceConfig) -> dict:
         action_dim = envs.make(env_cfg).action_space.shape[0]
         expert = load_policy(cfg.env, "expert", cfg.seed + 3)
         random_policy = Policy(None, action_dim, cfg.seed + 1)
+        ref_min = mean_return(envs.make(env_cfg), random_policy, cfg.episodes, 1_000_000)
+        ref_max = mean_return(envs.make(env_cfg), expert, cfg.episodes, 2_000_000)
+        if not ref_max > ref_min:
+            raise ValueError(
+                f"reference: the {cfg.env} expert's mean return {ref_max:.1f} is not above the random "
+                f"policy's {ref_min:.1f}; nothing was pinned (is {cfg.env}-expert.pt a trained policy?)"
+            )
         entry = {
-            "ref_min_score": mean_return(envs.make(env_cfg), random_policy, cfg.episodes, 1_000_000),
-            "ref_max_score": mean_return(envs.make(env_cfg), expert, cfg.episodes, 2_000_000),
+            "ref_min_score": ref_min,
+            "ref_max_score": ref_max,
             "episodes": cfg.episodes,
             "seed": cfg.seed,
             "expert_sha256": _file_hash(BEHAVIOUR_DIR / f"{cfg.env}-expert.pt"),
