@@ -104,6 +104,12 @@ def test_reference_scores_are_measured_once_and_refused_when_the_expert_changes(
     (behaviour_dir / "reference_scores.json").write_text("{}")
     with pytest.raises(ValueError, match=r"no pinned reference scores for hopper .* env=hopper'"):
         gen.generate(gen.GenerateConfig(level="random", size=10, dataset_id="t/hopper/x-v0", progress=False))
+    (behaviour_dir / "reference_scores.json").write_text('{"hopper": {"ref_min_score": 1.0}}')
+    with pytest.raises(ValueError, match=r"reference_scores.json: entry 'hopper' lacks \['expert_sha256'"):
+        gen.pinned_reference_scores("hopper")
+    (behaviour_dir / "reference_scores.json").write_text("{")
+    with pytest.raises(ValueError, match=r"reference_scores.json: not valid JSON"):
+        gen.pinned_reference_scores("hopper")
 
 
 def test_the_repositorys_pinned_reference_scores_belong_to_its_experts():

@@ -25,15 +25,19 @@ every generation, as the first version did, gave a different scale on each machi
 of the same policy diverge across CPUs (float kernels differ, MuJoCo is chaotic), and over 20
 episodes the Walker2d expert's mean came out 2,499 on one machine and 2,796 on the next, so the same
 return scored 10% differently. With the references pinned, a normalised score means the same thing
-everywhere; only the dataset's own transitions still differ slightly from machine to machine. Rollouts run torch single-threaded: one observation at a time gains nothing from threads,
-and on a shared 2-core machine two threads per forward made a 100k-step medium dataset take 8.7 min
-instead of ~50 s.
+everywhere; only the dataset's own transitions still differ slightly from machine to machine.
+
+Rollouts run torch single-threaded: one observation at a time gains nothing from threads, and on a
+shared 2-core machine two threads per forward made a 100k-step medium dataset take 8.7 min instead
+of ~50 s.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -138,6 +142,30 @@ def load_policy(env: str, name: str, seed: int) -> Policy:
     return Policy(actor.eval(), payload["action_dim"], seed)
 
 
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """Torch on one thread for the duration (rollouts of one observation at a time; module docstring)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _reference_table() -> dict:
+    path = BEHAVIOUR_DIR / REFERENCE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: expected an object keyed by env, got {type(table).__name__}")
+    return table
+
+
 def _check_env(command: str, env: str) -> None:
     if env not in ENVS:
         raise ValueError(f"{command}: env={env!r} is not one of {sorted(ENVS)}")
@@ -160,9 +188,7 @@ def measure_reference_scores(cfg: ReferenceConfig) -> dict:
     _check_env("reference", cfg.env)
     if cfg.episodes < 1:
         raise ValueError(f"reference: episodes={cfg.episodes} must be at least 1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _single_threaded():
         env_cfg = _env_config(cfg.env)
         action_dim = envs.make(env_cfg).action_space.shape[0]
         expert = load_policy(cfg.env, "expert", cfg.seed + 3)
@@ -182,25 +208,24 @@ def measure_reference_scores(cfg: ReferenceConfig) -> dict:
             "expert_sha256": _file_hash(BEHAVIOUR_DIR / f"{cfg.env}-expert.pt"),
             "command": f"python -m rl.data reference env={cfg.env} episodes={cfg.episodes} seed={cfg.seed}",
         }
-    finally:
-        torch.set_num_threads(threads)
-    path = BEHAVIOUR_DIR / REFERENCE_FILE
-    table = json.loads(path.read_text()) if path.is_file() else {}
+    table = _reference_table()
     table[cfg.env] = entry
-    path.write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
+    (BEHAVIOUR_DIR / REFERENCE_FILE).write_text(json.dumps(dict(sorted(table.items())), indent=2) + "\n")
     return entry
 
 
 def pinned_reference_scores(env: str) -> dict:
     """The env's pinned reference scores; refused if missing or measured with another expert."""
-    path = BEHAVIOUR_DIR / REFERENCE_FILE
-    table = json.loads(path.read_text()) if path.is_file() else {}
+    table = _reference_table()
     if env not in table:
         raise ValueError(
-            f"generate: no pinned reference scores for {env} in {path}; "
+            f"generate: no pinned reference scores for {env} in {BEHAVIOUR_DIR / REFERENCE_FILE}; "
             f"measure them with 'python -m rl.data reference env={env}'"
         )
     entry = table[env]
+    missing = {"ref_min_score", "ref_max_score", "expert_sha256"} - set(entry)
+    if missing:
+        raise ValueError(f"{BEHAVIOUR_DIR / REFERENCE_FILE}: entry {env!r} lacks {sorted(missing)}")
     expert_path = BEHAVIOUR_DIR / f"{env}-expert.pt"
     if not expert_path.is_file():
         raise ValueError(
@@ -242,12 +267,8 @@ def mean_return(env: gym.Env, policy: Policy, episodes: int, seed: int) -> float
 
 def generate(cfg: GenerateConfig) -> str:
     """Record the dataset; returns its Minari id."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _single_threaded():
         return _generate(cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def replay_episodes(env: str) -> tuple[list, str]:
