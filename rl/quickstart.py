@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from rl.data.generate import BEHAVIOUR_DIR, GenerateConfig, generate, parse_key_values
+from rl.generate.locomotion import BEHAVIOUR_DIR, GenerateConfig, generate, parse_key_values
 
 DEMO_OVERRIDES = [
     "agent.num_critics=2",  # paper: 10 critics (a 10-critic CQL update runs at ~4/s here)

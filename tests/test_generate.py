@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import rl.data.generate as gen
+import rl.generate.locomotion as gen
 from rl.agents.sac import SAC, SACConfig
 from rl.data import load_dataset
 from rl.loops.checkpoint import load_checkpoint, save_checkpoint
@@ -134,8 +134,8 @@ def test_missing_policy_and_bad_arguments_are_named(tmp_path, monkeypatch):
         gen.parse_key_values(["size=ten"], gen.GenerateConfig)
 
 
-def fake_run_checkpoint(path, rows: int, capacity: int, episode_ends: list[int], terminal: set[int]):
-    """A run's last.pt whose buffer holds ``rows`` transitions of known episodes, rewards scaled by 2."""
+def fake_run_buffer(rows: int, capacity: int, episode_ends: list[int], terminal: set[int]) -> dict:
+    """A run checkpoint's buffer and env config: ``rows`` transitions of known episodes, rewards scaled by 2."""
     obs = torch.zeros(rows, 11)
     next_obs = torch.zeros(rows, 11)
     counter = 0.0
@@ -154,17 +154,15 @@ def fake_run_checkpoint(path, rows: int, capacity: int, episode_ends: list[int],
         "reward": 2.0 * torch.arange(rows, dtype=torch.float32)[:, None] + 1.0,
         "terminated": torch.tensor([[float(i in terminal)] for i in range(rows)]),
     }
-    env = {"reward_scale": 2.0, "reward_bias": 1.0}
-    save_checkpoint(path, {"online_buffer": buffer, "config": {"env": env}})
+    return {"online_buffer": buffer, "config": {"env": {"reward_scale": 2.0, "reward_bias": 1.0}}}
 
 
-def test_medium_replay_is_the_run_buffer_up_to_the_medium_step(behaviour_dir, tmp_path, monkeypatch):
-    import json
-
-    fake_run_checkpoint(tmp_path / "last.pt", rows=40, capacity=100, episode_ends=[9, 24], terminal={9})
-    (behaviour_dir / "hopper-medium-replay.json").write_text(
-        json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30})
+def test_medium_replay_is_the_run_buffer_up_to_the_medium_step(behaviour_dir, tmp_path):
+    save_checkpoint(
+        tmp_path / "last.pt", fake_run_buffer(rows=40, capacity=100, episode_ends=[9, 24], terminal={9})
     )
+    gen.export_medium_replay(tmp_path / "last.pt", "hopper", 30)
+    (tmp_path / "last.pt").unlink()  # generation reads only the exported source
     dataset_id = gen.generate(
         gen.GenerateConfig(level="medium-replay", dataset_id="t/hopper/mr-v0", progress=False)
     )
@@ -179,17 +177,36 @@ def test_medium_replay_is_the_run_buffer_up_to_the_medium_step(behaviour_dir, tm
     np.testing.assert_array_equal(data.next_observations[9:11, 0], [10, 1011])
 
 
-def test_medium_replay_refuses_a_wrapped_or_short_buffer(behaviour_dir, tmp_path):
-    import json
+def test_medium_replay_refuses_a_wrapped_buffer_a_changed_source_and_a_missing_one(behaviour_dir, tmp_path):
+    import h5py
 
-    fake_run_checkpoint(tmp_path / "last.pt", rows=40, capacity=40, episode_ends=[], terminal=set())
-    manifest = behaviour_dir / "hopper-medium-replay.json"
-    manifest.write_text(json.dumps({"run_checkpoint": str(tmp_path / "last.pt"), "env_steps": 30}))
+    save_checkpoint(
+        tmp_path / "wrapped.pt", fake_run_buffer(rows=40, capacity=40, episode_ends=[], terminal=set())
+    )
     with pytest.raises(ValueError, match=r"holds 40 rows of capacity 40; medium-replay needs the first 30"):
+        gen.export_medium_replay(tmp_path / "wrapped.pt", "hopper", 30)
+    save_checkpoint(
+        tmp_path / "last.pt", fake_run_buffer(rows=40, capacity=100, episode_ends=[9], terminal=set())
+    )
+    source = gen.export_medium_replay(tmp_path / "last.pt", "hopper", 30)
+    with h5py.File(source, "r+") as f:
+        f["rewards"][3] = 7.0
+    with pytest.raises(ValueError, match=r"hopper-medium-replay.hdf5 does not match the sha256 recorded"):
         gen.generate(gen.GenerateConfig(level="medium-replay", progress=False))
-    manifest.unlink()
+    source.unlink()
+    with pytest.raises(ValueError, match=r"reads .*hopper-medium-replay.hdf5, which is missing"):
+        gen.generate(gen.GenerateConfig(level="medium-replay", progress=False))
+    (behaviour_dir / "hopper-medium-replay.json").unlink()
     with pytest.raises(ValueError, match=r"no medium-replay source for hopper"):
         gen.generate(gen.GenerateConfig(level="medium-replay", progress=False))
+
+
+def test_the_repositorys_medium_replay_sources_match_their_manifests():
+    import json
+
+    for manifest_path in sorted(gen.BEHAVIOUR_DIR.glob("*-medium-replay.json")):
+        manifest = json.loads(manifest_path.read_text())
+        assert gen.file_digest(gen.BEHAVIOUR_DIR / manifest["source_file"]) == manifest["source_sha256"]
 
 
 def _select_policies_module():
@@ -220,6 +237,10 @@ def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_pa
     run = tmp_path / "run"
     returns = {10: 200.0, 20: 1000.0, 30: 3100.0, 40: 2900.0, 50: 3000.0}
     _write_eval_returns(run, returns)
+    save_checkpoint(
+        run / "checkpoints" / "last.pt",
+        {**fake_run_buffer(rows=30, capacity=100, episode_ends=[9], terminal=set()), "loop": {"step": 35}},
+    )
     for step in returns:
         torch.manual_seed(step)
         cfg = SACConfig(actor_hidden=[8])
@@ -233,7 +254,9 @@ def test_select_policies_picks_best_and_a_third_and_names_the_replay_rows(tmp_pa
     # expert: best evaluated snapshot (30); medium: the earlier one closest to 3100 / 3 (20 at 1000)
     assert (chosen["expert_step"], chosen["medium_step"]) == (30, 20)
     replay = json.loads((tmp_path / "behaviour" / "hopper-medium-replay.json").read_text())
-    assert replay["env_steps"] == 20 and replay["run_checkpoint"] == str(run / "checkpoints" / "last.pt")
+    assert replay["env_steps"] == 20 and replay["exported_from"].startswith(
+        str(run / "checkpoints" / "last.pt")
+    )
     assert (tmp_path / "behaviour" / "hopper-expert.pt").is_file()
 
 
@@ -255,7 +278,15 @@ def test_select_policies_takes_the_final_agent_from_the_runs_last_checkpoint(tmp
         )
     save_checkpoint(
         run / "checkpoints" / "last.pt",
-        {"kind": "run", "config": {"agent": config}, "agent": agents[30].state_dict(), "loop": {"step": 30}},
+        {
+            "online_buffer": fake_run_buffer(rows=30, capacity=100, episode_ends=[9], terminal=set())[
+                "online_buffer"
+            ],
+            "config": {"agent": config, "env": {"reward_scale": 2.0, "reward_bias": 1.0}},
+            "kind": "run",
+            "agent": agents[30].state_dict(),
+            "loop": {"step": 30},
+        },
     )
     monkeypatch.setattr(select, "BEHAVIOUR_DIR", tmp_path / "behaviour")
     chosen = select.main(run, "hopper")

@@ -1,6 +1,6 @@
 """The main job end to end at a tiny scale: data generation, WSRL pre-training and fine-tuning, table."""
 
-import rl.data.generate as gen
+import rl.generate.locomotion as gen
 import rl.quickstart as quickstart
 from tests.test_generate import behaviour_dir  # noqa: F401  (fixture: fake medium/expert policies)
 

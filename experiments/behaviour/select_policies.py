@@ -6,8 +6,8 @@ expert = the snapshot with the best evaluation return within the run so far (the
 is the run's length; the run's ``last.pt``, the one checkpoint a session commits, counts as the
 snapshot of its last saved step); medium = the snapshot whose evaluation return is closest to one
 third of the expert's (D4RL: "about one third of expert"). Both are written to ``rl/data/behaviour/<env>-<level>.pt``,
-and ``<env>-medium-replay.json`` names the run's ``last.pt`` and the medium step, whose replay-buffer
-rows up to that step are the medium-replay level. The choice (steps and evaluation returns) is
+and the run's replay-buffer rows up to the medium step (the medium-replay level) are exported from
+its ``last.pt`` as ``<env>-medium-replay.hdf5`` with their manifest (``export_medium_replay``). The choice (steps and evaluation returns) is
 printed as JSON for the behaviour README.
 """
 
@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from rl.data.generate import BEHAVIOUR_DIR, export_policy
+from rl.generate.locomotion import BEHAVIOUR_DIR, export_medium_replay, export_policy
 from rl.loops.checkpoint import load_checkpoint
 
 
@@ -45,12 +45,9 @@ def main(run_dir: Path, env: str) -> dict:
     BEHAVIOUR_DIR.mkdir(parents=True, exist_ok=True)
     for level, step in chosen.items():
         export_policy(snapshots[step], BEHAVIOUR_DIR / f"{env}-{level}.pt")
-    replay = {
-        "run_checkpoint": str(run_dir / "checkpoints" / "last.pt"),
-        "env_steps": medium_step,
-        "note": f"medium = agent_step{medium_step} of this run: its replay buffer's first {medium_step} rows",
-    }
-    (BEHAVIOUR_DIR / f"{env}-medium-replay.json").write_text(json.dumps(replay, indent=2) + "\n")
+    if not last.is_file():
+        raise SystemExit(f"{run_dir}: no last.pt, so no replay buffer to export medium-replay from")
+    export_medium_replay(last, env, medium_step, BEHAVIOUR_DIR)
     result = {
         "env": env,
         "run": str(run_dir),

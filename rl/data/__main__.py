@@ -1,13 +1,17 @@
-"""``python -m rl.data generate|reference key=value ...`` and ``python -m rl.data export-policy <agent.pt> <out.pt>``."""
+"""``python -m rl.data generate|reference key=value ...``, ``export-policy`` and ``export-medium-replay``.
+
+An entry point: it may import the generation code (``rl.generate``), which the data modules never do.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from rl.data.generate import (
+from rl.generate.locomotion import (
     GenerateConfig,
     ReferenceConfig,
+    export_medium_replay,
     export_policy,
     generate,
     measure_reference_scores,
@@ -18,7 +22,8 @@ USAGE = (
     "usage: python -m rl.data generate env=<hopper|halfcheetah|walker2d> level=<random|medium|expert|"
     "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID]\n"
     "       python -m rl.data reference env=<hopper|halfcheetah|walker2d> [episodes=N] [seed=N]\n"
-    "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>"
+    "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>\n"
+    "       python -m rl.data export-medium-replay <run/checkpoints/last.pt> <env> <rows>"
 )
 
 
@@ -37,6 +42,10 @@ def main(argv: list[str]) -> int:
             return 0
         if argv[:1] == ["export-policy"] and len(argv) == 3:
             export_policy(Path(argv[1]), Path(argv[2]))
+            return 0
+        if argv[:1] == ["export-medium-replay"] and len(argv) == 4 and argv[3].isdigit():
+            path = export_medium_replay(Path(argv[1]), argv[2], int(argv[3]))
+            print(f"o2o: wrote {path} and its manifest")
             return 0
     except ValueError as err:
         print(f"o2o: error: {err}", file=sys.stderr)

@@ -49,8 +49,7 @@ from tqdm import tqdm
 import envs
 from rl.nets import TanhGaussianActor
 
-BEHAVIOUR_DIR = Path(__file__).parent / "behaviour"
-REPO_ROOT = Path(__file__).parents[2]
+BEHAVIOUR_DIR = Path(__file__).parents[1] / "data" / "behaviour"
 LEVELS = ("random", "medium", "expert", "medium-expert", "medium-replay")
 ENVS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
 REFERENCE_FILE = "reference_scores.json"
@@ -175,8 +174,13 @@ def _env_config(env: str) -> envs.EnvConfig:
     return envs.EnvConfig(name=env, id=ENVS[env], score_name=env)
 
 
+def file_digest(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return file_digest(path)[:16]
 
 
 def measure_reference_scores(cfg: ReferenceConfig) -> dict:
@@ -271,45 +275,25 @@ def generate(cfg: GenerateConfig) -> str:
         return _generate(cfg)
 
 
-def replay_episodes(env: str) -> tuple[list, str]:
-    """The training run's transitions up to the medium checkpoint, cut into Minari episode buffers.
-
-    Episode boundaries are where a row's ``next_obs`` is not the following row's ``obs``; such a row
-    is a termination if the buffer says so and a truncation otherwise (time limit, or the episode
-    in progress when the run was resumed in another loop format).
-    """
+def read_medium_replay(path: Path) -> list:
+    """The episodes of an exported medium-replay source (``experiments/behaviour/export_medium_replay.py``
+    describes the layout), as Minari episode buffers in collection order. An episode ends where a
+    row's next observation is not the following row's; it is a termination if the buffer said so and
+    a truncation otherwise (time limit, or the episode in progress when the run was resumed)."""
+    import h5py
     from minari.data_collector import EpisodeBuffer
 
-    manifest_path = BEHAVIOUR_DIR / f"{env}-medium-replay.json"
-    if not manifest_path.is_file():
-        raise ValueError(
-            f"generate: no medium-replay source for {env} ({manifest_path}); see rl/data/behaviour/README.md"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    buffer_path, rows = REPO_ROOT / manifest["run_checkpoint"], int(manifest["env_steps"])
-    if not buffer_path.is_file():
-        raise ValueError(f"generate: medium-replay for {env} reads {buffer_path}, which is missing")
-    run = torch.load(buffer_path, map_location="cpu", weights_only=False)
-    buffer, env_cfg = run["online_buffer"], run["config"]["env"]
-    if buffer["size"] < rows or buffer["size"] == buffer["capacity"]:
-        raise ValueError(
-            f"generate: {buffer_path} holds {buffer['size']} rows of capacity {buffer['capacity']}; "
-            f"medium-replay needs the first {rows} in collection order"
-        )
-    obs = buffer["obs"]["_"][:rows].numpy()
-    next_obs = buffer["next_obs"]["_"][:rows].numpy()
-    action = buffer["action"][:rows].numpy()
-    # The buffer stores reward * scale + bias (ReplayBuffer.add); datasets hold the env's reward.
-    reward = (buffer["reward"][:rows].numpy().reshape(-1) - env_cfg["reward_bias"]) / env_cfg["reward_scale"]
-    terminated = buffer["terminated"][:rows].numpy().reshape(-1) > 0
-    ends = [*np.flatnonzero(np.any(next_obs[:-1] != obs[1:], axis=1)).tolist(), rows - 1]
+    with h5py.File(path, "r") as f:
+        obs, action = f["observations"][:], f["actions"][:]
+        reward, terminated = f["rewards"][:], f["terminals"][:]
+        ends, final_obs = f["episode_ends"][:], f["final_observations"][:]
     episodes, start = [], 0
-    for i, end in enumerate(ends):
+    for i, end in enumerate(ends.tolist()):
         stop = end + 1
         episodes.append(
             EpisodeBuffer(
                 id=i,
-                observations=np.concatenate([obs[start:stop], next_obs[end : end + 1]]),
+                observations=np.concatenate([obs[start:stop], final_obs[i : i + 1]]),
                 actions=action[start:stop],
                 rewards=reward[start:stop].tolist(),
                 terminations=[False] * (stop - start - 1) + [bool(terminated[end])],
@@ -318,7 +302,91 @@ def replay_episodes(env: str) -> tuple[list, str]:
             )
         )
         start = stop
-    return episodes, f"{manifest['run_checkpoint']} (first {rows} rows)"
+    return episodes
+
+
+def episodes_digest(episodes: list) -> str:
+    """A sha256 over every episode's arrays: equal digests mean the same dataset content."""
+    digest = hashlib.sha256()
+    for episode in episodes:
+        for column in (
+            episode.observations,
+            episode.actions,
+            episode.rewards,
+            episode.terminations,
+            episode.truncations,
+        ):
+            digest.update(np.ascontiguousarray(np.asarray(column)).tobytes())
+    return digest.hexdigest()
+
+
+def export_medium_replay(run_checkpoint: Path, env: str, rows: int, out_dir: Path | None = None) -> Path:
+    """Export the first ``rows`` transitions of a behaviour run's replay buffer (its ``last.pt``) as
+    ``behaviour/<env>-medium-replay.hdf5``, and its manifest ``<env>-medium-replay.json`` with the
+    file's sha256 and the sha256 of the episodes ``generate level=medium-replay`` builds from it, so
+    a fresh clone regenerates the dataset without the run's state and ``generate`` verifies both.
+
+    Layout: D4RL's keys for those rows in collection order (``observations``, ``actions``,
+    ``rewards`` as the env gave them, ``terminals``) plus ``episode_ends`` (rows whose next
+    observation is not the following row's observation) and ``final_observations`` (the next
+    observation of each such row). ``next_observations`` are not stored: inside an episode they are
+    the following row's observation, and storing them would double the file.
+    """
+    import h5py
+
+    run = torch.load(run_checkpoint, map_location="cpu", weights_only=False)
+    buffer, env_cfg = run["online_buffer"], run["config"]["env"]
+    if buffer["size"] < rows or buffer["size"] == buffer["capacity"]:
+        raise ValueError(
+            f"export: {run_checkpoint} holds {buffer['size']} rows of capacity {buffer['capacity']}; "
+            f"medium-replay needs the first {rows} in collection order"
+        )
+    obs = buffer["obs"]["_"][:rows].numpy()
+    next_obs = buffer["next_obs"]["_"][:rows].numpy()
+    # The buffer stores reward * scale + bias (ReplayBuffer.add); datasets hold the env's reward.
+    reward = (buffer["reward"][:rows].numpy().reshape(-1) - env_cfg["reward_bias"]) / env_cfg["reward_scale"]
+    ends = np.array([*np.flatnonzero(np.any(next_obs[:-1] != obs[1:], axis=1)).tolist(), rows - 1])
+    out_dir = BEHAVIOUR_DIR if out_dir is None else out_dir
+    path = out_dir / f"{env}-medium-replay.hdf5"
+    with h5py.File(path, "w", track_order=True) as f:
+        compress = {"compression": "gzip", "compression_opts": 9, "shuffle": True}
+        f.create_dataset("observations", data=obs, **compress)
+        f.create_dataset("actions", data=buffer["action"][:rows].numpy(), **compress)
+        f.create_dataset("rewards", data=reward.astype(np.float32), **compress)
+        f.create_dataset("terminals", data=buffer["terminated"][:rows].numpy().reshape(-1) > 0, **compress)
+        f.create_dataset("episode_ends", data=ends.astype(np.int64), **compress)
+        f.create_dataset("final_observations", data=next_obs[ends], **compress)
+        f.attrs["source"] = f"{run_checkpoint} (first {rows} rows of its replay buffer)"
+    manifest = {
+        "source_file": path.name,
+        "source_sha256": file_digest(path),
+        "episodes_sha256": episodes_digest(read_medium_replay(path)),
+        "env_steps": rows,
+        "exported_from": f"{run_checkpoint} (first {rows} rows of its replay buffer)",
+        "command": f"python -m rl.data export-medium-replay {run_checkpoint} {env} {rows}",
+    }
+    (out_dir / f"{env}-medium-replay.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def replay_episodes(env: str) -> tuple[list, str]:
+    """The behaviour run's transitions up to the medium checkpoint, read from the exported source
+    named by ``behaviour/<env>-medium-replay.json`` and checked against both of its checksums."""
+    manifest_path = BEHAVIOUR_DIR / f"{env}-medium-replay.json"
+    if not manifest_path.is_file():
+        raise ValueError(
+            f"generate: no medium-replay source for {env} ({manifest_path}); see rl/data/behaviour/README.md"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    source = BEHAVIOUR_DIR / manifest["source_file"]
+    if not source.is_file():
+        raise ValueError(f"generate: medium-replay for {env} reads {source}, which is missing")
+    if file_digest(source) != manifest["source_sha256"]:
+        raise ValueError(f"generate: {source} does not match the sha256 recorded in {manifest_path.name}")
+    episodes = read_medium_replay(source)
+    if episodes_digest(episodes) != manifest["episodes_sha256"]:
+        raise ValueError(f"generate: the episodes read from {source} differ from those recorded at export")
+    return episodes, manifest["exported_from"]
 
 
 def _generate(cfg: GenerateConfig) -> str:
@@ -346,7 +414,7 @@ def _generate(cfg: GenerateConfig) -> str:
         else "uniform random",
         author="o2o",
         author_email="o2o@users.noreply.github.com",
-        code_permalink="rl/data/generate.py",
+        code_permalink="rl/generate/locomotion.py",
         ref_min_score=reference["ref_min_score"],
         ref_max_score=reference["ref_max_score"],
     )
