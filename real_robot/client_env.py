@@ -115,7 +115,7 @@ class BridgeEnv(gym.Env):
         return {"state": state, "pixels": np.asarray(msg.body["frames"][self.camera]["image"])}
 
     def close(self) -> None:
-        if self.client.socket.closed:
+        if self.client.closed:
             return
         try:
             self.client.request(P.BYE, timeout_s=1.0)

@@ -6,7 +6,7 @@ The poll timeout is the time to the nearest deadline, so the watchdog fires with
 millisecond of its deadline, not at the next message.
 
 Control lease: ``HELLO`` from an authorised client key returns a random session id; RESET, ACT and
-BYE must carry it. A second key is refused while the holder has been heard from within
+BYE must carry it and come from the key that took the lease. A second key is refused while the holder has been heard from within
 ``lease_timeout_s``; the same key may take the lease over at once (a restarted actor), which ends
 the old session's episode. Operator keys cannot hold the lease; they send NONCE, CLEAR and
 INTERVENE. Any authenticated key may send ESTOP and STATUS.
@@ -502,10 +502,15 @@ class ArmServer:
     # --- helpers ---------------------------------------------------------------------------------
 
     def _check_session(self, identity: bytes, user: str, msg: P.Message, now: int) -> bool:
-        """The message belongs to the lease holder's session and its seq is newer than any before."""
-        if self.lease is None or msg.session != self.lease.session:
+        """The message comes from the key that took the lease, in its session, with a newer seq.
+
+        The key is checked, not only the session id: a session id is not a secret once it has been
+        logged or seen, and another authorised key (or an operator's) must not drive with it. Such a
+        refusal does not count towards the holder's reject streak, so it cannot latch the holder's
+        e-stop either."""
+        if self.lease is None or msg.session != self.lease.session or user != self.lease.user:
             self._reject(
-                identity, user, msg, "no_lease", "session is not the lease holder's: send HELLO", now
+                identity, user, msg, "no_lease", "not the lease holder's key and session: send HELLO", now
             )
             return False
         if msg.seq <= self.lease.last_seq:

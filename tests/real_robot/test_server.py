@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import zmq
 
 from real_robot import protocol as P
-from real_robot.client import AuthRefused, BridgeClient, BridgeError
+from real_robot.client import AuthRefused, BridgeClient, BridgeError, BridgeTimeout
 from real_robot.keys import ClientKeys, Keypair, load_client_keys, load_public
 
 
@@ -54,7 +55,9 @@ def test_client_with_the_wrong_server_key_is_refused(start_server, keys_dir):
 
 
 def test_valid_episode_moves_the_arm_towards_the_goal(start_server, connect):
-    server = start_server()
+    # Generous freshness and watchdog limits: a slow client on a loaded machine must not turn this
+    # into a stale-action refusal (those have their own test).
+    server = start_server(max_action_age_ms=5000.0, hold_after_ms=5000.0, stop_after_ms=6000.0)
     client = connect(server)
     obs = _start_episode(client)
     start_reward = obs.body["reward"]
@@ -166,3 +169,68 @@ def test_human_intervention_replaces_the_policy_action_through_the_governor(star
     assert applied["applied"][1] == pytest.approx(1.0, abs=1e-3) and abs(applied["applied"][0]) < 1e-3
     operator.request(P.INTERVENE, {"action": None})
     assert _act(client, obs, [0.5, 0, 0, 0, 0, 0, 0]).body["applied"]["source"] == "policy"
+
+
+def _forged_act(client: BridgeClient, session: str, obs: P.Message, seq: int) -> P.Message:
+    """An ACT carrying another client's session id, sent on this client's own (authorised) key."""
+    body = {"obs_id": obs.body["obs_id"], "action": np.array([1.0, 0, 0, 0, 0, 0, 0], np.float32)}
+    client.send_raw(P.encode(P.Message(P.ACT, seq, body, session)))
+    return client.receive(seq)
+
+
+@pytest.mark.parametrize("intruder_key", ["client2", "operator"])
+def test_the_lease_is_bound_to_the_key_that_took_it(start_server, connect, intruder_key):
+    server = start_server()
+    holder = connect(server)
+    obs = _start_episode(holder)
+    intruder = connect(server, name=intruder_key)
+    before = server.backend.read_state().ee.pos.copy()
+    for kind in (P.ACT, P.RESET, P.BYE):
+        body = {"seed": 1} if kind == P.RESET else {}
+        if kind == P.ACT:
+            reply = _forged_act(intruder, holder.session, obs, seq=10_000)
+        else:
+            intruder.send_raw(P.encode(P.Message(kind, 10_001, body, holder.session)))
+            reply = intruder.receive(10_001)
+        assert reply.type == P.ERROR and reply.body["code"] == "no_lease", (kind, reply.body)
+    np.testing.assert_array_equal(
+        server.backend.read_state().ee.pos, before
+    )  # the forged ACT did not move it
+    # The holder is neither locked out (out_of_order) nor stopped, and its lease stands.
+    obs = _act(holder, obs, [0.5, 0, 0, 0, 0, 0, 0])
+    assert obs.type == P.OBS and obs.body["step"] == 1 and not obs.body["status"]["estop"]
+    assert server.lease is not None and server.lease.session == holder.session
+    # STATUS and ESTOP stay open to every authorised key.
+    assert intruder.request(P.STATUS).body["status"]["lease"] is not None
+    assert intruder.request(P.ESTOP, {"reason": "seen from outside"}).body["status"]["estop"]
+
+
+def test_every_client_call_returns_by_its_deadline_even_after_the_handshake_was_refused(
+    start_server, keys_dir
+):
+    """A refused key leaves the DEALER without a peer; no later call may block on it."""
+    server = start_server()
+    public, secret = zmq.curve_keypair()
+    stranger = BridgeClient(
+        server.address,
+        ClientKeys(Keypair(public, secret), load_public(keys_dir / "server.key")),
+        timeout_s=0.5,
+    )
+    outcomes: list[str] = []
+
+    def calls() -> None:
+        for _ in range(4):
+            try:
+                stranger.request(P.HELLO)
+                outcomes.append("reply")
+            except AuthRefused:
+                outcomes.append("refused")
+            except BridgeTimeout:
+                outcomes.append("timeout")
+
+    caller = threading.Thread(target=calls, daemon=True)
+    caller.start()
+    caller.join(30)  # a hang detector, far above the four 0.5 s deadlines
+    assert not caller.is_alive(), f"a request blocked past its deadline after {outcomes}"
+    stranger.close()
+    assert len(outcomes) == 4 and "reply" not in outcomes and outcomes[0] == "refused"
