@@ -10,10 +10,23 @@ Order of checks (each clip is named in ``Decision.clipped`` and ends up in the O
 3. **Action range**: each component is clipped to [-1, 1].
 4. **Per-step delta cap**: the translation delta (``action * action_scale_m``) is capped in norm at
    ``max_step_m``, and the rotation delta at ``max_step_rad``.
-5. **Velocity limit**: the new target may be at most ``max_speed * dt`` from the previous target,
-   where dt is the time since the previous accepted command, capped at one control period.
-6. **Workspace box** last, so it always holds: xyz within [low, high]; roll/pitch/yaw within
-   ``rpy_center ± rpy_halfwidth``.
+5. **Jerk, acceleration and velocity limits** on the target's path, separately for translation and
+   rotation. The target moves once per command, so its velocity is the move over dt (the time
+   since the previous accepted command, capped at one control period), its acceleration the change
+   of that velocity over dt, and its jerk the change of acceleration over dt. The wanted
+   acceleration is first moved at most ``max_jerk * dt`` from the previous one, then capped at
+   ``max_accel``, and the resulting velocity at ``max_speed``. A policy that reverses at full
+   speed therefore takes a few commands to turn around instead of one.
+6. **Workspace box**: xyz within [low, high]; roll/pitch/yaw within ``rpy_center ± rpy_halfwidth``.
+7. **Joint position limits** (when the backend reports its joint range and Jacobian): the joint
+   motion of the step from the measured pose is predicted as ``pinv(J) @ (dx, drot)``, and the step
+   is shortened so that no joint moving towards a limit ends inside ``joint_margin_rad`` of it;
+   a joint already inside the margin may only move away. Shortening a step from the measured pose
+   keeps the target inside the (convex) box, so the box still holds.
+
+The **force guard** (``Governor.force_exceeded``) is not an action check: the server applies it to
+every state it reads, holds the arm and latches the e-stop when the measured external force or
+torque (``ArmState.wrench_ext``) passes ``max_force_n`` or ``max_torque_nm``.
 
 Targets are ``measured pose + delta`` (as SERL does), not ``previous target + delta``, so a blocked
 arm never winds up a far-away reference. Rotation deltas are rotation vectors (axis times angle)
@@ -29,10 +42,14 @@ therefore a centre and half-width per angle, and clipping works on the wrapped d
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from real_robot.protocol import ACTION_DIM
+
+if TYPE_CHECKING:  # the backends import Pose from here; the governor only reads their state
+    from real_robot.backends.base import ArmState
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,18 @@ class SafetyLimits:
     max_step_rad: float = 0.15
     max_speed_m_s: float = 0.25
     max_speed_rad_s: float = 1.5
+    max_accel_m_s2: float = 2.5
+    """At 10 Hz: from rest to full speed in one command, a full-speed reversal in two."""
+    max_accel_rad_s2: float = 15.0
+    max_jerk_m_s3: float = 25.0
+    """At 10 Hz: the acceleration may change by ``max_accel`` per command, so a reversal of the
+    acceleration (a bang-bang policy) takes two commands."""
+    max_jerk_rad_s3: float = 150.0
+    joint_margin_rad: float = 0.1
+    """How close to a joint's limit a target may take it."""
+    max_force_n: float = 20.0
+    """Force guard: below franky's default collision threshold (30 N), so the guard acts first."""
+    max_torque_nm: float = 4.0
     max_cmd_hz: float = 20.0
     nan_streak_to_estop: int = 3
     """Consecutive non-finite actions that latch the e-stop (a broken policy, not a glitch)."""
@@ -65,6 +94,13 @@ class Pose:
 
 
 @dataclass(frozen=True)
+class JointLimits:
+    lower: np.ndarray
+    upper: np.ndarray
+    """Joint position range in radians (the length of ``ArmState.q``)."""
+
+
+@dataclass(frozen=True)
 class Decision:
     target: Pose | None
     """Where the arm should go; None when the command is rejected."""
@@ -77,21 +113,44 @@ class Decision:
 
 
 class Governor:
-    """Stateless except for the previous accepted target and time, which the velocity and rate limits need."""
+    """Stateful only in the previous accepted target, its time, and the target's velocity and
+    acceleration, which the rate, jerk, acceleration and velocity limits need."""
 
-    def __init__(self, limits: SafetyLimits, control_period_s: float):
+    def __init__(
+        self, limits: SafetyLimits, control_period_s: float, joint_limits: JointLimits | None = None
+    ):
         self.limits = limits
         self.period = control_period_s
+        self.joint_limits = joint_limits
+        self._translation = _PathLimiter(
+            limits.max_speed_m_s, limits.max_accel_m_s2, limits.max_jerk_m_s3, "translation"
+        )
+        self._rotation = _PathLimiter(
+            limits.max_speed_rad_s, limits.max_accel_rad_s2, limits.max_jerk_rad_s3, "rotation"
+        )
         self._prev_target: Pose | None = None
         self._prev_ns: int | None = None
 
     def anchor(self, pose: Pose, now_ns: int | None = None) -> None:
-        """Re-anchor to the measured pose (after a reset, a hold or an e-stop clear) so nothing jumps."""
+        """Re-anchor to the measured pose, at rest (after a reset, a hold or an e-stop clear), so nothing jumps."""
         self._prev_target = pose
         self._prev_ns = now_ns
+        self._translation.stop()
+        self._rotation.stop()
 
-    def apply(self, action: np.ndarray, measured: Pose, now_ns: int) -> Decision:
+    def force_exceeded(self, state: ArmState) -> str:
+        """Why the measured external wrench is past the force guard's limits ('' when it is not)."""
+        force = float(np.linalg.norm(state.wrench_ext[:3]))
+        torque = float(np.linalg.norm(state.wrench_ext[3:]))
+        if force > self.limits.max_force_n:
+            return f"force guard: external force {force:.1f} N > {self.limits.max_force_n} N"
+        if torque > self.limits.max_torque_nm:
+            return f"force guard: external torque {torque:.2f} N·m > {self.limits.max_torque_nm} N·m"
+        return ""
+
+    def apply(self, action: np.ndarray, state: ArmState, now_ns: int) -> Decision:
         lim = self.limits
+        measured = state.ee
         if not np.all(np.isfinite(action)):
             return Decision(None, rejected="non_finite: action contains NaN or inf")
         if self._prev_ns is not None and now_ns - self._prev_ns < 1e9 / lim.max_cmd_hz * 0.999:
@@ -110,11 +169,12 @@ class Governor:
         pos = measured.pos + dpos
         rot = rotvec_to_mat(drot) @ r_measured
 
-        if self._prev_target is not None:
-            dt = self.period if self._prev_ns is None else min((now_ns - self._prev_ns) / 1e9, self.period)
-            prev_pos, prev_rot = self._prev_target.pos, quat_to_mat(self._prev_target.quat)
-            pos = prev_pos + _cap_norm(pos - prev_pos, lim.max_speed_m_s * dt, "speed_translation", clipped)
-            rot = _cap_rotation(rot, prev_rot, lim.max_speed_rad_s * dt, clipped)
+        dt = self.period if self._prev_ns is None else min((now_ns - self._prev_ns) / 1e9, self.period)
+        prev = self._prev_target
+        if prev is not None:
+            prev_rot = quat_to_mat(prev.quat)
+            pos = prev.pos + self._translation.limit(pos - prev.pos, dt, clipped)
+            rot = rotvec_to_mat(self._rotation.limit(mat_to_rotvec(rot @ prev_rot.T), dt, clipped)) @ prev_rot
 
         low, high = np.asarray(lim.workspace_low), np.asarray(lim.workspace_high)
         if np.any(pos < low) or np.any(pos > high):
@@ -122,17 +182,70 @@ class Governor:
             pos = np.clip(pos, low, high)
         rpy = mat_to_euler(rot)
         rpy_boxed = clip_angles(rpy, np.asarray(lim.rpy_center), np.asarray(lim.rpy_halfwidth))
-        if not np.allclose(rpy_boxed, rpy):
+        if not np.allclose(wrap_angle(rpy_boxed - rpy), 0.0):  # roll π and -π are the same angle
             clipped.append("workspace_rpy")
             rot = euler_to_mat(rpy_boxed)
+
+        if self.joint_limits is not None:
+            fraction = self._joint_fraction(state, pos - measured.pos, mat_to_rotvec(rot @ r_measured.T))
+            if fraction < 1.0:
+                clipped.append("joint_limit")
+                pos = measured.pos + fraction * (pos - measured.pos)
+                rot = rotvec_to_mat(fraction * mat_to_rotvec(rot @ r_measured.T)) @ r_measured
 
         target = Pose(pos, mat_to_quat(rot))
         applied = np.empty(ACTION_DIM, np.float32)
         applied[:3] = (pos - measured.pos) / lim.action_scale_m
         applied[3:6] = mat_to_rotvec(rot @ r_measured.T) / lim.action_scale_rad
         applied[6] = a[6]
+        if prev is not None:
+            self._translation.moved(pos - prev.pos, dt)
+            self._rotation.moved(mat_to_rotvec(rot @ prev_rot.T), dt)
         self._prev_target, self._prev_ns = target, now_ns
         return Decision(target, float(a[6]), applied, tuple(clipped))
+
+    def _joint_fraction(self, state: ArmState, dpos: np.ndarray, drot: np.ndarray) -> float:
+        """The largest fraction of the step from the measured pose that keeps every joint out of its margin."""
+        if state.jacobian is None:
+            return 0.0  # a backend that reports joint limits but no Jacobian: no step can be checked
+        margin = self.limits.joint_margin_rad
+        lower, upper = self.joint_limits.lower + margin, self.joint_limits.upper - margin
+        dq = np.linalg.pinv(state.jacobian, rcond=1e-3) @ np.concatenate([dpos, drot])
+        fraction = 1.0
+        for q, step, low, high in zip(state.q, dq, lower, upper, strict=True):
+            if step > 0 and q + step > high:
+                fraction = min(fraction, max((high - q) / step, 0.0))
+            elif step < 0 and q + step < low:
+                fraction = min(fraction, max((low - q) / step, 0.0))
+        return fraction
+
+
+class _PathLimiter:
+    """Jerk, acceleration and speed limits on one part (translation or rotation) of the target's path."""
+
+    def __init__(self, max_speed: float, max_accel: float, max_jerk: float, name: str):
+        self.max_speed, self.max_accel, self.max_jerk, self.name = max_speed, max_accel, max_jerk, name
+        self.velocity = np.zeros(3)
+        self.accel = np.zeros(3)
+
+    def stop(self) -> None:
+        self.velocity, self.accel = np.zeros(3), np.zeros(3)
+
+    def limit(self, move: np.ndarray, dt: float, clipped: list[str]) -> np.ndarray:
+        """The part of ``move`` (from the previous target) these limits allow within ``dt``."""
+        wanted_accel = (move / dt - self.velocity) / dt
+        accel = self.accel + _cap_norm(
+            wanted_accel - self.accel, self.max_jerk * dt, f"jerk_{self.name}", clipped
+        )
+        accel = _cap_norm(accel, self.max_accel, f"accel_{self.name}", clipped)
+        velocity = _cap_norm(self.velocity + accel * dt, self.max_speed, f"speed_{self.name}", clipped)
+        return velocity * dt
+
+    def moved(self, move: np.ndarray, dt: float) -> None:
+        """Record the move the target finally made (after the box and joint limits shortened it)."""
+        velocity = move / dt
+        self.accel = (velocity - self.velocity) / dt
+        self.velocity = velocity
 
 
 def _cap_norm(v: np.ndarray, cap: float, name: str, clipped: list[str]) -> np.ndarray:
@@ -141,16 +254,6 @@ def _cap_norm(v: np.ndarray, cap: float, name: str, clipped: list[str]) -> np.nd
         clipped.append(name)
         return v * (cap / norm)
     return v
-
-
-def _cap_rotation(rot: np.ndarray, prev: np.ndarray, cap: float, clipped: list[str]) -> np.ndarray:
-    """Move from ``prev`` towards ``rot`` by at most ``cap`` radians along the geodesic."""
-    rel = mat_to_rotvec(rot @ prev.T)
-    angle = float(np.linalg.norm(rel))
-    if angle <= cap:
-        return rot
-    clipped.append("speed_rotation")
-    return rotvec_to_mat(rel * (cap / angle)) @ prev
 
 
 # --- rotation helpers (numpy only: the governor must not depend on a simulator) -----------------

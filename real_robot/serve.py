@@ -7,6 +7,7 @@ Keys (all optional except where a backend needs one):
   workspace_low=0.25,-0.25,0.15   workspace_high=0.7,0.25,0.6   max_step_m=0.025 ... (any SafetyLimits field)
   home_xyz=0.307,0,0.491   home_rpy=3.14159,0,0
   sim:      lockstep=false camera=false camera_size=64 latency_ms=0 freeze_camera_after= fault_after_commands=
+            obstacle=x,y,z,hx,hy,hz (a fixed box: centre and half-sizes, to test the force guard)
             drop_every=0 (fault injection: drop every N-th inbound message)
   franky:   host=<robot ip>   relative_dynamics_factor=0.1
   ur_rtde:  host=<robot ip>   frequency=500
@@ -75,6 +76,7 @@ def build(overrides: dict[str, str]) -> ArmServer:
         "latency_ms": float,
         "freeze_camera_after": int | None,
         "fault_after_commands": int | None,
+        "obstacle": tuple[float, ...] | None,
         "relative_dynamics_factor": float,
         "frequency": float,
         "host": str,

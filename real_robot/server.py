@@ -120,7 +120,7 @@ class ArmServer:
         period = config.period_s
         self.hold_after_s = (config.hold_after_ms or 2500 * period) / 1e3
         self.max_action_age_ns = int((config.max_action_age_ms or 1500 * period) * 1e6)
-        self.governor = Governor(config.limits, period)
+        self.governor = Governor(config.limits, period, backend.joint_limits())
         self.watchdog = Watchdog(self.hold_after_s, config.stop_after_ms / 1e3)
         self.latch = EStopLatch(config.nonce_ttl_s)
         self.home = Pose(
@@ -228,7 +228,10 @@ class ArmServer:
 
     def _poll_timeout_ms(self) -> int:
         now = time.monotonic_ns()
-        deadlines = [now + 50_000_000]  # wake at least every 50 ms: stop requests, backend faults
+        # Wake at least every 50 ms for stop requests; every 10 ms while the arm may move, so a
+        # backend fault or the force guard is noticed within 10 ms.
+        moving = self.mode in (RUNNING, HOLD, RESETTING)
+        deadlines = [now + (10_000_000 if moving else 50_000_000)]
         if self.pending is not None:
             deadlines.append(self.pending.due_ns)
         watchdog_due = self.watchdog.next_deadline_ns()
@@ -249,7 +252,7 @@ class ArmServer:
         elif transition == STOPPED:
             self._stop_arm(now, "watchdog: no valid command", mode=STOPPED)
         if self.mode in (RUNNING, HOLD, RESETTING):
-            self._check_fault(now)
+            self._check_state(self.backend.read_state(), now)
         if self.lease is not None and now - self.lease.last_seen_ns > self.config.lease_timeout_s * 1e9:
             self._event("lease_expired", f"session {self.lease.session[:8]} silent", now)
             self.lease = None
@@ -403,7 +406,10 @@ class ArmServer:
         if self.human is not None and now - self.human[1] <= self.config.intervention_timeout_ms * 1e6:
             action, source = self.human[0], "human"
         state = self.backend.read_state()
-        decision = self.governor.apply(action, state.ee, self.backend.now_ns())
+        if self._check_state(state, now):
+            self._reject(identity, user, msg, "estop", self.latch.reason, now, fatal=True)
+            return
+        decision = self.governor.apply(action, state, self.backend.now_ns())
         if decision.rejected:
             if decision.rejected.startswith("non_finite"):
                 self.nan_streak += 1
@@ -569,6 +575,7 @@ class ArmServer:
         state: ArmState | None = None,
     ) -> None:
         state = state or self.backend.read_state()
+        self._check_state(state, time.monotonic_ns())  # so this OBS already reports a latch it causes
         self.last_state = state
         reward, terminated = self.task.score(state, self.goal)
         frames = self._frames(state)
@@ -672,10 +679,18 @@ class ArmServer:
             self._send(pending.identity, _error(pending.re, "estop", reason, fatal=True))
         self._stop_arm(now, f"e-stop: {reason}", mode=LATCHED)
 
-    def _check_fault(self, now: int) -> None:
-        state = self.backend.read_state()
+    def _check_state(self, state: ArmState, now: int) -> bool:
+        """Latch the e-stop on a backend fault or a wrench past the force guard; True when it latched."""
+        if self.latch.latched:
+            return False
         if state.fault:
             self._trip(f"backend fault: {state.fault}", now)
+            return True
+        if reason := self.governor.force_exceeded(state):
+            self.backend.hold()  # stop pushing at once: the reference goes to where the arm is
+            self._trip(reason, now)
+            return True
+        return False
 
 
 def _error(re: int, code: str, text: str, fatal: bool = False) -> P.Message:

@@ -14,7 +14,7 @@ from types import ModuleType
 
 import numpy as np
 
-from real_robot.governor import Pose
+from real_robot.governor import JointLimits, Pose
 
 
 class BackendFault(RuntimeError):
@@ -30,8 +30,16 @@ class ArmState:
     ee: Pose
     gripper: float
     """Opening as a fraction: 0 open, 1 closed."""
+    wrench_ext: np.ndarray
+    """External force (N, xyz) and torque (N·m, about the end effector) in the base frame, as the
+    backend measures or estimates it: the sim's force/torque sensor, franky's ``O_F_ext_hat_K``,
+    ur_rtde's ``getActualTCPForce()``. Drivers differ in sign convention; the force guard uses only
+    the magnitudes."""
     fault: str = ""
     """Non-empty when the backend is in an error state (the server latches the e-stop)."""
+    jacobian: np.ndarray | None = None
+    """6 x dof end-effector Jacobian in the base frame (linear rows, then angular), for the
+    governor's joint limits; None when the backend has none."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,10 @@ class Backend(ABC):
     def advance(self, seconds: float) -> None:
         """Lock-step only: run the inner loop for ``seconds`` of simulated time."""
         raise NotImplementedError(f"{self.name} backend runs in real time")
+
+    def joint_limits(self) -> JointLimits | None:
+        """The joint position range the governor keeps targets inside (needs ``ArmState.jacobian``)."""
+        return None
 
     def camera_shapes(self) -> dict[str, tuple[int, int, int]]:
         """Image shape of each camera ``frames`` returns (for the spec; must not render)."""

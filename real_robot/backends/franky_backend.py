@@ -15,6 +15,10 @@ Conventions handled here:
   ``relative_dynamics_factor``; so ``command`` ignores ``duration_s`` and the governor's velocity
   limit bounds how far each target is, while libfranka's reflexes remain the second layer.
 - a reset is a Cartesian move to the start pose; a joint-space "joint reset" is not implemented.
+- the external wrench is libfranka's estimate ``robot.state.O_F_ext_hat_K`` (from the joint
+  torques, on the stiffness frame, in the base frame), and the Jacobian for the governor's joint
+  limits is ``robot.model.zero_jacobian(Frame.EndEffector, state)``; the joint range is the
+  Panda's datasheet range (an FR3 has a slightly different one: pass ``joint_limits``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,13 @@ from types import ModuleType
 import numpy as np
 
 from real_robot.backends.base import ArmState, Backend, BackendFault, import_optional
-from real_robot.governor import Pose
+from real_robot.governor import JointLimits, Pose
 
 RESET_SPEED_M_S = 0.05
+PANDA_JOINT_LIMITS = JointLimits(
+    lower=np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]),
+    upper=np.array([2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]),
+)
 _GRIPPER_DEADBAND = 0.05  # closure fraction: do not resend a gripper move for smaller changes
 
 
@@ -40,6 +48,7 @@ class FrankyBackend(Backend):
         relative_dynamics_factor: float = 0.1,
         max_gripper_width_m: float = 0.08,
         gripper_speed_m_s: float = 0.1,
+        joint_limits: JointLimits = PANDA_JOINT_LIMITS,
         franky: ModuleType | None = None,
     ):
         if not 0.0 < relative_dynamics_factor <= 1.0:
@@ -52,6 +61,7 @@ class FrankyBackend(Backend):
         self.gripper = self._franky.Gripper(host)
         self.max_width = max_gripper_width_m
         self.gripper_speed = gripper_speed_m_s
+        self._joint_limits = joint_limits
         self._gripper_cmd: float | None = None
 
     def now_ns(self) -> int:
@@ -62,14 +72,23 @@ class FrankyBackend(Backend):
         joints = self.robot.current_joint_state
         x, y, z, w = np.asarray(ee.quaternion, dtype=np.float64)
         closure = 1.0 - float(self.gripper.width) / self.max_width
+        state = self.robot.state
+        jacobian = np.asarray(
+            self.robot.model.zero_jacobian(self._franky.Frame.EndEffector, state), np.float64
+        )
         return ArmState(
             t_ns=self.now_ns(),
             q=np.asarray(joints.position, dtype=np.float64),
             dq=np.asarray(joints.velocity, dtype=np.float64),
             ee=Pose(np.asarray(ee.translation, dtype=np.float64), np.array([w, x, y, z])),
             gripper=float(np.clip(closure, 0.0, 1.0)),
+            wrench_ext=np.asarray(state.O_F_ext_hat_K, dtype=np.float64),
             fault="franka reported an error or reflex" if self.robot.has_errors else "",
+            jacobian=jacobian,
         )
+
+    def joint_limits(self) -> JointLimits:
+        return self._joint_limits
 
     def _move_to(self, pose: Pose) -> None:
         w, x, y, z = pose.quat

@@ -12,9 +12,14 @@ Two clocks:
 - lock-step: physics only advances in ``advance(seconds)``, which the server calls once per action,
   so a test run is deterministic and as fast as the CPU allows.
 
-The gripper is a scalar that tracks its command at a fixed rate (no finger bodies); the camera
-(optional) renders a fixed front view with ``mujoco.Renderer`` (set MUJOCO_GL=egl or osmesa when
-there is no display).
+The gripper is a scalar that tracks its command at a fixed rate (no finger bodies); a capsule
+from the hand to the end-effector point stands in for the tool, so the arm can touch things. A
+MuJoCo force/torque sensor at the end-effector point measures what the tool transmits; minus the
+hand's weight, that is the external wrench the force guard reads (the hand's inertial force, about
+0.5 kg times its acceleration, is left in, as a real sensor tared at rest would). ``obstacle``
+adds a fixed box to the scene (centre xyz and half-sizes), to test the force guard by driving into
+it. The camera (optional) renders a fixed front view with ``mujoco.Renderer`` (set MUJOCO_GL=egl or
+osmesa when there is no display).
 
 Fault injection (``SimFaults``): added latency on every state read, a camera that freezes after N
 frames (its frame id stops advancing), and a backend fault (a "reflex") after N commands.
@@ -33,7 +38,7 @@ import mujoco
 import numpy as np
 
 from real_robot.backends.base import ArmState, Backend, BackendFault, Frame, Interpolator
-from real_robot.governor import Pose, mat_to_quat
+from real_robot.governor import JointLimits, Pose, mat_to_quat
 
 # Franka's usual "ready" posture: the flange points down, ~0.5 m in front of the base.
 HOME_Q = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi / 4])
@@ -60,7 +65,7 @@ def panda_model_path() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def build_model(inner_hz: float, camera: bool) -> mujoco.MjModel:
+def build_model(inner_hz: float, camera: bool, obstacle: tuple[float, ...] | None = None) -> mujoco.MjModel:
     """Compile the scene once per process (0.7 s of mesh loading); backends share the read-only model."""
     spec = mujoco.MjSpec.from_file(str(panda_model_path()))
     spec.option.timestep = 1.0 / inner_hz
@@ -68,9 +73,31 @@ def build_model(inner_hz: float, camera: bool) -> mujoco.MjModel:
         for geom in list(spec.geoms):
             if geom.group == 1:
                 spec.delete(geom)
-    spec.body("right_hand").add_site(name="ee", pos=[0, 0, 0.1], size=[0.01, 0.01, 0.01])
+    hand = spec.body("right_hand")
+    hand.add_site(name="ee", pos=[0, 0, 0.1], size=[0.01, 0.01, 0.01])
+    # The hand's explicit inertial keeps its mass; the tool geom only adds contact.
+    hand.add_geom(
+        name="tool", type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[0, 0, 0.02, 0, 0, 0.1], size=[0.02, 0, 0]
+    )
+    for name, kind in (
+        ("ft_force", mujoco.mjtSensor.mjSENS_FORCE),
+        ("ft_torque", mujoco.mjtSensor.mjSENS_TORQUE),
+    ):
+        spec.add_sensor(name=name, type=kind, objtype=mujoco.mjtObj.mjOBJ_SITE, objname="ee")
     world = spec.worldbody
     world.add_geom(type=mujoco.mjtGeom.mjGEOM_PLANE, size=[2, 2, 0.1], rgba=[0.8, 0.8, 0.8, 1])
+    if obstacle is not None:
+        if len(obstacle) != 6:
+            raise ValueError(
+                f"sim: obstacle needs 6 numbers (centre xyz, half-sizes xyz), got {len(obstacle)}"
+            )
+        world.add_geom(
+            name="obstacle",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            pos=obstacle[:3],
+            size=obstacle[3:],
+            rgba=[0.8, 0.3, 0.3, 1],
+        )
     world.add_light(pos=[0, 0, 3], dir=[0, 0, -1])
     world.add_camera(name="front", pos=[1.6, 0, 1.0], xyaxes=[0, 1, 0, -0.5, 0, 1])
     return spec.compile()
@@ -86,14 +113,18 @@ class SimBackend(Backend):
         camera: bool = False,
         camera_size: int = 64,
         faults: SimFaults | None = None,
+        obstacle: tuple[float, ...] | None = None,
     ):
         self.lockstep = lockstep
         self.inner_hz = inner_hz
         self.faults = faults or SimFaults()
         self.home_q = HOME_Q.copy()
-        self.model = build_model(inner_hz, camera)
+        self.model = build_model(inner_hz, camera, obstacle)
         self.data = mujoco.MjData(self.model)
         self._site = self.model.site("ee").id
+        self._hand = self.model.body("right_hand").id
+        self._force_adr = self.model.sensor("ft_force").adr[0]
+        self._torque_adr = self.model.sensor("ft_torque").adr[0]
         self._camera_size = camera_size if camera else 0
         self._renderer: mujoco.Renderer | None = None
         self._frame: Frame | None = None
@@ -124,14 +155,21 @@ class SimBackend(Backend):
         if self.faults.latency_ms:
             time.sleep(self.faults.latency_ms / 1e3)
         with self._lock:
+            jacobian = np.zeros((6, self.model.nv))
+            mujoco.mj_jacSite(self.model, self.data, jacobian[:3], jacobian[3:], self._site)
             return ArmState(
                 t_ns=self.now_ns(),
                 q=self.data.qpos.copy(),
                 dq=self.data.qvel.copy(),
                 ee=self._ee_pose(),
                 gripper=self._gripper,
+                wrench_ext=self._wrench_ext(),
                 fault=self._fault,
+                jacobian=jacobian,
             )
+
+    def joint_limits(self) -> JointLimits:
+        return JointLimits(self.model.jnt_range[:, 0].copy(), self.model.jnt_range[:, 1].copy())
 
     def command(self, target: Pose, gripper: float, duration_s: float) -> None:
         with self._lock:
@@ -226,12 +264,28 @@ class SimBackend(Backend):
         self.data.qpos[:] = q
         self.data.qvel[:] = 0.0
         mujoco.mj_forward(self.model, self.data)
+        # Gravity-compensated from the first instant, so the force sensor reads the arm at rest.
+        self.data.ctrl[:] = self.data.qfrc_bias
+        mujoco.mj_forward(self.model, self.data)
         self._reference = Interpolator(self._ee_pose(), self.data.time)
 
     def _ee_pose(self) -> Pose:
         return Pose(
             self.data.site_xpos[self._site].copy(), mat_to_quat(self.data.site_xmat[self._site].reshape(3, 3))
         )
+
+    def _wrench_ext(self) -> np.ndarray:
+        """The wrench the environment applies on the hand, in the base frame, about the end effector.
+
+        The sensor reads what the arm applies on the hand subtree (in the site frame); in statics
+        that balances the hand's weight plus the external wrench, so the weight is subtracted."""
+        m, d = self.model, self.data
+        rot = d.site_xmat[self._site].reshape(3, 3)
+        force = rot @ d.sensordata[self._force_adr : self._force_adr + 3]
+        torque = rot @ d.sensordata[self._torque_adr : self._torque_adr + 3]
+        weight = m.body_subtreemass[self._hand] * m.opt.gravity
+        lever = d.subtree_com[self._hand] - d.site_xpos[self._site]
+        return np.concatenate([-force - weight, -torque - np.cross(lever, weight)])
 
     def _start_segment(self, target: Pose, duration_s: float) -> None:
         self._reference.retarget(target, self.data.time, duration_s)

@@ -3,9 +3,9 @@
 Written against ur_rtde's Python API: ``rtde_control.RTDEControlInterface(host, frequency)`` with
 ``servoL(pose, speed, acceleration, time, lookahead_time, gain)``, ``initPeriod()``/``waitPeriod()``,
 ``servoStop()``; ``rtde_receive.RTDEReceiveInterface(host, frequency)`` with ``getActualTCPPose()``,
-``getActualQ()``, ``getActualQd()``, ``isProtectiveStopped()``, ``isEmergencyStopped()``; and
-``dashboard_client.DashboardClient(host)`` with ``connect()`` and ``unlockProtectiveStop()``. The
-unit conversions are tested against fakes of those objects only.
+``getActualQ()``, ``getActualQd()``, ``getActualTCPForce()``, ``isProtectiveStopped()``,
+``isEmergencyStopped()``; and ``dashboard_client.DashboardClient(host)`` with ``connect()`` and
+``unlockProtectiveStop()``. The unit conversions are tested against fakes of those objects only.
 
 Conventions handled here:
 - UR poses are [x, y, z, rx, ry, rz] with a rotation vector (axis times angle, radians); the
@@ -16,6 +16,9 @@ Conventions handled here:
 - UR arms are position-controlled (no impedance), so contact tasks need a small ``max_step_m``;
   hil-serl's authors note the limits of position control for contact-rich RL.
 - no gripper: ``gripper`` commands are ignored and the state reports 0.
+- the external wrench is ``getActualTCPForce()`` (base frame, about the TCP). No Jacobian is
+  reported, so the governor's joint limits are off for this backend; the controller's own joint
+  limits raise a protective stop, which latches the e-stop.
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class URBackend(Backend):
             dq=np.asarray(self.receive.getActualQd(), dtype=np.float64),
             ee=ur_pose_to_pose(self.receive.getActualTCPPose()),
             gripper=0.0,
+            wrench_ext=np.asarray(self.receive.getActualTCPForce(), dtype=np.float64),
             fault=fault,
         )
 

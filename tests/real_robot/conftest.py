@@ -31,16 +31,21 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def start_server(keys_dir: Path, tmp_path: Path) -> Iterator[Callable[..., ArmServer]]:
-    """Start a server; keyword arguments override ServerConfig fields, ``lockstep``/``faults`` the sim."""
+    """Start a server; keyword arguments override ServerConfig fields, ``lockstep``, ``faults``,
+    ``camera`` and ``obstacle`` configure the sim."""
     running: list[tuple[ArmServer, threading.Thread]] = []
 
     def start(
-        lockstep: bool = True, faults: SimFaults | None = None, camera: bool = False, **overrides
+        lockstep: bool = True,
+        faults: SimFaults | None = None,
+        camera: bool = False,
+        obstacle: tuple[float, ...] | None = None,
+        **overrides,
     ) -> ArmServer:
         config = replace(
             ServerConfig(address="tcp://127.0.0.1:0", log_dir=str(tmp_path / "logs")), **overrides
         )
-        backend = SimBackend(lockstep=lockstep, faults=faults, camera=camera)
+        backend = SimBackend(lockstep=lockstep, faults=faults, camera=camera, obstacle=obstacle)
         server = ArmServer(config, backend, load_server_keys(keys_dir))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -25,6 +25,9 @@ class FakeFranky:
     class ReferenceType:
         Absolute = "absolute"
 
+    class Frame:
+        EndEffector = "ee"
+
     def __init__(self):
         self.moves: list = []
         self.robot = self.gripper = None
@@ -44,6 +47,10 @@ class FakeFranky:
                 )  # x, y, z, w
                 self.current_cartesian_state = SimpleNamespace(pose=SimpleNamespace(end_effector_pose=pose))
                 self.current_joint_state = SimpleNamespace(position=[0.1] * 7, velocity=[0.0] * 7)
+                self.state = SimpleNamespace(O_F_ext_hat_K=[1.0, -2.0, 3.0, 0.1, 0.2, 0.3])
+                self.model = SimpleNamespace(
+                    zero_jacobian=lambda frame, state: np.full((6, 7), 0.5) if frame == "ee" else None
+                )
 
             def move(self, motion, asynchronous):
                 fake.moves.append((motion, asynchronous))
@@ -77,6 +84,8 @@ def test_franky_state_conversions():
     np.testing.assert_allclose(state.ee.quat, [0.0, 1.0, 0.0, 0.0])  # (x,y,z,w)=(1,0,0,0) is w=0, x=1
     np.testing.assert_allclose(state.ee.pos, [0.4, 0.1, 0.3])
     assert state.gripper == pytest.approx(0.75)  # 2 cm open of 8 cm
+    np.testing.assert_array_equal(state.wrench_ext, [1.0, -2.0, 3.0, 0.1, 0.2, 0.3])
+    assert state.jacobian.shape == (6, 7) and backend.joint_limits().upper[3] == pytest.approx(-0.0698)
     fake.robot.has_errors = True
     assert backend.read_state().fault
 
@@ -147,6 +156,9 @@ class FakeRTDE:
             def getActualQd(self):
                 return [0.0] * 6
 
+            def getActualTCPForce(self):
+                return [0.0, 0.0, -12.5, 0.0, 0.0, 0.0]
+
             def isProtectiveStopped(self):
                 return outer.protective
 
@@ -185,6 +197,8 @@ def test_ur_streams_servo_l_at_its_own_rate_and_reports_stops():
     backend = URBackend("10.0.0.3", frequency=125.0, modules=fake.modules)
     try:
         assert backend.dof == 6 and not backend.read_state().fault
+        np.testing.assert_array_equal(backend.read_state().wrench_ext, [0, 0, -12.5, 0, 0, 0])
+        assert backend.read_state().jacobian is None and backend.joint_limits() is None
         start = backend.read_state().ee
         target = Pose(start.pos + np.array([0.0, 0.0, 0.05]), start.quat)
         backend.command(target, gripper=1.0, duration_s=0.0)
