@@ -26,7 +26,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import BridgeClient, BridgeError
 from real_robot.keys import load_client_keys
 
@@ -64,7 +64,7 @@ class BridgeEnv(gym.Env):
             image = gym.spaces.Box(0, 255, tuple(cameras[self.camera]), np.uint8)
             self.observation_space = gym.spaces.Dict({"state": state_space, "pixels": image})
         self.action_space = gym.spaces.Box(-1.0, 1.0, (int(self.server_spec["action_dim"]),), np.float32)
-        self._last: P.Message | None = None
+        self._last: protocol.Message | None = None
         self._steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
@@ -74,7 +74,9 @@ class BridgeEnv(gym.Env):
         # lets the same key take it over at once.
         self.client.hello()
         server_seed = int(self.np_random.integers(2**31))
-        self._last = self.client.request(P.RESET, {"seed": server_seed}, timeout_s=self.reset_timeout_s)
+        self._last = self.client.request(
+            protocol.RESET, {"seed": server_seed}, timeout_s=self.reset_timeout_s
+        )
         self._steps = 0
         return self._observation(self._last), {"episode": self._last.body["episode"]}
 
@@ -83,7 +85,7 @@ class BridgeEnv(gym.Env):
             raise RuntimeError("bridge env: call reset() before step()")
         action = np.asarray(action, dtype=np.float32).reshape(self.action_space.shape)
         try:
-            reply = self.client.request(P.ACT, {"obs_id": self._last.body["obs_id"], "action": action})
+            reply = self.client.request(protocol.ACT, {"obs_id": self._last.body["obs_id"], "action": action})
         except BridgeError as exc:
             if exc.fatal:
                 raise
@@ -108,8 +110,8 @@ class BridgeEnv(gym.Env):
         truncated = self._steps >= self.max_episode_steps
         return self._observation(reply), float(body["reward"]), bool(body["terminated"]), truncated, info
 
-    def _observation(self, msg: P.Message) -> Any:
-        state = P.flatten_state(msg.body["state"], self.obs_keys)
+    def _observation(self, msg: protocol.Message) -> Any:
+        state = protocol.flatten_state(msg.body["state"], self.obs_keys)
         if self.camera is None:
             return state
         return {"state": state, "pixels": np.asarray(msg.body["frames"][self.camera]["image"])}
@@ -118,7 +120,7 @@ class BridgeEnv(gym.Env):
         if self.client.closed:
             return
         try:
-            self.client.request(P.BYE, timeout_s=1.0)
+            self.client.request(protocol.BYE, timeout_s=1.0)
         except (BridgeError, TimeoutError):
             pass  # the lease times out on its own; closing must not raise
         finally:

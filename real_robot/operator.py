@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import BridgeClient, BridgeError
 from real_robot.keys import KeyFileError, load_client_keys
 
@@ -45,15 +45,15 @@ def key_action(key: str, gripper: float) -> np.ndarray | None:
     if key not in _KEYS:
         return None
     axis, sign = _KEYS[key]
-    action = np.zeros(P.ACTION_DIM, np.float32)
+    action = np.zeros(protocol.ACTION_DIM, np.float32)
     action[axis] = sign
     action[6] = gripper
     return action
 
 
 def clear(client: BridgeClient) -> dict:
-    nonce = client.request(P.NONCE).body["nonce"]
-    return client.request(P.CLEAR, {"nonce": nonce}).body["status"]
+    nonce = client.request(protocol.NONCE).body["nonce"]
+    return client.request(protocol.CLEAR, {"nonce": nonce}).body["status"]
 
 
 def keyboard(client: BridgeClient, read_key: Callable[[float], str | None]) -> None:
@@ -62,21 +62,21 @@ def keyboard(client: BridgeClient, read_key: Callable[[float], str | None]) -> N
     while True:
         key = read_key(1.0 / SEND_HZ)
         if key == "q":
-            client.request(P.INTERVENE, {"action": None})
+            client.request(protocol.INTERVENE, {"action": None})
             return
         if key == "e":
-            client.request(P.ESTOP, {"reason": "keyboard"})
+            client.request(protocol.ESTOP, {"reason": "keyboard"})
             print("e-stop latched", flush=True)
         elif key == "g":
             gripper = -gripper
             action, until = np.array([0, 0, 0, 0, 0, 0, gripper], np.float32), time.monotonic() + HOLD_S
         elif key == " ":
             action, until = None, 0.0
-            client.request(P.INTERVENE, {"action": None})
+            client.request(protocol.INTERVENE, {"action": None})
         elif (steer := key_action(key or "", gripper)) is not None:
             action, until = steer, time.monotonic() + HOLD_S
         if action is not None and time.monotonic() < until:
-            client.request(P.INTERVENE, {"action": action})
+            client.request(protocol.INTERVENE, {"action": action})
 
 
 def _terminal_keys() -> Callable[[float], str | None]:
@@ -105,10 +105,10 @@ def spacemouse(client: BridgeClient) -> None:
         axes = np.array([state.x, state.y, state.z, state.roll, state.pitch, state.yaw], np.float32)
         if np.abs(axes).max() > SPACEMOUSE_DEADZONE:
             client.request(
-                P.INTERVENE, {"action": np.append(np.clip(axes, -1, 1), gripper).astype(np.float32)}
+                protocol.INTERVENE, {"action": np.append(np.clip(axes, -1, 1), gripper).astype(np.float32)}
             )
         else:
-            client.request(P.INTERVENE, {"action": None})
+            client.request(protocol.INTERVENE, {"action": None})
         time.sleep(1.0 / SEND_HZ)
 
 
@@ -132,13 +132,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "estop":
-            status = client.request(P.ESTOP, {"reason": args.reason}).body["status"]
+            status = client.request(protocol.ESTOP, {"reason": args.reason}).body["status"]
             print(f"e-stop latched: {status['estop_reason']}")
         elif args.command == "clear":
             status = clear(client)
             print(f"e-stop cleared; arm is {status['mode']} until the client sends RESET")
         elif args.command == "status":
-            print(json.dumps(client.request(P.STATUS).body["status"], indent=2))
+            print(json.dumps(client.request(protocol.STATUS).body["status"], indent=2))
         elif args.command == "keyboard":
             old = termios.tcgetattr(sys.stdin)
             tty.setcbreak(sys.stdin.fileno())

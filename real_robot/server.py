@@ -1,25 +1,29 @@
 """The arm server: the only process that talks to the arm.
 
-One thread runs an event loop over a CurveZMQ ROUTER socket. Each turn it handles what arrived, then
-``_tick`` sends replies that have come due, runs the watchdog, and checks the backend for faults.
-The poll timeout is the time to the nearest deadline, so the watchdog fires within about a
-millisecond of its deadline, not at the next message.
+It is three parts and the state machine that joins them:
 
-Control lease: ``HELLO`` from an authorised client key returns a random session id; RESET, ACT and
-BYE must carry it and come from the key that took the lease. A second key is refused while the holder has been heard from within
-``lease_timeout_s``; the same key may take the lease over at once (a restarted actor), which ends
-the old session's episode. Operator keys cannot hold the lease; they send NONCE, CLEAR and
-INTERVENE. Any authenticated key may send ESTOP and STATUS.
+- ``transport.Transport``: the CurveZMQ ROUTER socket, which keys may connect, bytes to messages;
+- ``session.LeaseKeeper``: which client key holds the control lease, in which session;
+- ``pipeline.StepPipeline``: an action through governor -> backend -> recorder, an observation
+  through backend -> task -> recorder;
 
-Timing of a step: an ACT is governed and applied at once, and its OBS is the state sampled one
-control period later (``t_applied_ns`` -> ``t_state_ns``), so the observation shows the effect of
-the action. In real time the server holds the reply until then (still serving other messages); in
-lock-step it advances physics by one period and replies straight away. The server's clock, not the
-client's sleeps, sets the control period.
+and here the server's ``Mode``, the watchdog, the e-stop latch, replies that come due later, and
+one handler per message type. One thread runs the loop: each turn it handles what arrived, then
+``_tick`` sends replies that have come due, runs the watchdog, checks the backend for faults and
+the force guard, and expires a silent lease. The poll timeout is the time to the nearest deadline,
+so the watchdog fires within about a millisecond of its deadline, not at the next message.
 
-Freshness: an ACT must name the latest OBS of its session (``obs_id``) and arrive within
-``max_action_age_ms`` of that OBS being sent, measured on the server clock alone, so no clock
-synchronisation between machines is needed.
+Who may send what: RESET, ACT and BYE need the lease (the key that took it, its session, a newer
+seq); HELLO needs a client key; NONCE, CLEAR and INTERVENE need an operator key; ESTOP and STATUS
+are open to every authorised key.
+
+In real time the server holds an ACT's reply for one control period (still serving other messages)
+and samples the OBS then; in lock-step it advances physics by one period and replies straight away.
+The server's clock, not the client's sleeps, sets the control period.
+
+Freshness: an ACT must name the latest OBS (``obs_id``) and arrive within ``max_action_age_ms`` of
+that OBS being sent, measured on the server clock alone, so no clock synchronisation between
+machines is needed.
 
 Human intervention: while an operator's INTERVENE action is fresh (``intervention_timeout_ms``),
 it replaces the policy's action in the next ACTs, passes through the same governor, and is flagged
@@ -29,6 +33,7 @@ it replaces the policy's action in the next ACTs, passes through the same govern
 
 from __future__ import annotations
 
+import enum
 import logging
 import secrets
 import threading
@@ -40,21 +45,36 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import zmq
-from zmq.auth.thread import ThreadAuthenticator
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.backends.base import ArmState, Backend, BackendFault
 from real_robot.governor import Governor, Pose, SafetyLimits, euler_to_mat, mat_to_quat
 from real_robot.keys import ServerKeys
+from real_robot.pipeline import Applied, StepPipeline
 from real_robot.recorder import Recorder
+from real_robot.session import Lease, LeaseKeeper, Refusal
 from real_robot.tasks import TASKS
-from real_robot.watchdog import HOLD, RUNNING, STOPPED, ClearRefused, EStopLatch, Watchdog
+from real_robot.transport import Inbound, Role, Transport
+from real_robot.watchdog import ClearRefused, EStopLatch, Watchdog, WatchdogState
 
 log = logging.getLogger("real_robot.server")
 
-# Server modes (the watchdog's running/hold/stopped plus the states around an episode).
-IDLE, RESETTING, LATCHED = "idle", "resetting", "latched"
+
+class Mode(enum.StrEnum):
+    IDLE = "idle"
+    """No episode: waiting for a RESET."""
+    RESETTING = "resetting"
+    RUNNING = "running"
+    HOLD = "hold"
+    """The watchdog holds the measured pose; a valid ACT resumes."""
+    STOPPED = "stopped"
+    """The watchdog stopped the arm, or an e-stop was cleared: a RESET is needed."""
+    LATCHED = "latched"
+    """The e-stop is latched: only an operator's CLEAR gets out."""
+
+
+ARM_MAY_MOVE = (Mode.RUNNING, Mode.HOLD, Mode.RESETTING)
+OPERATOR_ONLY = frozenset({protocol.NONCE, protocol.CLEAR, protocol.INTERVENE})
 
 
 @dataclass
@@ -91,38 +111,27 @@ class ServerConfig:
 
 
 @dataclass
-class _Lease:
-    session: str
-    identity: bytes
-    user: str
-    last_seen_ns: int
-    last_seq: int = -1
-
-
-@dataclass
 class _Pending:
     """A reply that comes due later: the first OBS of a reset, or the OBS one period after an ACT."""
 
     due_ns: int
     identity: bytes
     re: int
-    kind: str  # "reset" or "obs"
-    t_applied_ns: int = 0
-    applied: dict[str, Any] = field(default_factory=dict)
+    reset_start: Pose | None = None
+    """Set for a reset (the pose it should end at); None for an ACT's OBS."""
+    applied: Applied | None = None
 
 
 class ArmServer:
     def __init__(self, config: ServerConfig, backend: Backend, keys: ServerKeys):
         self.config = config
         self.backend = backend
-        self.keys = keys
-        self.task = TASKS[config.task]()
         period = config.period_s
         self.hold_after_s = (config.hold_after_ms or 2500 * period) / 1e3
         self.max_action_age_ns = int((config.max_action_age_ms or 1500 * period) * 1e6)
-        self.governor = Governor(config.limits, period, backend.joint_limits())
         self.watchdog = Watchdog(self.hold_after_s, config.stop_after_ms / 1e3)
         self.latch = EStopLatch(config.nonce_ttl_s)
+        self.leases = LeaseKeeper(config.lease_timeout_s)
         self.home = Pose(
             np.asarray(config.home_xyz, float), mat_to_quat(euler_to_mat(np.asarray(config.home_rpy)))
         )
@@ -130,54 +139,44 @@ class ArmServer:
         self.recorder = Recorder(
             Path(config.log_dir) / f"{stamp}-{secrets.token_hex(3)}.o2olog", config.fsync_interval_s
         )
+        self.pipeline = StepPipeline(
+            backend,
+            Governor(config.limits, period, backend.joint_limits()),
+            self.recorder,
+            TASKS[config.task](),
+            period,
+            config.max_frame_age_ms,
+        )
 
-        self.mode = IDLE
-        self.lease: _Lease | None = None
+        self.mode = Mode.IDLE
         self.pending: _Pending | None = None
-        self.episode, self.step = -1, 0
-        self.goal = np.zeros(3, np.float32)
-        self.obs_id, self.obs_sent_ns = 0, 0
-        self.last_state: ArmState | None = None
         self.drops: Counter[str] = Counter()
-        self.reject_streak = self.nan_streak = self.stale_frames = 0
+        self.reject_streak = self.nan_streak = 0
         self.human: tuple[np.ndarray, int] | None = None
         self._inbound = 0
         self._stop = threading.Event()
         self.ready = threading.Event()
 
-        self.ctx = zmq.Context()
-        self.auth = ThreadAuthenticator(self.ctx, log=logging.getLogger("real_robot.auth"))
-        self.auth.start()
-        self.auth.configure_curve_callback("*", self)  # calls self.callback(domain, key)
-        self.socket = self.ctx.socket(zmq.ROUTER)
-        self.socket.curve_server = True
-        self.socket.curve_secretkey = keys.server.secret
-        self.socket.curve_publickey = keys.server.public
-        self.socket.linger = 0
-        # A peer sending a frame this large is disconnected by ZeroMQ before it is buffered;
-        # anything between MAX_MESSAGE_BYTES and this gets a proper "oversized" reply.
-        self.socket.setsockopt(zmq.MAXMSGSIZE, 4 * P.MAX_MESSAGE_BYTES)
-        self.socket.setsockopt(zmq.HEARTBEAT_IVL, 500)
-        self.socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, 2000)
-        self.socket.bind(config.address)
-        self.address = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.transport = Transport(config.address, keys)
+        self.address = self.transport.address
         self.recorder.write(
             "header", spec=self.spec(), config=_plain(asdict(config)), t_ns=time.monotonic_ns()
         )
 
-    # --- authentication (called on the authenticator's thread) -----------------------------------
+    @property
+    def lease(self) -> Lease | None:
+        return self.leases.lease
 
-    def callback(self, domain: str, key: bytes) -> bool:
-        allowed = key in self.keys.clients or key in self.keys.operators
-        if not allowed:
-            log.warning("refused connection from unknown key %s...", key[:8].decode(errors="replace"))
-        return allowed
+    @property
+    def episode(self) -> int:
+        return self.pipeline.episode
 
     # --- the loop --------------------------------------------------------------------------------
 
     def spec(self) -> dict[str, Any]:
         dof = self.backend.dof
-        obs_dims = {"q": dof, "dq": dof, "ee_pos": 3, "ee_quat": 4, "gripper": 1, **self.task.state_keys()}
+        task = self.pipeline.task
+        obs_dims = {"q": dof, "dq": dof, "ee_pos": 3, "ee_quat": 4, "gripper": 1, **task.state_keys()}
         cameras = {name: list(shape) for name, shape in self.backend.camera_shapes().items()}
         return {
             "backend": self.backend.name,
@@ -186,7 +185,7 @@ class ArmServer:
             "task": self.config.task,
             "max_episode_steps": self.config.max_episode_steps,
             "action_mode": "ee_delta",
-            "action_dim": P.ACTION_DIM,
+            "action_dim": protocol.ACTION_DIM,
             "obs_keys": list(obs_dims),
             "obs_dims": obs_dims,
             "cameras": cameras,
@@ -194,21 +193,14 @@ class ArmServer:
         }
 
     def serve_forever(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self.socket, zmq.POLLIN)
         self.ready.set()
         log.info(
             "serving %s backend on %s, logging to %s", self.backend.name, self.address, self.recorder.path
         )
         try:
             while not self._stop.is_set():
-                if poller.poll(self._poll_timeout_ms()):
-                    for _ in range(100):  # bounded, so deadlines still get checked under a flood
-                        try:
-                            frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        self._receive(frames)
+                for inbound in self.transport.receive(self._poll_timeout_ms()):
+                    self._receive(inbound)
                 self._tick(time.monotonic_ns())
         finally:
             self._shutdown()
@@ -220,9 +212,7 @@ class ArmServer:
         try:
             self.backend.stop()
         finally:
-            self.socket.close(0)
-            self.auth.stop()
-            self.ctx.term()
+            self.transport.close()
             self.recorder.write("event", what="shutdown", t_ns=time.monotonic_ns())
             self.recorder.close()
 
@@ -230,8 +220,7 @@ class ArmServer:
         now = time.monotonic_ns()
         # Wake at least every 50 ms for stop requests; every 10 ms while the arm may move, so a
         # backend fault or the force guard is noticed within 10 ms.
-        moving = self.mode in (RUNNING, HOLD, RESETTING)
-        deadlines = [now + (10_000_000 if moving else 50_000_000)]
+        deadlines = [now + (10_000_000 if self.mode in ARM_MAY_MOVE else 50_000_000)]
         if self.pending is not None:
             deadlines.append(self.pending.due_ns)
         watchdog_due = self.watchdog.next_deadline_ns()
@@ -242,404 +231,302 @@ class ArmServer:
     def _tick(self, now: int) -> None:
         if self.pending is not None and now >= self.pending.due_ns:
             pending, self.pending = self.pending, None
-            if pending.kind == "reset":
+            if pending.reset_start is not None:
                 self._finish_reset(pending)
             else:
-                self._send_obs(pending.identity, pending.re, pending.t_applied_ns, pending.applied)
+                self._send_obs(pending.identity, pending.re, pending.applied)
         transition = self.watchdog.poll(now)
-        if transition == HOLD:
-            self._hold(now)
-        elif transition == STOPPED:
-            self._stop_arm(now, "watchdog: no valid command", mode=STOPPED)
-        if self.mode in (RUNNING, HOLD, RESETTING):
+        if transition == WatchdogState.HOLD:
+            self.pipeline.hold()
+            self.mode = Mode.HOLD
+            self._event("watchdog", f"hold: no valid command for {self.hold_after_s * 1000:.0f} ms", now)
+        elif transition == WatchdogState.STOPPED:
+            self._stop_arm(now, "watchdog: no valid command", Mode.STOPPED)
+        if self.mode in ARM_MAY_MOVE:
             self._check_state(self.backend.read_state(), now)
-        if self.lease is not None and now - self.lease.last_seen_ns > self.config.lease_timeout_s * 1e9:
-            self._event("lease_expired", f"session {self.lease.session[:8]} silent", now)
-            self.lease = None
+        expired = self.leases.expire(now)
+        if expired is not None:
+            self._event("lease_expired", f"session {expired.session[:8]} silent", now)
 
     # --- receiving -------------------------------------------------------------------------------
 
-    def _receive(self, frames: list[zmq.Frame]) -> None:
+    def _receive(self, inbound: Inbound) -> None:
         now = time.monotonic_ns()
-        identity, user = frames[0].bytes, frames[0].get("User-Id")
         self._inbound += 1
         if self.config.drop_every and self._inbound % self.config.drop_every == 0:
-            self._record_cmd(now, user, None, "dropped", "fault_injection: dropped on purpose")
+            self._record_cmd(now, inbound, "dropped", "fault_injection: dropped on purpose")
             return
-        if len(frames) != 2:
-            self._reject(identity, user, None, "malformed", f"expected 1 frame, got {len(frames) - 1}", now)
+        if inbound.error is not None:
+            self._reject(inbound, *inbound.error, now)
             return
-        try:
-            msg = P.decode(frames[1].buffer)
-        except P.ProtocolError as exc:
-            code = "oversized" if "limit" in str(exc) else "malformed"
-            self._reject(identity, user, None, code, str(exc), now)
-            return
-        handler = self._HANDLERS.get(msg.type)
+        message = inbound.message
+        handler = self._HANDLERS.get(message.type)
         if handler is None:
-            self._reject(identity, user, msg, "unexpected", f"{msg.type} is a reply type", now)
-            return
-        is_operator = user.encode() in self.keys.operators
-        if msg.type in (P.NONCE, P.CLEAR, P.INTERVENE) and not is_operator:
-            self._reject(identity, user, msg, "forbidden", f"{msg.type} needs an operator key", now)
-            return
-        handler(self, identity, user, msg, now)
+            self._reject(inbound, "unexpected", f"{message.type} is a reply type", now)
+        elif message.type in OPERATOR_ONLY and inbound.role != Role.OPERATOR:
+            self._reject(inbound, "forbidden", f"{message.type} needs an operator key", now)
+        else:
+            handler(self, inbound, now)
 
-    def _on_hello(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if user.encode() not in self.keys.clients:
-            self._reject(
-                identity, user, msg, "forbidden", "HELLO needs a client key (operator keys cannot drive)", now
-            )
+    def _on_hello(self, inbound: Inbound, now: int) -> None:
+        previous = self.leases.lease
+        granted = self.leases.grant(inbound, now)
+        if isinstance(granted, Refusal):
+            self._reject(inbound, granted.code, granted.text, now)
             return
-        lease = self.lease
-        if lease is not None and lease.user != user:
-            left = self.config.lease_timeout_s - (now - lease.last_seen_ns) / 1e9
-            self._reject(
-                identity,
-                user,
-                msg,
-                "busy",
-                f"another client holds the lease (free in {left:.1f} s if silent)",
-                now,
-            )
-            return
-        if lease is not None:  # the same key again: a restarted actor takes over, its old episode ends
+        if previous is not None:  # the same key again: a restarted actor takes over, its old episode ends
             self._end_episode(now, "lease taken over")
-        self.lease = _Lease(secrets.token_hex(16), identity, user, now, last_seq=msg.seq)
-        self._record_cmd(now, user, msg, "accepted")
-        self._event("lease", f"granted to {user[:8]} ({msg.body.get('client', '')})", now)
-        self._send(identity, P.Message(P.HELLO_ACK, 0, {"spec": self.spec()}, self.lease.session, msg.seq))
+        self._record_cmd(now, inbound, "accepted")
+        self._event("lease", f"granted to {inbound.user[:8]} ({inbound.message.body.get('client', '')})", now)
+        reply = protocol.Message(
+            protocol.HELLO_ACK, 0, {"spec": self.spec()}, granted.session, inbound.message.seq
+        )
+        self.transport.send(inbound.identity, reply)
 
-    def _on_bye(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if self._check_session(identity, user, msg, now):
-            self._record_cmd(now, user, msg, "accepted")
+    def _on_bye(self, inbound: Inbound, now: int) -> None:
+        if self._holds_lease(inbound, now):
+            self._record_cmd(now, inbound, "accepted")
             self._end_episode(now, "client said BYE")
-            self.lease = None
-            self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
+            self.leases.release()
+            self._send_status(inbound, now)
 
-    def _refused_while_latched(self, identity: bytes, user: str, msg: P.Message, now: int) -> bool:
-        """Refuse (fatally) any motion request while the e-stop is latched."""
-        if not self.latch.latched:
-            return False
-        reason = f"e-stop latched ({self.latch.reason}); operator must CLEAR"
-        self._reject(identity, user, msg, "estop", reason, now, fatal=True)
-        return True
-
-    def _on_reset(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if not self._check_session(identity, user, msg, now) or self._refused_while_latched(
-            identity, user, msg, now
-        ):
+    def _on_reset(self, inbound: Inbound, now: int) -> None:
+        if not self._holds_lease(inbound, now) or self._refused_while_latched(inbound, now):
             return
         if self.pending is not None:
-            self._reject(identity, user, msg, "busy", "a reset or step is still in progress", now)
+            self._reject(inbound, "busy", "a reset or step is still in progress", now)
             return
-        self._record_cmd(now, user, msg, "accepted")
-        rng = np.random.default_rng(msg.body.get("seed"))
-        start, self.goal = self.task.reset(rng, self.home)
+        self._record_cmd(now, inbound, "accepted")
         self.watchdog.disarm()
-        self.mode = RESETTING
+        self.mode = Mode.RESETTING
         try:
-            duration = self.backend.begin_reset(start)
+            start, duration = self.pipeline.start_reset(inbound.message.body.get("seed"), self.home)
         except BackendFault as exc:
             self._trip(f"backend fault during reset: {exc}", now)
-            self._reject(identity, user, msg, "estop", f"reset failed: {exc}", now, fatal=True)
+            self._reject(inbound, "estop", f"reset failed: {exc}", now, fatal=True)
             return
-        pending = _Pending(now, identity, msg.seq, "reset", applied={"start": start})
+        settle = duration + self.config.reset_settle_s
+        pending = _Pending(now + int(settle * 1e9), inbound.identity, inbound.message.seq, reset_start=start)
         if self.backend.lockstep:
-            self.backend.advance(duration + self.config.reset_settle_s)
+            self.backend.advance(settle)
             self._finish_reset(pending)
         else:
-            pending.due_ns = now + int((duration + self.config.reset_settle_s) * 1e9)
             self.pending = pending
 
     def _finish_reset(self, pending: _Pending) -> None:
         now = time.monotonic_ns()
         state = self.backend.read_state()
-        error = float(np.linalg.norm(state.ee.pos - pending.applied["start"].pos))
+        error = float(np.linalg.norm(state.ee.pos - pending.reset_start.pos))
         if state.fault or error > self.config.reset_tolerance_m:
             reason = state.fault or f"reset ended {error * 1000:.0f} mm from its start pose"
             self._trip(f"reset failed: {reason}", now)
-            self._send(pending.identity, _error(pending.re, "estop", f"reset failed: {reason}", fatal=True))
+            self.transport.send(
+                pending.identity, _error(pending.re, "estop", f"reset failed: {reason}", fatal=True)
+            )
             return
-        self.governor.anchor(state.ee)
+        self.pipeline.begin_episode(state)
         self.watchdog.arm(now)
-        self.mode = RUNNING
-        self.episode, self.step = self.episode + 1, 0
-        self.reject_streak = self.nan_streak = self.stale_frames = 0
-        self._event("reset", f"episode {self.episode}", now)
-        self._send_obs(pending.identity, pending.re, state.t_ns, {}, state)
+        self.mode = Mode.RUNNING
+        self.reject_streak = self.nan_streak = 0
+        self._event("reset", f"episode {self.pipeline.episode}", now)
+        self._send_obs(pending.identity, pending.re, None, state)
 
-    def _on_act(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        if not self._check_session(identity, user, msg, now) or self._refused_while_latched(
-            identity, user, msg, now
-        ):
+    def _on_act(self, inbound: Inbound, now: int) -> None:
+        if not self._holds_lease(inbound, now) or self._refused_while_latched(inbound, now):
             return
-        if self.mode not in (RUNNING, HOLD):
-            self._reject(identity, user, msg, "not_running", f"arm is {self.mode}: send RESET", now)
+        if self.mode not in (Mode.RUNNING, Mode.HOLD):
+            self._reject(inbound, "not_running", f"arm is {self.mode}: send RESET", now)
             return
         if self.pending is not None:
-            self._drop(identity, user, msg, "busy", "the previous action is still executing", now)
+            self._drop(inbound, "busy", "the previous action is still executing", now)
             return
-        if msg.body["obs_id"] != self.obs_id:
-            self._drop(
-                identity,
-                user,
-                msg,
-                "stale",
-                f"computed from obs {msg.body['obs_id']}, latest is {self.obs_id}",
-                now,
-            )
+        body, latest = inbound.message.body, self.pipeline.obs_id
+        if body["obs_id"] != latest:
+            self._drop(inbound, "stale", f"computed from obs {body['obs_id']}, latest is {latest}", now)
             return
-        age_ns = now - self.obs_sent_ns
+        age_ns = now - self.pipeline.obs_sent_ns
         if age_ns > self.max_action_age_ns:
-            self._drop(
-                identity,
-                user,
-                msg,
-                "stale",
-                f"obs is {age_ns / 1e6:.0f} ms old (limit {self.max_action_age_ns / 1e6:.0f} ms)",
-                now,
-            )
+            limit_ms = self.max_action_age_ns / 1e6
+            self._drop(inbound, "stale", f"obs is {age_ns / 1e6:.0f} ms old (limit {limit_ms:.0f} ms)", now)
             return
 
-        action, source = msg.body["action"], "policy"
+        action, source = body["action"], "policy"
         if self.human is not None and now - self.human[1] <= self.config.intervention_timeout_ms * 1e6:
             action, source = self.human[0], "human"
         state = self.backend.read_state()
         if self._check_state(state, now):
-            self._reject(identity, user, msg, "estop", self.latch.reason, now, fatal=True)
+            self._reject(inbound, "estop", self.latch.reason, now, fatal=True)
             return
-        decision = self.governor.apply(action, state, self.backend.now_ns())
+        decision = self.pipeline.govern(action, state)
         if decision.rejected:
             if decision.rejected.startswith("non_finite"):
                 self.nan_streak += 1
                 if self.nan_streak >= self.config.limits.nan_streak_to_estop:
                     self._trip(f"{self.nan_streak} non-finite actions in a row", now)
-            self._drop(identity, user, msg, decision.rejected.split(":")[0], decision.rejected, now)
+            self._drop(inbound, decision.rejected.split(":")[0], decision.rejected, now)
             return
         self.nan_streak = self.reject_streak = 0
-        self.backend.command(decision.target, decision.gripper, self.config.period_s)
+        self._record_cmd(now, inbound, "accepted")
+        applied = self.pipeline.execute(decision, body["action"], source, now)
         self.watchdog.feed(now)
-        self.mode = RUNNING
-        self.step += 1
-        applied = {
-            "requested": np.asarray(msg.body["action"], np.float32),
-            "applied": decision.applied,
-            "source": source,
-            "clipped": list(decision.clipped),
-        }
-        self._record_cmd(now, user, msg, "accepted")
-        self.recorder.write(
-            "applied",
-            t_ns=now,
-            episode=self.episode,
-            step=self.step,
-            obs_id=self.obs_id,
-            target_pos=decision.target.pos,
-            target_quat=decision.target.quat,
-            **applied,
-        )
-        t_applied = self.backend.now_ns()  # backend clock, like the state's timestamp
+        self.mode = Mode.RUNNING
         if self.backend.lockstep:
             self.backend.advance(self.config.period_s)
-            self._send_obs(identity, msg.seq, t_applied, applied)
+            self._send_obs(inbound.identity, inbound.message.seq, applied)
         else:
-            self.pending = _Pending(
-                now + int(self.config.period_s * 1e9), identity, msg.seq, "obs", t_applied, applied
-            )
+            due = now + int(self.config.period_s * 1e9)
+            self.pending = _Pending(due, inbound.identity, inbound.message.seq, applied=applied)
 
-    def _on_status(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
+    def _on_status(self, inbound: Inbound, now: int) -> None:
+        self._send_status(inbound, now)
 
-    def _on_estop(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        self._record_cmd(now, user, msg, "accepted")
-        self._trip(f"ESTOP from {user[:8]}: {msg.body['reason']}", now)
-        self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
+    def _on_estop(self, inbound: Inbound, now: int) -> None:
+        self._record_cmd(now, inbound, "accepted")
+        self._trip(f"ESTOP from {inbound.user[:8]}: {inbound.message.body['reason']}", now)
+        self._send_status(inbound, now)
 
-    def _on_nonce(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        self._record_cmd(now, user, msg, "accepted")
-        nonce = self.latch.issue_nonce(now)
-        self._send(
-            identity,
-            P.Message(P.NONCE_REPLY, 0, {"nonce": nonce, "ttl_s": self.config.nonce_ttl_s}, re=msg.seq),
+    def _on_nonce(self, inbound: Inbound, now: int) -> None:
+        self._record_cmd(now, inbound, "accepted")
+        body = {"nonce": self.latch.issue_nonce(now), "ttl_s": self.config.nonce_ttl_s}
+        self.transport.send(
+            inbound.identity, protocol.Message(protocol.NONCE_REPLY, 0, body, re=inbound.message.seq)
         )
 
-    def _on_clear(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
+    def _on_clear(self, inbound: Inbound, now: int) -> None:
         try:
-            self.latch.clear(msg.body["nonce"], now)
+            self.latch.clear(inbound.message.body["nonce"], now)
         except ClearRefused as exc:
-            self._reject(identity, user, msg, "clear_refused", str(exc), now)
+            self._reject(inbound, "clear_refused", str(exc), now)
             return
         try:
             self.backend.recover()
         except BackendFault as exc:
             self._trip(f"backend did not recover: {exc}", now)
-            self._reject(identity, user, msg, "clear_refused", f"backend did not recover: {exc}", now)
+            self._reject(inbound, "clear_refused", f"backend did not recover: {exc}", now)
             return
-        # Re-anchor to where the arm actually is, so nothing jumps when motion is re-enabled.
-        self.backend.hold()
-        self.governor.anchor(self.backend.read_state().ee)
-        self.mode = STOPPED
-        self._record_cmd(now, user, msg, "accepted")
-        self._event("estop_cleared", f"by {user[:8]}; RESET needed", now)
-        self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
+        self.pipeline.hold()  # re-anchored where the arm is: nothing jumps when motion is re-enabled
+        self.mode = Mode.STOPPED
+        self._record_cmd(now, inbound, "accepted")
+        self._event("estop_cleared", f"by {inbound.user[:8]}; RESET needed", now)
+        self._send_status(inbound, now)
 
-    def _on_intervene(self, identity: bytes, user: str, msg: P.Message, now: int) -> None:
-        action = msg.body["action"]
+    def _on_intervene(self, inbound: Inbound, now: int) -> None:
+        action = inbound.message.body["action"]
         was_on = self.human is not None
         self.human = None if action is None else (np.array(action), now)
         if was_on != (self.human is not None):
-            self._record_cmd(now, user, msg, "accepted")
+            self._record_cmd(now, inbound, "accepted")
             self._event("intervention", "on" if self.human is not None else "off", now)
-        self._send(identity, P.Message(P.STATUS_REPLY, 0, {"status": self.status(now)}, re=msg.seq))
+        self._send_status(inbound, now)
 
     _HANDLERS: ClassVar[dict[str, Callable[..., None]]] = {
-        P.HELLO: _on_hello,
-        P.BYE: _on_bye,
-        P.RESET: _on_reset,
-        P.ACT: _on_act,
-        P.STATUS: _on_status,
-        P.ESTOP: _on_estop,
-        P.NONCE: _on_nonce,
-        P.CLEAR: _on_clear,
-        P.INTERVENE: _on_intervene,
+        protocol.HELLO: _on_hello,
+        protocol.BYE: _on_bye,
+        protocol.RESET: _on_reset,
+        protocol.ACT: _on_act,
+        protocol.STATUS: _on_status,
+        protocol.ESTOP: _on_estop,
+        protocol.NONCE: _on_nonce,
+        protocol.CLEAR: _on_clear,
+        protocol.INTERVENE: _on_intervene,
     }
 
-    # --- helpers ---------------------------------------------------------------------------------
+    # --- refusals and records --------------------------------------------------------------------
 
-    def _check_session(self, identity: bytes, user: str, msg: P.Message, now: int) -> bool:
-        """The message comes from the key that took the lease, in its session, with a newer seq.
+    def _holds_lease(self, inbound: Inbound, now: int) -> bool:
+        refusal = self.leases.check(inbound, now)
+        if refusal is None:
+            return True
+        if refusal.counts_as_drop:
+            self._drop(inbound, refusal.code, refusal.text, now)
+        else:
+            self._reject(inbound, refusal.code, refusal.text, now)
+        return False
 
-        The key is checked, not only the session id: a session id is not a secret once it has been
-        logged or seen, and another authorised key (or an operator's) must not drive with it. Such a
-        refusal does not count towards the holder's reject streak, so it cannot latch the holder's
-        e-stop either."""
-        if self.lease is None or msg.session != self.lease.session or user != self.lease.user:
-            self._reject(
-                identity, user, msg, "no_lease", "not the lease holder's key and session: send HELLO", now
-            )
+    def _refused_while_latched(self, inbound: Inbound, now: int) -> bool:
+        """Refuse (fatally) any motion request while the e-stop is latched."""
+        if not self.latch.latched:
             return False
-        if msg.seq <= self.lease.last_seq:
-            self._drop(identity, user, msg, "out_of_order", f"seq {msg.seq} after {self.lease.last_seq}", now)
-            return False
-        self.lease.identity, self.lease.last_seen_ns, self.lease.last_seq = identity, now, msg.seq
+        reason = f"e-stop latched ({self.latch.reason}); operator must CLEAR"
+        self._reject(inbound, "estop", reason, now, fatal=True)
         return True
 
-    def _drop(self, identity: bytes, user: str, msg: P.Message, code: str, text: str, now: int) -> None:
-        """Reject a lease holder's ACT; a long streak of these latches the e-stop."""
+    def _drop(self, inbound: Inbound, code: str, text: str, now: int) -> None:
+        """Reject a lease holder's command; a long streak of these latches the e-stop."""
         self.reject_streak += 1
-        self._reject(identity, user, msg, code, text, now)
+        self._reject(inbound, code, text, now)
         if self.reject_streak >= self.config.limits.reject_streak_to_estop and not self.latch.latched:
             self._trip(f"{self.reject_streak} rejected commands in a row (last: {code})", now)
 
-    def _reject(
-        self,
-        identity: bytes,
-        user: str,
-        msg: P.Message | None,
-        code: str,
-        text: str,
-        now: int,
-        fatal: bool = False,
-    ) -> None:
+    def _reject(self, inbound: Inbound, code: str, text: str, now: int, fatal: bool = False) -> None:
+        message = inbound.message
         self.drops[code] += 1
-        self._record_cmd(now, user, msg, "dropped", f"{code}: {text}")
-        log.warning("rejected %s from %s: %s: %s", msg.type if msg else "message", user[:8], code, text)
-        self._send(identity, _error(msg.seq if msg else -1, code, text, fatal))
+        self._record_cmd(now, inbound, "dropped", f"{code}: {text}")
+        kind = message.type if message else "message"
+        log.warning("rejected %s from %s: %s: %s", kind, inbound.user[:8], code, text)
+        self.transport.send(inbound.identity, _error(message.seq if message else -1, code, text, fatal))
 
-    def _record_cmd(self, now: int, user: str, msg: P.Message | None, verdict: str, reason: str = "") -> None:
-        fields: dict[str, Any] = {"t_ns": now, "user": user[:8], "verdict": verdict, "reason": reason}
-        if msg is not None:
-            fields.update(type=msg.type, seq=msg.seq, session=msg.session[:8])
-            if msg.type in (P.ACT, P.INTERVENE) and isinstance(msg.body.get("action"), np.ndarray):
-                fields["action"] = msg.body["action"]
+    def _record_cmd(self, now: int, inbound: Inbound, verdict: str, reason: str = "") -> None:
+        fields: dict[str, Any] = {"t_ns": now, "user": inbound.user[:8], "verdict": verdict, "reason": reason}
+        message = inbound.message
+        if message is not None:
+            fields.update(type=message.type, seq=message.seq, session=message.session[:8])
+            action = message.body.get("action")
+            if message.type in (protocol.ACT, protocol.INTERVENE) and isinstance(action, np.ndarray):
+                fields["action"] = action
         self.recorder.write("cmd", **fields)
 
     def _event(self, what: str, detail: str, now: int) -> None:
         log.info("%s: %s", what, detail)
         self.recorder.write("event", what=what, detail=detail, t_ns=now)
 
-    def _send(self, identity: bytes, msg: P.Message) -> None:
-        msg = P.Message(msg.type, msg.seq, msg.body, msg.session, msg.re, time.monotonic_ns())
-        try:
-            self.socket.send_multipart([identity, P.encode(msg)], zmq.NOBLOCK)
-        except zmq.Again:  # the peer is gone or not reading: never block the control loop on it
-            log.warning("reply %s to a peer that is not reading was dropped", msg.type)
+    # --- replies ---------------------------------------------------------------------------------
+
+    def _send_status(self, inbound: Inbound, now: int) -> None:
+        reply = protocol.Message(
+            protocol.STATUS_REPLY, 0, {"status": self.status(now)}, re=inbound.message.seq
+        )
+        self.transport.send(inbound.identity, reply)
 
     def _send_obs(
-        self,
-        identity: bytes,
-        re: int,
-        t_applied_ns: int,
-        applied: dict[str, Any],
-        state: ArmState | None = None,
+        self, identity: bytes, re: int, applied: Applied | None, state: ArmState | None = None
     ) -> None:
+        """The OBS for a reset (``applied`` None: sampled as the episode starts) or an action."""
         state = state or self.backend.read_state()
         self._check_state(state, time.monotonic_ns())  # so this OBS already reports a latch it causes
-        self.last_state = state
-        reward, terminated = self.task.score(state, self.goal)
-        frames = self._frames(state)
-        self.obs_id += 1
-        body = {
-            "obs_id": self.obs_id,
-            "episode": self.episode,
-            "step": self.step,
-            "t_applied_ns": t_applied_ns,
-            "t_state_ns": state.t_ns,
-            "state": {
-                "q": state.q.astype(np.float32),
-                "dq": state.dq.astype(np.float32),
-                "ee_pos": state.ee.pos.astype(np.float32),
-                "ee_quat": state.ee.quat.astype(np.float32),
-                "gripper": np.array([state.gripper], np.float32),
-                "goal": self.goal,
-            },
-            "reward": reward,
-            "terminated": terminated,
-            "applied": applied,
-            "status": self._obs_status(applied),
-            "frames": frames,
-        }
-        self.recorder.write("obs", t_ns=time.monotonic_ns(), **body)
-        body["logged"] = self.recorder.written
-        self.obs_sent_ns = time.monotonic_ns()
-        self._send(identity, P.Message(P.OBS, 0, body, re=re))
-        if terminated:
-            self.recorder.sync()
-
-    def _frames(self, state: ArmState) -> dict[str, Any]:
-        frames = self.backend.frames()
-        stale = any(state.t_ns - f.t_capture_ns > self.config.max_frame_age_ms * 1e6 for f in frames.values())
-        self.stale_frames = self.stale_frames + 1 if stale else 0
+        frames = self.pipeline.capture(state)
         limit = self.config.stale_frames_to_estop
-        if limit and self.stale_frames >= limit and not self.latch.latched:
-            self._trip(f"camera frozen for {self.stale_frames} observations", time.monotonic_ns())
-        return {
-            n: {"frame_id": f.frame_id, "t_capture_ns": f.t_capture_ns, "image": f.image}
-            for n, f in frames.items()
-        }
+        if limit and self.pipeline.stale_frames >= limit and not self.latch.latched:
+            self._trip(f"camera frozen for {self.pipeline.stale_frames} observations", time.monotonic_ns())
+        report = {} if applied is None else applied.report
+        t_applied = state.t_ns if applied is None else applied.t_applied_ns
+        body = self.pipeline.observe(state, frames, t_applied, report, self._obs_status(report))
+        self.transport.send(identity, protocol.Message(protocol.OBS, 0, body, re=re))
+        if body["terminated"]:
+            self.recorder.sync()
 
     def _obs_status(self, applied: dict[str, Any]) -> dict[str, Any]:
         return {
-            "mode": self.mode,
+            "mode": self.mode.value,
             "estop": self.latch.latched,
             "estop_reason": self.latch.reason,
             "clipped": applied.get("clipped", []),
             "intervened": applied.get("source") == "human",
-            "camera_stale": self.stale_frames > 0,
+            "camera_stale": self.pipeline.stale_frames > 0,
             "drops": dict(self.drops),
         }
 
     def status(self, now: int) -> dict[str, Any]:
-        state = self.last_state or self.backend.read_state()
+        state = self.pipeline.last_state or self.backend.read_state()
+        lease = self.leases.lease
         return {
-            "mode": self.mode,
-            "watchdog": self.watchdog.state,
+            "mode": self.mode.value,
+            "watchdog": self.watchdog.state.value,
             "estop": self.latch.latched,
             "estop_reason": self.latch.reason,
-            "lease": None if self.lease is None else self.lease.user[:8],
-            "episode": self.episode,
-            "step": self.step,
+            "lease": None if lease is None else lease.user[:8],
+            "episode": self.pipeline.episode,
+            "step": self.pipeline.step,
             "drops": dict(self.drops),
             "last_valid_act_ns": self.watchdog.last_feed_ns,
             "hold_at_ns": self.watchdog.hold_at_ns,
@@ -650,34 +537,7 @@ class ArmServer:
             "log": str(self.recorder.path),
         }
 
-    def _hold(self, now: int) -> None:
-        self.backend.hold()
-        self.governor.anchor(self.backend.read_state().ee)
-        self.mode = HOLD
-        self._event("watchdog", f"hold: no valid command for {self.hold_after_s * 1000:.0f} ms", now)
-
-    def _stop_arm(self, now: int, reason: str, mode: str) -> None:
-        self.backend.stop()
-        self.watchdog.disarm()
-        self.mode = mode
-        self._event("stop", reason, now)
-        self.recorder.sync()
-
-    def _end_episode(self, now: int, reason: str) -> None:
-        if self.mode in (RUNNING, HOLD, RESETTING):
-            self.backend.hold()
-            self.watchdog.disarm()
-            self.mode = IDLE
-            self.pending = None
-            self._event("episode_end", reason, now)
-            self.recorder.sync()
-
-    def _trip(self, reason: str, now: int) -> None:
-        self.latch.trip(reason, now)
-        if self.pending is not None:  # the client waiting on a step or reset hears why at once
-            pending, self.pending = self.pending, None
-            self._send(pending.identity, _error(pending.re, "estop", reason, fatal=True))
-        self._stop_arm(now, f"e-stop: {reason}", mode=LATCHED)
+    # --- stopping --------------------------------------------------------------------------------
 
     def _check_state(self, state: ArmState, now: int) -> bool:
         """Latch the e-stop on a backend fault or a wrench past the force guard; True when it latched."""
@@ -686,15 +546,39 @@ class ArmServer:
         if state.fault:
             self._trip(f"backend fault: {state.fault}", now)
             return True
-        if reason := self.governor.force_exceeded(state):
+        if reason := self.pipeline.governor.force_exceeded(state):
             self.backend.hold()  # stop pushing at once: the reference goes to where the arm is
             self._trip(reason, now)
             return True
         return False
 
+    def _stop_arm(self, now: int, reason: str, mode: Mode) -> None:
+        self.backend.stop()
+        self.watchdog.disarm()
+        self.mode = mode
+        self._event("stop", reason, now)
+        self.recorder.sync()
 
-def _error(re: int, code: str, text: str, fatal: bool = False) -> P.Message:
-    return P.Message(P.ERROR, 0, {"code": code, "msg": text[: P.MAX_STRING], "fatal": fatal}, re=re)
+    def _end_episode(self, now: int, reason: str) -> None:
+        if self.mode in ARM_MAY_MOVE:
+            self.backend.hold()
+            self.watchdog.disarm()
+            self.mode = Mode.IDLE
+            self.pending = None
+            self._event("episode_end", reason, now)
+            self.recorder.sync()
+
+    def _trip(self, reason: str, now: int) -> None:
+        self.latch.trip(reason, now)
+        if self.pending is not None:  # the client waiting on a step or reset hears why at once
+            pending, self.pending = self.pending, None
+            self.transport.send(pending.identity, _error(pending.re, "estop", reason, fatal=True))
+        self._stop_arm(now, f"e-stop: {reason}", Mode.LATCHED)
+
+
+def _error(re: int, code: str, text: str, fatal: bool = False) -> protocol.Message:
+    body = {"code": code, "msg": text[: protocol.MAX_STRING], "fatal": fatal}
+    return protocol.Message(protocol.ERROR, 0, body, re=re)
 
 
 def _plain(obj: Any) -> Any:

@@ -20,10 +20,15 @@ needed before actions are accepted.
 
 from __future__ import annotations
 
+import enum
 import secrets
 from dataclasses import dataclass
 
-RUNNING, HOLD, STOPPED = "running", "hold", "stopped"
+
+class WatchdogState(enum.StrEnum):
+    RUNNING = "running"
+    HOLD = "hold"
+    STOPPED = "stopped"
 
 
 class Watchdog:
@@ -32,40 +37,40 @@ class Watchdog:
             raise ValueError(f"watchdog: need 0 < hold_after ({hold_after_s}) < stop_after ({stop_after_s})")
         self.hold_after_ns = int(hold_after_s * 1e9)
         self.stop_after_ns = int(stop_after_s * 1e9)
-        self.state = STOPPED
+        self.state = WatchdogState.STOPPED
         self.last_feed_ns = 0
         self.hold_at_ns = 0
         self.stop_at_ns = 0
 
     def arm(self, now_ns: int) -> None:
         """Start watching (after a reset has brought the arm to its start pose)."""
-        self.state, self.last_feed_ns, self.hold_at_ns, self.stop_at_ns = RUNNING, now_ns, 0, 0
+        self.state, self.last_feed_ns, self.hold_at_ns, self.stop_at_ns = WatchdogState.RUNNING, now_ns, 0, 0
 
     def feed(self, now_ns: int) -> None:
         """A valid command arrived."""
-        if self.state != STOPPED:
-            self.state, self.last_feed_ns = RUNNING, now_ns
+        if self.state != WatchdogState.STOPPED:
+            self.state, self.last_feed_ns = WatchdogState.RUNNING, now_ns
 
     def disarm(self) -> None:
-        self.state = STOPPED
+        self.state = WatchdogState.STOPPED
 
     def next_deadline_ns(self) -> int | None:
-        if self.state == RUNNING:
+        if self.state == WatchdogState.RUNNING:
             return self.last_feed_ns + self.hold_after_ns
-        if self.state == HOLD:
+        if self.state == WatchdogState.HOLD:
             return self.last_feed_ns + self.stop_after_ns
         return None
 
-    def poll(self, now_ns: int) -> str | None:
+    def poll(self, now_ns: int) -> WatchdogState | None:
         """Advance the state machine; return the new state when it changed (HOLD or STOPPED)."""
         silent = now_ns - self.last_feed_ns
-        if self.state == RUNNING and silent >= self.hold_after_ns:
-            self.state, self.hold_at_ns = HOLD, now_ns
+        if self.state == WatchdogState.RUNNING and silent >= self.hold_after_ns:
+            self.state, self.hold_at_ns = WatchdogState.HOLD, now_ns
             if silent < self.stop_after_ns:
-                return HOLD
-        if self.state == HOLD and silent >= self.stop_after_ns:
-            self.state, self.stop_at_ns = STOPPED, now_ns
-            return STOPPED
+                return WatchdogState.HOLD
+        if self.state == WatchdogState.HOLD and silent >= self.stop_after_ns:
+            self.state, self.stop_at_ns = WatchdogState.STOPPED, now_ns
+            return WatchdogState.STOPPED
         return None
 
 

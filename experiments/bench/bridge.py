@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import BridgeClient
 from real_robot.keygen import main as keygen
 from real_robot.keys import load_client_keys
@@ -70,14 +70,14 @@ def run(keys: Path, logs: Path, steps: int, lockstep: bool) -> dict:
     client = BridgeClient(address, load_client_keys(keys), timeout_s=30)
     try:
         client.hello()
-        obs = client.request(P.RESET, {"seed": 0}, timeout_s=30)
+        obs = client.request(protocol.RESET, {"seed": 0}, timeout_s=30)
         rng = np.random.default_rng(0)
         rtt, overhead = [], []
         start = time.perf_counter()
         for _ in range(steps):
             action = rng.uniform(-0.3, 0.3, 7).astype(np.float32)
             t0 = time.perf_counter_ns()
-            obs = client.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": action})
+            obs = client.request(protocol.ACT, {"obs_id": obs.body["obs_id"], "action": action})
             elapsed = time.perf_counter_ns() - t0
             rtt.append(elapsed / 1e6)
             if not lockstep:

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import BridgeError
 from real_robot.client_env import make_bridge_env
 from real_robot.convert import log_to_dataset
@@ -79,7 +79,7 @@ def test_time_limit_and_refusals_truncate_but_an_estop_raises(start_server, keys
         np.testing.assert_array_equal(obs2, obs)
 
         env.reset(seed=2)
-        connect(server, name="operator").request(P.ESTOP, {"reason": "test"})
+        connect(server, name="operator").request(protocol.ESTOP, {"reason": "test"})
         with pytest.raises(BridgeError, match="estop"):
             env.step(np.zeros(7, np.float32))
     finally:

@@ -10,26 +10,30 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from real_robot import protocol as P
+from real_robot import protocol
 
 
 def _act(**body) -> bytes:
     fields = {"obs_id": 3, "action": np.zeros(7, np.float32), **body}
-    return P.encode(P.Message(P.ACT, 5, fields, session="s1"))
+    return protocol.encode(protocol.Message(protocol.ACT, 5, fields, session="s1"))
 
 
 def test_act_round_trips_with_typed_array():
     action = np.arange(7, dtype=np.float32) / 10
-    msg = P.decode(P.encode(P.Message(P.ACT, 9, {"obs_id": 4, "action": action}, session="abc", t_ns=12)))
-    assert (msg.type, msg.seq, msg.session, msg.t_ns, msg.body["obs_id"]) == (P.ACT, 9, "abc", 12, 4)
+    msg = protocol.decode(
+        protocol.encode(
+            protocol.Message(protocol.ACT, 9, {"obs_id": 4, "action": action}, session="abc", t_ns=12)
+        )
+    )
+    assert (msg.type, msg.seq, msg.session, msg.t_ns, msg.body["obs_id"]) == (protocol.ACT, 9, "abc", 12, 4)
     assert msg.body["action"].dtype == np.float32
     np.testing.assert_array_equal(msg.body["action"], action)
 
 
 def test_nested_arrays_round_trip_in_replies():
     image = np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)
-    data = P.packb({"frames": {"front": {"image": image}}, "q": np.ones(7)})
-    back = P.unpackb(data)
+    data = protocol.packb({"frames": {"front": {"image": image}}, "q": np.ones(7)})
+    back = protocol.unpackb(data)
     np.testing.assert_array_equal(back["frames"]["front"]["image"], image)
     assert back["q"].dtype == np.float64
 
@@ -65,25 +69,31 @@ def _raw(obj) -> bytes:
             "does not match",
         ),
         (_raw({"v": 1, "type": "STATUS", "seq": 1, "body": msgpack.ExtType(1, b"\x07\x00")}), "dtype code 7"),
-        (b"\x00" * (P.MAX_MESSAGE_BYTES + 1), "exceeds"),
+        (b"\x00" * (protocol.MAX_MESSAGE_BYTES + 1), "exceeds"),
     ],
 )
 def test_bad_messages_are_rejected_with_a_reason(data: bytes, fragment: str):
-    with pytest.raises(P.ProtocolError, match=fragment.replace("[", r"\[").replace("]", r"\]")) as info:
-        P.decode(data)
+    with pytest.raises(
+        protocol.ProtocolError, match=fragment.replace("[", r"\[").replace("]", r"\]")
+    ) as info:
+        protocol.decode(data)
     assert "\n" not in str(info.value)
 
 
 def test_encoder_refuses_oversized_messages():
-    with pytest.raises(P.ProtocolError, match="exceeds"):
-        P.encode(P.Message(P.HELLO_ACK, 1, {"spec": {"blob": np.zeros(P.MAX_MESSAGE_BYTES, np.uint8)}}))
+    with pytest.raises(protocol.ProtocolError, match="exceeds"):
+        protocol.encode(
+            protocol.Message(
+                protocol.HELLO_ACK, 1, {"spec": {"blob": np.zeros(protocol.MAX_MESSAGE_BYTES, np.uint8)}}
+            )
+        )
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=512))
 def test_fuzz_random_bytes(data: bytes):
-    with contextlib.suppress(P.ProtocolError):
-        P.decode(data)
+    with contextlib.suppress(protocol.ProtocolError):
+        protocol.decode(data)
 
 
 _values = st.recursive(
@@ -102,7 +112,7 @@ _values = st.recursive(
 
 @settings(max_examples=400, deadline=None)
 @given(
-    st.sampled_from(sorted(P.SCHEMAS)),
+    st.sampled_from(sorted(protocol.SCHEMAS)),
     st.dictionaries(
         st.sampled_from(["v", "type", "seq", "session", "re", "t_ns", "body", "zz"]), _values, max_size=7
     ),
@@ -112,10 +122,10 @@ def test_fuzz_structured_envelopes(kind: str, envelope: dict, body: dict):
     """Plausible maps with wrong types in every position: decode or a ProtocolError, nothing else."""
     envelope = {"v": 1, "type": kind, "seq": 1, **envelope, "body": envelope.get("body", body)}
     try:
-        msg = P.decode(msgpack.packb(envelope, use_bin_type=True))
-    except P.ProtocolError:
+        msg = protocol.decode(msgpack.packb(envelope, use_bin_type=True))
+    except protocol.ProtocolError:
         return
-    assert msg.type in P.SCHEMAS and isinstance(msg.body, dict)
+    assert msg.type in protocol.SCHEMAS and isinstance(msg.body, dict)
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,11 +134,11 @@ def test_fuzz_mutated_valid_message(position: int, byte: int, cut: int):
     data = bytearray(_act())
     data[position % len(data)] = byte
     for candidate in (bytes(data), bytes(data[:-cut])):
-        with contextlib.suppress(P.ProtocolError):
-            P.decode(candidate)
+        with contextlib.suppress(protocol.ProtocolError):
+            protocol.decode(candidate)
 
 
 def test_deeply_nested_input_is_rejected_not_a_crash():
     data = b"\x91" * 100_000 + b"\x00"  # 100k nested one-element arrays
-    with pytest.raises(P.ProtocolError):
-        P.decode(data)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(data)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import BridgeClient
 from real_robot.keys import load_client_keys
 from real_robot.recorder import MAGIC, Recorder, read_log
@@ -98,10 +98,12 @@ def test_sigkill_mid_episode_loses_no_record_reported_as_written(keys_dir: Path,
     client = BridgeClient(address, load_client_keys(keys_dir), timeout_s=30)
     try:
         client.hello()
-        obs = client.request(P.RESET, {"seed": 0})
+        obs = client.request(protocol.RESET, {"seed": 0})
         seen = [obs]
         for _ in range(25):
-            obs = client.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": np.full(7, 0.3, np.float32)})
+            obs = client.request(
+                protocol.ACT, {"obs_id": obs.body["obs_id"], "action": np.full(7, 0.3, np.float32)}
+            )
             seen.append(obs)
         os.kill(server.pid, signal.SIGKILL)  # no fsync has run (interval 60 s): only write() protects us
         server.wait(10)

@@ -7,27 +7,27 @@ import time
 import numpy as np
 import pytest
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.backends.sim import SimFaults
 from real_robot.client import BridgeClient, BridgeError
 
 
-def _act(client: BridgeClient, obs: P.Message, action=None) -> P.Message:
+def _act(client: BridgeClient, obs: protocol.Message, action=None) -> protocol.Message:
     action = np.zeros(7, np.float32) if action is None else np.asarray(action, np.float32)
-    return client.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": action})
+    return client.request(protocol.ACT, {"obs_id": obs.body["obs_id"], "action": action})
 
 
-def _start_episode(client: BridgeClient, seed: int = 1) -> P.Message:
+def _start_episode(client: BridgeClient, seed: int = 1) -> protocol.Message:
     client.hello()
     # A reset moves the arm home (about 1.5 s of simulated motion, rendered when a camera is on): on a
     # loaded 2-core machine that can take far longer in wall time than on an idle one.
-    return client.request(P.RESET, {"seed": seed}, timeout_s=60)
+    return client.request(protocol.RESET, {"seed": seed}, timeout_s=60)
 
 
 def _wait_status(client: BridgeClient, predicate, timeout_s: float = 5.0) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        status = client.request(P.STATUS).body["status"]
+        status = client.request(protocol.STATUS).body["status"]
         if predicate(status):
             return status
         time.sleep(0.01)
@@ -53,7 +53,7 @@ def test_watchdog_holds_then_stops_within_one_control_period_of_its_deadlines(st
     np.testing.assert_allclose(server.backend.read_state().ee.pos, before, atol=5e-4)
     with pytest.raises(BridgeError, match="not_running"):
         _act(client, obs)
-    assert client.request(P.RESET, {"seed": 2}, timeout_s=60).type == P.OBS
+    assert client.request(protocol.RESET, {"seed": 2}, timeout_s=60).type == protocol.OBS
 
 
 def test_hold_stops_the_reference_where_the_arm_is(start_server, connect):
@@ -73,7 +73,7 @@ def test_estop_latches_survives_reconnects_and_only_the_operator_clears_it(start
     client = connect(server)
     obs = _start_episode(client)
     obs = _act(client, obs, [1.0, 0, 0, 0, 0, 0, 0])
-    status = client.request(P.ESTOP, {"reason": "test"}).body["status"]
+    status = client.request(protocol.ESTOP, {"reason": "test"}).body["status"]
     assert status["estop"] and status["mode"] == "latched"
     pose_at_stop = server.backend.read_state().ee.pos.copy()
 
@@ -85,27 +85,27 @@ def test_estop_latches_survives_reconnects_and_only_the_operator_clears_it(start
     again = connect(server)  # a reconnecting client: still latched, and it cannot reset
     again.hello()
     with pytest.raises(BridgeError, match="estop"):
-        again.request(P.RESET, {"seed": 3})
+        again.request(protocol.RESET, {"seed": 3})
     with pytest.raises(BridgeError, match="forbidden"):
-        again.request(P.CLEAR, {"nonce": "0" * 32})
+        again.request(protocol.CLEAR, {"nonce": "0" * 32})
 
     operator = connect(server, name="operator")
     with pytest.raises(BridgeError, match="unknown nonce"):
-        operator.request(P.CLEAR, {"nonce": "0" * 32})
-    old_nonce = operator.request(P.NONCE).body["nonce"]
-    again.request(P.ESTOP, {"reason": "second stop"})
+        operator.request(protocol.CLEAR, {"nonce": "0" * 32})
+    old_nonce = operator.request(protocol.NONCE).body["nonce"]
+    again.request(protocol.ESTOP, {"reason": "second stop"})
     with pytest.raises(BridgeError, match="unknown nonce"):
-        operator.request(P.CLEAR, {"nonce": old_nonce})
+        operator.request(protocol.CLEAR, {"nonce": old_nonce})
 
-    nonce = operator.request(P.NONCE).body["nonce"]
-    status = operator.request(P.CLEAR, {"nonce": nonce}).body["status"]
+    nonce = operator.request(protocol.NONCE).body["nonce"]
+    status = operator.request(protocol.CLEAR, {"nonce": nonce}).body["status"]
     assert not status["estop"] and status["mode"] == "stopped"
     # Re-anchored: the arm is where it stopped, and nothing moves until a RESET.
     np.testing.assert_allclose(server.backend.read_state().ee.pos, pose_at_stop, atol=1e-6)
     with pytest.raises(BridgeError, match="not_running"):
-        again.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)})
-    obs = again.request(P.RESET, {"seed": 4})
-    assert _act(again, obs).type == P.OBS
+        again.request(protocol.ACT, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)})
+    obs = again.request(protocol.RESET, {"seed": 4})
+    assert _act(again, obs).type == protocol.OBS
 
 
 def test_a_streak_of_non_finite_actions_latches(start_server, connect):
@@ -115,7 +115,7 @@ def test_a_streak_of_non_finite_actions_latches(start_server, connect):
     for _ in range(server.config.limits.nan_streak_to_estop):
         with pytest.raises(BridgeError, match="non_finite"):
             _act(client, obs, [np.nan] * 7)
-    assert client.request(P.STATUS).body["status"]["estop_reason"].startswith("3 non-finite")
+    assert client.request(protocol.STATUS).body["status"]["estop_reason"].startswith("3 non-finite")
 
 
 def test_a_streak_of_rejected_commands_latches(start_server, connect):
@@ -125,7 +125,7 @@ def test_a_streak_of_rejected_commands_latches(start_server, connect):
     for _ in range(server.config.limits.reject_streak_to_estop):
         with pytest.raises(BridgeError, match="stale"):
             _act(client, obs0)
-    assert "rejected commands in a row" in client.request(P.STATUS).body["status"]["estop_reason"]
+    assert "rejected commands in a row" in client.request(protocol.STATUS).body["status"]["estop_reason"]
     with pytest.raises(BridgeError, match="estop"):
         _act(client, obs)
 
@@ -148,21 +148,21 @@ def test_backend_fault_latches_and_the_waiting_client_is_told(start_server, conn
             obs = _act(client, obs)
     assert info.value.fatal
     operator = connect(server, name="operator")
-    operator.request(P.CLEAR, {"nonce": operator.request(P.NONCE).body["nonce"]})
-    obs = client.request(P.RESET, {"seed": 5})
-    assert _act(client, obs).type == P.OBS  # recover() cleared the injected fault
+    operator.request(protocol.CLEAR, {"nonce": operator.request(protocol.NONCE).body["nonce"]})
+    obs = client.request(protocol.RESET, {"seed": 5})
+    assert _act(client, obs).type == protocol.OBS  # recover() cleared the injected fault
 
 
 def test_dropped_messages_time_out_and_the_client_recovers(start_server, connect):
     server = start_server(drop_every=3, max_action_age_ms=5000.0, hold_after_ms=5000.0, stop_after_ms=6000.0)
     client = connect(server, timeout_s=0.5)
     client.hello()  # message 1
-    obs = client.request(P.RESET, {"seed": 1}, timeout_s=60)  # message 2 (a reset is slow when loaded)
+    obs = client.request(protocol.RESET, {"seed": 1}, timeout_s=60)  # message 2 (a reset is slow when loaded)
     with pytest.raises(TimeoutError):
-        client.request(P.STATUS)  # message 3: dropped on purpose
+        client.request(protocol.STATUS)  # message 3: dropped on purpose
     # A later request is answered: no wedged socket (a generous deadline: only the drop should fail).
     act = {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)}
-    assert client.request(P.ACT, act, timeout_s=20).type == P.OBS
+    assert client.request(protocol.ACT, act, timeout_s=20).type == protocol.OBS
 
 
 def test_frozen_camera_is_reported_then_latches(start_server, connect):
@@ -202,7 +202,7 @@ def test_force_guard_holds_and_latches_when_the_arm_is_driven_into_an_obstacle(s
             obs = _act(client, obs, [0, 0, -1.0, 0, 0, 0, 0])  # straight down, 2 cm a step
     assert info.value.fatal
     assert obs.body["state"]["ee_pos"][2] > 0.42  # it touched the box; the box held
-    status = client.request(P.STATUS).body["status"]
+    status = client.request(protocol.STATUS).body["status"]
     assert status["estop"] and status["mode"] == "latched"
     # Held where it stopped: the reference is where the arm touched, so it no longer pushes (what
     # is left is the resting contact, a few newtons, far below the 20 N it tripped at).

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import zmq
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.client import AuthRefused, BridgeClient, BridgeError, BridgeTimeout
 from real_robot.keys import ClientKeys, Keypair, load_client_keys, load_public
 
 
-def _act(client: BridgeClient, obs: P.Message, action=None) -> P.Message:
+def _act(client: BridgeClient, obs: protocol.Message, action=None) -> protocol.Message:
     action = np.zeros(7, np.float32) if action is None else np.asarray(action, np.float32)
-    return client.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": action})
+    return client.request(protocol.ACT, {"obs_id": obs.body["obs_id"], "action": action})
 
 
-def _start_episode(client: BridgeClient) -> P.Message:
+def _start_episode(client: BridgeClient) -> protocol.Message:
     client.hello()
-    return client.request(P.RESET, {"seed": 1})
+    return client.request(protocol.RESET, {"seed": 1})
 
 
 def test_client_without_an_allowed_key_is_refused_and_the_arm_does_not_move(start_server, connect, keys_dir):
@@ -39,7 +39,7 @@ def test_client_without_an_allowed_key_is_refused_and_the_arm_does_not_move(star
     np.testing.assert_array_equal(server.backend.read_state().ee.pos, before)
     assert server.lease is None and server.episode == -1
     # ... and the server keeps serving authorised clients.
-    assert _start_episode(connect(server)).type == P.OBS
+    assert _start_episode(connect(server)).type == protocol.OBS
 
 
 def test_client_with_the_wrong_server_key_is_refused(start_server, keys_dir):
@@ -71,7 +71,7 @@ def test_valid_episode_moves_the_arm_towards_the_goal(start_server, connect):
 def _expect_error(client: BridgeClient, data: bytes, code: str) -> None:
     client.send_raw(data)
     reply = client.receive(seq=-2)  # undecodable requests are answered with re=-1
-    assert reply.type == P.ERROR and reply.body["code"] == code, reply.body
+    assert reply.type == protocol.ERROR and reply.body["code"] == code, reply.body
     assert "\n" not in reply.body["msg"]
 
 
@@ -83,16 +83,16 @@ def test_malformed_oversized_out_of_order_stale_and_nan_are_rejected_and_serving
     obs = _start_episode(client)
 
     _expect_error(client, b"\xc1garbage", "malformed")
-    _expect_error(client, P.packb({"v": 1, "type": "ACT", "seq": 99}), "malformed")
-    _expect_error(client, b"\x00" * (P.MAX_MESSAGE_BYTES + 10), "oversized")
+    _expect_error(client, protocol.packb({"v": 1, "type": "ACT", "seq": 99}), "malformed")
+    _expect_error(client, b"\x00" * (protocol.MAX_MESSAGE_BYTES + 10), "oversized")
     client.socket.send_multipart([b"two", b"frames"])
     assert client.receive(seq=-2).body["code"] == "malformed"
 
     # Out of order: a seq at or below the last one the server saw in this session.
-    stale_seq = P.Message(
-        P.ACT, 1, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)}, client.session
+    stale_seq = protocol.Message(
+        protocol.ACT, 1, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)}, client.session
     )
-    client.send_raw(P.encode(stale_seq))
+    client.send_raw(protocol.encode(stale_seq))
     assert client.receive(seq=1).body["code"] == "out_of_order"
 
     # Stale: computed from an observation that is not the latest.
@@ -104,11 +104,11 @@ def test_malformed_oversized_out_of_order_stale_and_nan_are_rejected_and_serving
         _act(client, obs2, [np.nan, 0, 0, 0, 0, 0, 0])
 
     with pytest.raises(BridgeError, match="reply type"):
-        client.request(P.STATUS_REPLY, {"status": {}})
+        client.request(protocol.STATUS_REPLY, {"status": {}})
 
     # Still serving, and the rejections were counted and logged.
     obs3 = _act(client, obs2)
-    assert obs3.type == P.OBS and not obs3.body["status"]["estop"]
+    assert obs3.type == protocol.OBS and not obs3.body["status"]["estop"]
     assert {"malformed", "oversized", "out_of_order", "stale", "non_finite"} <= set(
         obs3.body["status"]["drops"]
     )
@@ -135,22 +135,26 @@ def test_one_lease_at_a_time_and_the_same_key_may_take_over(start_server, connec
     with pytest.raises(BridgeError, match="no_lease"):
         _act(first, obs)
     with pytest.raises(BridgeError, match="not_running"):  # the old episode ended with the takeover
-        restarted.request(P.ACT, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)})
-    assert restarted.request(P.RESET, {"seed": 2}).type == P.OBS
+        restarted.request(protocol.ACT, {"obs_id": obs.body["obs_id"], "action": np.zeros(7, np.float32)})
+    assert restarted.request(protocol.RESET, {"seed": 2}).type == protocol.OBS
 
 
 def test_bye_frees_the_lease_for_another_key(start_server, connect):
     server = start_server()
     first = connect(server)
     _start_episode(first)
-    first.request(P.BYE)
-    assert _start_episode(connect(server, name="client2")).type == P.OBS
+    first.request(protocol.BYE)
+    assert _start_episode(connect(server, name="client2")).type == protocol.OBS
 
 
 def test_operator_only_commands_need_an_operator_key_and_operators_cannot_drive(start_server, connect):
     server = start_server()
     client = connect(server)
-    for kind, body in [(P.NONCE, {}), (P.CLEAR, {"nonce": "x"}), (P.INTERVENE, {"action": None})]:
+    for kind, body in [
+        (protocol.NONCE, {}),
+        (protocol.CLEAR, {"nonce": "x"}),
+        (protocol.INTERVENE, {"action": None}),
+    ]:
         with pytest.raises(BridgeError, match="forbidden"):
             client.request(kind, body)
     with pytest.raises(BridgeError, match="forbidden: HELLO needs a client key"):
@@ -161,20 +165,20 @@ def test_human_intervention_replaces_the_policy_action_through_the_governor(star
     server = start_server()
     client, operator = connect(server), connect(server, name="operator")
     obs = _start_episode(client)
-    operator.request(P.INTERVENE, {"action": np.array([0, 5.0, 0, 0, 0, 0, 0], np.float32)})
+    operator.request(protocol.INTERVENE, {"action": np.array([0, 5.0, 0, 0, 0, 0, 0], np.float32)})
     obs = _act(client, obs, [0.5, 0, 0, 0, 0, 0, 0])
     applied = obs.body["applied"]
     assert applied["source"] == "human" and obs.body["status"]["intervened"]
     assert "action_range" in applied["clipped"]  # the human's 5.0 was clipped like any action
     assert applied["applied"][1] == pytest.approx(1.0, abs=1e-3) and abs(applied["applied"][0]) < 1e-3
-    operator.request(P.INTERVENE, {"action": None})
+    operator.request(protocol.INTERVENE, {"action": None})
     assert _act(client, obs, [0.5, 0, 0, 0, 0, 0, 0]).body["applied"]["source"] == "policy"
 
 
-def _forged_act(client: BridgeClient, session: str, obs: P.Message, seq: int) -> P.Message:
+def _forged_act(client: BridgeClient, session: str, obs: protocol.Message, seq: int) -> protocol.Message:
     """An ACT carrying another client's session id, sent on this client's own (authorised) key."""
     body = {"obs_id": obs.body["obs_id"], "action": np.array([1.0, 0, 0, 0, 0, 0, 0], np.float32)}
-    client.send_raw(P.encode(P.Message(P.ACT, seq, body, session)))
+    client.send_raw(protocol.encode(protocol.Message(protocol.ACT, seq, body, session)))
     return client.receive(seq)
 
 
@@ -185,24 +189,24 @@ def test_the_lease_is_bound_to_the_key_that_took_it(start_server, connect, intru
     obs = _start_episode(holder)
     intruder = connect(server, name=intruder_key)
     before = server.backend.read_state().ee.pos.copy()
-    for kind in (P.ACT, P.RESET, P.BYE):
-        body = {"seed": 1} if kind == P.RESET else {}
-        if kind == P.ACT:
+    for kind in (protocol.ACT, protocol.RESET, protocol.BYE):
+        body = {"seed": 1} if kind == protocol.RESET else {}
+        if kind == protocol.ACT:
             reply = _forged_act(intruder, holder.session, obs, seq=10_000)
         else:
-            intruder.send_raw(P.encode(P.Message(kind, 10_001, body, holder.session)))
+            intruder.send_raw(protocol.encode(protocol.Message(kind, 10_001, body, holder.session)))
             reply = intruder.receive(10_001)
-        assert reply.type == P.ERROR and reply.body["code"] == "no_lease", (kind, reply.body)
+        assert reply.type == protocol.ERROR and reply.body["code"] == "no_lease", (kind, reply.body)
     np.testing.assert_array_equal(
         server.backend.read_state().ee.pos, before
     )  # the forged ACT did not move it
     # The holder is neither locked out (out_of_order) nor stopped, and its lease stands.
     obs = _act(holder, obs, [0.5, 0, 0, 0, 0, 0, 0])
-    assert obs.type == P.OBS and obs.body["step"] == 1 and not obs.body["status"]["estop"]
+    assert obs.type == protocol.OBS and obs.body["step"] == 1 and not obs.body["status"]["estop"]
     assert server.lease is not None and server.lease.session == holder.session
     # STATUS and ESTOP stay open to every authorised key.
-    assert intruder.request(P.STATUS).body["status"]["lease"] is not None
-    assert intruder.request(P.ESTOP, {"reason": "seen from outside"}).body["status"]["estop"]
+    assert intruder.request(protocol.STATUS).body["status"]["lease"] is not None
+    assert intruder.request(protocol.ESTOP, {"reason": "seen from outside"}).body["status"]["estop"]
 
 
 def test_every_client_call_returns_by_its_deadline_even_after_the_handshake_was_refused(
@@ -221,7 +225,7 @@ def test_every_client_call_returns_by_its_deadline_even_after_the_handshake_was_
     def calls() -> None:
         for _ in range(4):
             try:
-                stranger.request(P.HELLO)
+                stranger.request(protocol.HELLO)
                 outcomes.append("reply")
             except AuthRefused:
                 outcomes.append("refused")

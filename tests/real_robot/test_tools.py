@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real_robot import protocol as P
+from real_robot import protocol
 from real_robot.keygen import main as keygen
 from real_robot.keys import KeyFileError, load_server_keys
 from real_robot.operator import key_action, keyboard
@@ -99,7 +99,7 @@ def test_keyboard_intervention_steers_through_the_server(start_server, connect, 
     server = start_server()
     client = connect(server)
     client.hello()
-    obs = client.request(P.RESET, {"seed": 0})
+    obs = client.request(protocol.RESET, {"seed": 0})
     keys = iter(["w", None, "e", "q"])
     keyboard(connect(server, name="operator"), lambda timeout: next(keys))
     assert server.latch.latched and server.human is None
@@ -109,7 +109,7 @@ def test_keyboard_intervention_steers_through_the_server(start_server, connect, 
         if r["kind"] == "event" and r["what"] == "intervention"
     ]
     assert events == ["on", "off"]
-    assert obs.type == P.OBS
+    assert obs.type == protocol.OBS
 
 
 def test_key_mapping():

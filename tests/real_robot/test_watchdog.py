@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from real_robot.watchdog import HOLD, RUNNING, STOPPED, ClearRefused, EStopLatch, Watchdog
+from real_robot.watchdog import ClearRefused, EStopLatch, Watchdog, WatchdogState
 
 MS = 1_000_000
 
@@ -13,11 +13,11 @@ def test_watchdog_holds_then_stops_at_its_deadlines():
     dog = Watchdog(hold_after_s=0.25, stop_after_s=1.0)
     dog.arm(0)
     assert dog.next_deadline_ns() == 250 * MS
-    assert dog.poll(249 * MS) is None and dog.state == RUNNING
-    assert dog.poll(250 * MS) == HOLD and dog.hold_at_ns == 250 * MS
+    assert dog.poll(249 * MS) is None and dog.state == WatchdogState.RUNNING
+    assert dog.poll(250 * MS) == WatchdogState.HOLD and dog.hold_at_ns == 250 * MS
     assert dog.next_deadline_ns() == 1000 * MS
     assert dog.poll(999 * MS) is None
-    assert dog.poll(1000 * MS) == STOPPED and dog.next_deadline_ns() is None
+    assert dog.poll(1000 * MS) == WatchdogState.STOPPED and dog.next_deadline_ns() is None
 
 
 def test_feeding_restarts_the_deadline_and_resumes_from_hold():
@@ -25,7 +25,7 @@ def test_feeding_restarts_the_deadline_and_resumes_from_hold():
     dog.arm(0)
     dog.poll(300 * MS)
     dog.feed(400 * MS)
-    assert dog.state == RUNNING and dog.next_deadline_ns() == 650 * MS
+    assert dog.state == WatchdogState.RUNNING and dog.next_deadline_ns() == 650 * MS
 
 
 def test_feeding_a_stopped_watchdog_does_not_restart_it():
@@ -33,7 +33,7 @@ def test_feeding_a_stopped_watchdog_does_not_restart_it():
     dog.arm(0)
     dog.poll(2000 * MS)
     dog.feed(2001 * MS)
-    assert dog.state == STOPPED
+    assert dog.state == WatchdogState.STOPPED
 
 
 def test_watchdog_checks_its_configuration():
