@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from rl.agents import AGENTS, build_agent
+from rl.agents import AGENT_FORMAT, AGENTS, Phase, build_agent
 from rl.buffers import Batch
 from tests.conftest import random_batch
 
@@ -138,12 +138,42 @@ def test_checkpoint_of_another_agent_or_shape_is_refused():
         other_obs.load_state_dict(sac_state)
 
 
+def test_a_checkpoint_of_another_format_is_refused_in_one_line_naming_both_versions():
+    state = make("sac").state_dict()
+    assert state["format"] == AGENT_FORMAT == 2
+    format_1 = {k: v for k, v in state.items() if k not in ("format", "phase")}  # as o2o wrote it before
+    for load in (make("sac").load_state_dict, make("sac").load_pretrained):
+        with pytest.raises(ValueError) as refused:
+            load(format_1)
+        message = str(refused.value)
+        assert "\n" not in message
+        assert message.startswith("agent checkpoint format 1; this o2o reads format 2")
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_the_phase_is_saved_and_a_pretrained_start_takes_the_parts_but_not_the_phase(name):
+    agent = make(name)
+    agent.set_phase(Phase.ONLINE)
+    state = agent.state_dict()
+    assert state["phase"] == "online"
+    resumed = make(name, seed=1)
+    resumed.load_state_dict(state)
+    assert resumed.phase is Phase.ONLINE
+    started = make(name, seed=1)
+    started.load_pretrained(state)
+    assert started.phase is Phase.OFFLINE
+    obs = torch.randn(3, OBS)
+    if not agent.on_policy:  # an on-policy agent acts online with the actor set_phase gives it
+        assert torch.equal(started.act(obs, deterministic=True), agent.act(obs, deterministic=True))
+
+
 def test_sac_utd_takes_one_critic_step_per_minibatch():
     agent = make("sac", utd=3)
     assert agent.batch_size == 48
     agent.update(batch(48))
-    critic_steps = agent.critic_optimizer.state[agent.critic.net.layers[0].weight]["step"]
-    actor_steps = agent.actor_optimizer.state[agent.actor.net[0].weight]["step"]
+    ac = agent.ac
+    critic_steps = ac.critic_optimizer.state[ac.critic.net.layers[0].weight]["step"]
+    actor_steps = ac.actor_optimizer.state[ac.actor.net[0].weight]["step"]
     assert (critic_steps.item(), actor_steps.item()) == (3, 1)
 
 
@@ -156,7 +186,8 @@ def test_cql_term_pushes_down_policy_action_values_relative_to_sac():
         for _ in range(150):
             agent.update(data)
         random_actions = torch.rand(64, ACT) * 2 - 1
-        gap = agent.critic(data.obs, random_actions).mean() - agent.critic(data.obs, data.action).mean()
+        critic = agent.ac.critic
+        gap = critic(data.obs, random_actions).mean() - critic(data.obs, data.action).mean()
         results[name] = gap.item()
     assert results["cql"] < results["sac"] - 0.1
 

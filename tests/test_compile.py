@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl.agents import AGENTS, build_agent
+from rl.agents import AGENTS, Phase, build_agent
 from rl.agents.base import compile_options, compiled_update
 from rl.buffers import Batch
 from tests.conftest import REPO, random_batch
@@ -44,10 +44,10 @@ def assert_same_training(eager, compiled, steps: int, first_seed: int = 0) -> No
             torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5, msg=key)
     for part in ("actor", "critic", "target_critic"):
         for (name, p), q in zip(
-            getattr(eager, part).named_parameters(), getattr(compiled, part).parameters(), strict=True
+            getattr(eager.ac, part).named_parameters(), getattr(compiled.ac, part).parameters(), strict=True
         ):
             torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=f"{part}.{name}")
-    torch.testing.assert_close(compiled.log_alpha, eager.log_alpha)
+    torch.testing.assert_close(compiled.ac.log_alpha, eager.ac.log_alpha)
 
 
 def test_compiled_sac_update_matches_eager():
@@ -64,8 +64,8 @@ def test_compiled_wsrl_update_matches_eager_offline_and_online():
     eager, compiled = make("wsrl", **overrides), make("wsrl", **overrides)
     compiled.compile_update()
     assert_same_training(eager, compiled, steps=2)  # CQL's conservative loss
-    eager.begin_online()
-    compiled.begin_online()
+    eager.set_phase(Phase.ONLINE)
+    compiled.set_phase(Phase.ONLINE)
     assert_same_training(eager, compiled, steps=2, first_seed=2)  # SAC's loss: dynamo recompiles
 
 
@@ -81,12 +81,13 @@ def test_cpu_never_takes_the_cuda_graph_path():
     assert compiled_update(update, torch.device("cpu")).__name__ != "update_in_cuda_graphs"
 
 
-def test_compile_flag_is_accepted_by_the_train_config_and_applied_by_the_trainer(tmp_path):
+def test_compile_flag_is_accepted_by_the_train_config_and_applied_when_the_run_is_built():
     from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
     import rl.train  # noqa: F401  (registers the configs)
-    from rl.loops.trainer import Trainer, _comparable_config
+    from rl.loops import build_run
+    from rl.loops.run_state import comparable_config
 
     overrides = ["agent.critic_hidden=[32,32]", "agent.actor_hidden=[32,32]", "steps.eval_episodes=0"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
@@ -96,9 +97,12 @@ def test_compile_flag_is_accepted_by_the_train_config_and_applied_by_the_trainer
             compose("config", overrides=["compile=sometimes"])
     assert cfg.compile is True
     # A speed choice like device and threads: a run may resume with or without it.
-    assert "compile" not in _comparable_config(cfg)
+    assert "compile" not in comparable_config(cfg)
 
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert "update" in vars(trainer.agent)  # the instance's update is the compiled one
+    run = build_run(cfg)
+    assert "update" in vars(run.agent)  # the instance's update is the compiled one
+    run.close()
     cfg.compile = False
-    assert "update" not in vars(Trainer(cfg, tmp_path / "other").agent)
+    run = build_run(cfg)
+    assert "update" not in vars(run.agent)
+    run.close()

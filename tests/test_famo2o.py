@@ -7,14 +7,9 @@ import math
 import pytest
 import torch
 
-from rl.agents import AGENTS, build_agent
-from rl.agents.famo2o import (
-    BalanceModel,
-    balance_loss,
-    beta_embedding,
-    family_awr_loss,
-    family_sac_actor_loss,
-)
+from rl.agents import AGENTS, Phase, build_agent
+from rl.agents.famo2o import BalanceModel, beta_embedding
+from rl.agents.losses import awr_loss, balance_loss, family_sac_actor_loss
 from rl.buffers import Batch
 from tests.conftest import random_batch
 
@@ -74,24 +69,24 @@ def test_balance_model_maps_exactly_onto_its_range(low, high):
 def test_offline_beta_is_uniform_over_the_range_and_online_beta_comes_from_the_balance_model():
     model = BalanceModel(OBS, [8], 1.0, 5.0)
     obs = torch.randn(20_000, OBS)
-    uniform = model.policy_beta(obs, online=False)
+    uniform = model.policy_beta(obs, Phase.OFFLINE)
     assert uniform.min() >= 1.0 and uniform.max() <= 5.0
     assert uniform.mean().item() == pytest.approx(3.0, abs=0.05)
     assert uniform.std().item() == pytest.approx(4.0 / math.sqrt(12), abs=0.03)
     torch.manual_seed(3)
-    online = model.policy_beta(obs[:5], online=True)
+    online = model.policy_beta(obs[:5], Phase.ONLINE)
     torch.manual_seed(3)
     assert torch.equal(online, model.sample(obs[:5])[0].detach()) and not online.requires_grad
 
 
-def test_family_awr_loss_weights_each_row_with_its_own_beta():
+def test_awr_loss_weights_each_row_with_its_own_beta():
     q, v = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])  # advantages +1, -1
     beta = torch.tensor([2.0, 5.0])
     log_prob = torch.tensor([-1.0, -2.0])
     by_hand = -(math.exp(2.0) * -1.0 + math.exp(-5.0) * -2.0) / 2
-    assert family_awr_loss(log_prob, q, v, beta, 100.0).item() == pytest.approx(by_hand, rel=1e-6)
+    assert awr_loss(log_prob, q, v, beta, 100.0).item() == pytest.approx(by_hand, rel=1e-6)
     # The weight is clipped at max_weight.
-    assert family_awr_loss(log_prob, q, v, torch.tensor([10.0, 5.0]), 100.0).item() == pytest.approx(
+    assert awr_loss(log_prob, q, v, torch.tensor([10.0, 5.0]), 100.0).item() == pytest.approx(
         -(100.0 * -1.0 + math.exp(-5.0) * -2.0) / 2, rel=1e-6
     )
     # The released IQL wrapper broadcasts (B,) * (B, 1): row 0's weight becomes the mean over the
@@ -99,7 +94,7 @@ def test_family_awr_loss_weights_each_row_with_its_own_beta():
     official = -(torch.exp((q - v) * beta[:, None]).clamp(max=100.0) * log_prob).mean()
     assert official.item() != pytest.approx(by_hand, rel=1e-3)
     other_betas = torch.tensor([2.0, 9.0])
-    with_other = family_awr_loss(log_prob[:1], q[:1], v[:1], other_betas[:1], 100.0)
+    with_other = awr_loss(log_prob[:1], q[:1], v[:1], other_betas[:1], 100.0)
     assert with_other.item() == pytest.approx(math.exp(2.0), rel=1e-6)
 
 
@@ -123,17 +118,17 @@ def test_policy_loss_beta_is_uniform_offline_and_from_the_balance_model_online(n
     calls = []
     original = agent.balance.policy_beta
 
-    def spy(obs, online):
-        calls.append(online)
-        return original(obs, online)
+    def spy(obs, phase):
+        calls.append(phase)
+        return original(obs, phase)
 
     agent.balance.policy_beta = spy
     agent.update(batch())
-    assert calls and not any(calls)
+    assert calls and set(calls) == {Phase.OFFLINE}
     calls.clear()
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     agent.update(batch())
-    assert calls and all(calls)
+    assert calls and set(calls) == {Phase.ONLINE}
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -141,7 +136,7 @@ def test_balance_model_is_trained_in_both_phases_and_only_by_its_own_loss(name):
     agent = make(name)
     for online in (False, True):
         if online:
-            agent.begin_online()
+            agent.set_phase(Phase.ONLINE)
         before = {k: v.clone() for k, v in agent.balance.state_dict().items()}
         metrics = agent.update(batch(seed=int(online)))
         assert any(not torch.equal(before[k], v) for k, v in agent.balance.state_dict().items())
@@ -156,7 +151,7 @@ def test_balance_gradient_reaches_beta_through_the_universal_policy():
     obs = batch().obs
     beta, _ = agent.balance.sample(obs)
     action = agent.actor.dist(agent.family_input(obs, beta)).rsample()
-    q = agent.target_critic(obs, action).min(0).values
+    q = agent.iql.target_critic(obs, action).min(0).values
     (grad,) = torch.autograd.grad(q.sum(), beta)
     assert grad.abs().sum() > 0
 
@@ -168,7 +163,8 @@ def test_acting_conditions_on_the_balance_models_deterministic_beta(name):
         agent.balance.net[-1].bias.fill_(1e3)  # beta at the top of the range
     obs = torch.randn(5, OBS)
     high = torch.full((5,), agent.cfg.beta_high)
-    expected = agent.actor.deterministic(agent.family_input(obs, high))
+    actor = agent.ac.actor if name == "famo2o_cql" else agent.actor
+    expected = actor.deterministic(agent.family_input(obs, high))
     assert torch.allclose(agent.act(obs, deterministic=True), expected)
 
 

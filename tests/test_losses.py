@@ -4,10 +4,8 @@ import math
 
 import torch
 
-from rl.agents.base import expectile_loss, polyak_update
-from rl.agents.cql import cql_gap
-from rl.agents.iql import advantage_weights
-from rl.agents.sac import subset_min_target, temperature_loss
+from rl.agents.base import polyak_update
+from rl.agents.losses import advantage_weights, cql_gap, expectile_loss, subset_min_target, temperature_loss
 from rl.buffers import RolloutBuffer
 from rl.nets.actors import tanh_log_det_jacobian
 

@@ -11,15 +11,10 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
-from rl.agents import AGENTS, build_agent
-from rl.agents.unio4 import (
-    am_q,
-    clip_grad_norm_per_member,
-    clipped_value_loss,
-    ensemble_bc_loss,
-    holdout_rows,
-    ppo_clip_loss,
-)
+from rl.agents import AGENTS, Phase, build_agent
+from rl.agents.amq import am_q, holdout_rows
+from rl.agents.losses import clipped_value_loss, ensemble_bc_loss, ppo_clip_loss
+from rl.agents.unio4 import Stage, clip_grad_norm_per_member
 from rl.buffers import Batch, RolloutBuffer
 from rl.nets.dynamics import DynamicsEnsemble
 from tests.conftest import random_batch
@@ -202,9 +197,9 @@ class _LinearModel(nn.Module):
         super().__init__()
         self.rho, self.c = rho, c
 
-    def step(self, obs, action, elites):
+    def step(self, obs, action, elites, termination):
         next_obs = self.rho * obs + self.c * action[:, :1]
-        return next_obs, torch.zeros(len(obs)), torch.zeros(len(obs))
+        return next_obs, torch.zeros(len(obs)), torch.zeros(len(obs), dtype=torch.bool)
 
 
 class _LinearQ(nn.Module):
@@ -225,6 +220,7 @@ class _LinearPolicies(nn.Module):
     def __init__(self, gains: list[float]) -> None:
         super().__init__()
         self.gains = torch.tensor(gains).view(-1, 1, 1)
+        self.members = len(gains)
 
     def dist(self, obs, members=None):
         mean = (self.gains * obs[..., :1]).expand(*obs.shape[:-1], ACT)
@@ -235,7 +231,8 @@ def test_agent_am_q_scores_its_policies_through_its_model_and_critic():
     rho, c, w, u, horizon = 0.6, 0.5, 1.5, 2.0, 5
     gains = [0.3, -0.4]
     agent = make(ope_horizon=horizon, dynamics_members=3, dynamics_elites=2)
-    agent.dynamics, agent.critic, agent.actor = _LinearModel(rho, c), _LinearQ(w, u), _LinearPolicies(gains)
+    agent.model.dynamics, agent.iql.critic = _LinearModel(rho, c), _LinearQ(w, u)
+    agent.actor = _LinearPolicies(gains)
     obs = torch.tensor([[0.5, 9.0, 9.0], [-1.0, 9.0, 9.0], [1.0, 9.0, 9.0]])  # only s_0 matters
     expected = []
     for k in gains:
@@ -258,9 +255,9 @@ def test_stages_run_by_the_update_counter():
     assert (agent.improvement_start, agent.offline_steps) == (3, 5)
     for i in range(agent.offline_steps):
         agent.update(batch(seed=i))
-    assert _adam_steps(agent.critic_optimizer) == 1
+    assert _adam_steps(agent.iql.critic_optimizer) == 1
     assert _adam_steps(agent.bc_optimizer) == 3
-    assert _adam_steps(agent.dynamics_optimizer) == 2
+    assert _adam_steps(agent.model.optimizer) == 2
     assert _adam_steps(agent.improve_optimizer) == 2
     assert int(agent.updates) == 5
     before = copy.deepcopy(agent.state_dict()["state"])
@@ -283,9 +280,12 @@ def test_behaviour_policy_is_replaced_only_when_am_q_improves():
     agent.amq_scores = lambda obs: torch.tensor(next(scripted))
     for i in range(agent.improvement_start):
         agent.update(batch(seed=i))
+    assert agent.stage is Stage.IMPROVE
+    assert agent.best_score.tolist() == [1.0, 1.0]  # the last fit update scored the BC policies
     bc = [_member(agent.actor, i) for i in range(2)]
+    assert all(_same(_member(agent.behaviour, i), bc[i]) for i in range(2))
 
-    agent.update(batch(seed=10))  # start (J* = [1, 1]), one PPO step, evaluation [2, 0.5]
+    agent.update(batch(seed=10))  # one PPO step, evaluation [2, 0.5]
     improved_0 = _member(agent.actor, 0)
     assert not _same(improved_0, bc[0])  # the PPO step moved member 0 ...
     assert _same(_member(agent.behaviour, 0), improved_0)  # ... and AM-Q 2 > 1 made it the behaviour
@@ -388,8 +388,8 @@ def test_dynamics_training_records_the_batch_states_in_the_box():
     b = batch(seed=3)
     agent.update(b)
     both = torch.cat([b.obs, b.next_obs])
-    assert torch.equal(agent.dynamics.state_low, both.amin(0))
-    assert torch.equal(agent.dynamics.state_high, both.amax(0))
+    assert torch.equal(agent.model.dynamics.state_low, both.amin(0))
+    assert torch.equal(agent.model.dynamics.state_high, both.amax(0))
 
 
 # -- online PPO ---------------------------------------------------------------------------------------
@@ -411,7 +411,7 @@ def test_online_ppo_starts_from_the_chosen_members_offline_weights():
     assert not _same(chosen, _member(agent.actor, 1))  # the actor moved on after its certified snapshot
     obs = torch.randn(6, OBS)
     offline_action = agent.act(obs, deterministic=True)
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     assert _same([p[0] for p in agent.online_actor.parameters()], chosen)
     offline = agent.behaviour.member_dist(obs, torch.tensor([1]))
     online = agent.online_actor.member_dist(obs)
@@ -421,17 +421,20 @@ def test_online_ppo_starts_from_the_chosen_members_offline_weights():
         agent.update(batch())
 
 
-def test_begin_online_is_idempotent_for_resumed_runs():
+def test_going_online_copies_the_chosen_member_once_and_set_phase_is_idempotent():
     agent = make(improve_steps=1)
     _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     with torch.no_grad():
         for p in agent.online_actor.parameters():
             p.add_(0.1)  # fine-tuning happened
     tuned = [p.clone() for p in agent.online_actor.parameters()]
+    agent.set_phase(Phase.ONLINE)  # called again: nothing is copied
+    assert _same(list(agent.online_actor.parameters()), tuned)
     clone = make(improve_steps=1, seed=3)
     clone.load_state_dict(agent.state_dict())
-    clone.begin_online()  # the loop calls it again on resume
+    assert clone.phase is Phase.ONLINE
+    clone.set_phase(Phase.ONLINE)  # the loop calls it again on resume
     assert _same(list(clone.online_actor.parameters()), tuned)
 
 
@@ -463,34 +466,34 @@ def _rollout(agent, steps: int = 8, num_envs: int = 2) -> tuple[RolloutBuffer, t
 def test_policy_step_gives_the_clamped_action_its_log_prob_and_the_value():
     agent = make(improve_steps=1)
     _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
-    with pytest.raises(RuntimeError, match="begin_online"):
+    with pytest.raises(RuntimeError, match=r"set_phase\(Phase.ONLINE\)"):
         make().policy_step(torch.zeros(1, OBS))
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     obs = torch.randn(64, OBS)
     torch.manual_seed(0)
     action, log_prob, value = agent.policy_step(obs)
     assert action.shape == (64, ACT) and action.abs().max() <= 1.0
     dist = agent.online_actor.member_dist(obs)
     assert torch.allclose(log_prob, dist.log_prob(action).sum(-1))
-    assert torch.allclose(value, agent.value(obs))
+    assert torch.allclose(value, agent.iql.value(obs))
 
 
 def test_ppo_update_runs_gae_on_the_rollout_buffer_and_trains_actor_and_value():
     agent = make(improve_steps=1, online_lr_decay_steps=64)
     _offline(agent, [[1.0, 1.0], [1.0, 1.0]])
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     torch.manual_seed(0)
     rollout, last_obs = _rollout(agent)
     reference = copy.deepcopy(rollout)
     reference.compute_gae(agent.state_value(last_obs), agent.cfg.gamma, agent.cfg.gae_lambda)
     actor_before = [p.clone() for p in agent.online_actor.parameters()]
-    value_before = [p.clone() for p in agent.value.parameters()]
+    value_before = [p.clone() for p in agent.iql.value.parameters()]
 
     metrics = agent.update_rollout(rollout, last_obs)
     assert torch.equal(rollout.advantage, reference.advantage)
     assert torch.equal(rollout.returns, reference.returns)
     assert not _same(list(agent.online_actor.parameters()), actor_before)
-    assert not _same(list(agent.value.parameters()), value_before)
+    assert not _same(list(agent.iql.value.parameters()), value_before)
     assert all(v.dim() == 0 and torch.isfinite(v) for v in metrics.values())
     # 16 rows x 2 epochs / minibatches of 8 = 4 actor steps, and the lr decays with env steps
     assert _adam_steps(agent.online_actor_optimizer) == 4

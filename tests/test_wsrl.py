@@ -7,11 +7,11 @@ import torch
 from hydra import compose, initialize_config_dir
 
 import rl.train  # noqa: F401  (registers the structured configs and resolvers)
-from rl.agents import AGENTS, build_agent
+from rl.agents import AGENTS, Phase, build_agent
 from rl.agents.wsrl import PRETRAINED_KEYS
 from rl.buffers import Batch
-from rl.loops.checkpoint import save_checkpoint
-from rl.loops.trainer import Trainer
+from rl.checkpoint import save_checkpoint
+from rl.loops import LoopState, build_run, run_phases
 from tests.conftest import REPO
 
 SMALL = {
@@ -72,10 +72,27 @@ def test_online_wsrl_updates_are_sac_with_the_utd_ratio():
     assert agent.batch_size == 16  # offline pre-training: UTD 1
     offline = agent.update(random_batch(16))
     assert "cql_gap" in offline
-    agent.begin_online()
+    agent.set_phase(Phase.ONLINE)
     assert agent.batch_size == 64
     online = agent.update(random_batch(64))
     assert "cql_gap" not in online and "critic_loss" in online
+    steps = agent.ac.critic_optimizer.state[agent.ac.critic.net.layers[0].weight]["step"]
+    assert steps.item() == 1 + 4
+
+
+def test_a_wsrl_agent_saved_online_resumes_online():
+    agent = small_agent("wsrl", utd=4)
+    agent.set_phase(Phase.ONLINE)
+    agent.update(random_batch(64))
+    resumed = small_agent("wsrl", utd=4)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.phase is Phase.ONLINE and resumed.batch_size == 64
+    torch.manual_seed(3)
+    expected = agent.update(random_batch(64))
+    torch.manual_seed(3)
+    got = resumed.update(random_batch(64))
+    assert "cql_gap" not in got  # the SAC step, as the agent that was saved
+    assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in expected.items()}
 
 
 def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_starts_empty(
@@ -101,15 +118,15 @@ def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_star
             ],
         )
     assert (cfg.offline_ratio, cfg.steps.warmup_actions) == (0.0, "policy")
-    trainer = Trainer(cfg, tmp_path / "run")
+    run = build_run(cfg)
     assert torch.equal(
-        trainer.agent.state_dict()["state"]["actor"]["net.0.weight"],
+        run.agent.state_dict()["state"]["actor"]["net.0.weight"],
         cql.state_dict()["state"]["actor"]["net.0.weight"],
     )
-    assert len(trainer.online_buffer) == 0
+    assert len(run.online_buffer) == 0
 
     calls = {"act": [], "update": 0, "offline_sample": 0}
-    act, update = trainer.agent.act, trainer.agent.update
+    act, update = run.agent.act, run.agent.update
 
     def spy_act(obs, deterministic=False):
         action = act(obs, deterministic)
@@ -119,19 +136,20 @@ def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_star
 
     def spy_update(batch):
         calls["update"] += 1
-        assert len(trainer.online_buffer) > warmup  # the first update comes after the warm-up
+        assert len(run.online_buffer) > warmup  # the first update comes after the warm-up
         return update(batch)
 
-    trainer.agent.act, trainer.agent.update = spy_act, spy_update
-    trainer.offline_buffer.sample = lambda n: (
+    run.agent.act, run.agent.update = spy_act, spy_update
+    run.offline_buffer.sample = lambda n: (
         calls.__setitem__("offline_sample", 1) or pytest.fail("offline data sampled")
     )
-    trainer.run()
+    run_phases(run, LoopState.start(run), tmp_path / "run")
+    run.close()
     assert calls["update"] == extra
     assert len(calls["act"]) == warmup + extra  # the pre-trained policy acted from the first step
-    stored = trainer.online_buffer.action[:warmup]
+    stored = run.online_buffer.action[:warmup]
     assert torch.equal(stored, torch.cat(calls["act"][:warmup]))
-    assert len(trainer.online_buffer) == warmup + extra  # only online rows: the dataset was not copied in
+    assert len(run.online_buffer) == warmup + extra  # only online rows: the dataset was not copied in
 
 
 def _flatten(state, prefix=""):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rl.agents.base import Agent, AgentConfig
+from rl.agents.base import AGENT_FORMAT, Agent, AgentConfig, Phase
 from rl.agents.cql import CQL, CalQLConfig, CQLConfig
 from rl.agents.famo2o import FamO2OCQL, FamO2OCQLConfig, FamO2OIQL, FamO2OIQLConfig
 from rl.agents.iql import IQL, IQLConfig
@@ -12,6 +12,7 @@ from rl.agents.sac import SAC, SACConfig
 from rl.agents.unio4 import UniO4, UniO4Config
 from rl.agents.wsrl import WSRL, WSRLConfig
 from rl.nets import ObservationNormalizer
+from rl.nets.dynamics import TerminationFn
 
 # name -> (agent class, its config class)
 AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
@@ -32,8 +33,10 @@ def build_agent(
     action_dim: int,
     device: torch.device,
     obs_stats: tuple[torch.Tensor, torch.Tensor] | None = None,
+    termination: TerminationFn | None = None,
 ) -> Agent:
-    """Build the agent ``cfg.name`` names; ``obs_stats`` (mean, std) is used when ``cfg.normalize_obs``."""
+    """Build the agent ``cfg.name`` names; ``obs_stats`` (mean, std) is used when ``cfg.normalize_obs``;
+    ``termination`` (the env's rule, ``envs.termination.for_env``) reaches agents that use one."""
     if cfg.name not in AGENTS:
         raise ValueError(f"agent.name: unknown agent {cfg.name!r}; known: {sorted(AGENTS)}")
     agent_class, _ = AGENTS[cfg.name]
@@ -42,7 +45,9 @@ def build_agent(
         if obs_stats is None:
             raise ValueError("agent.normalize_obs=true needs an offline dataset for the statistics")
         obs_norm = ObservationNormalizer(obs_dim, *obs_stats).to(device)
+    if agent_class.uses_termination:
+        return agent_class(cfg, obs_dim, action_dim, device, obs_norm, termination=termination)
     return agent_class(cfg, obs_dim, action_dim, device, obs_norm)
 
 
-__all__ = ["AGENTS", "Agent", "AgentConfig", "build_agent"]
+__all__ = ["AGENTS", "AGENT_FORMAT", "Agent", "AgentConfig", "Phase", "build_agent"]

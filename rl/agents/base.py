@@ -1,12 +1,18 @@
-"""What every agent is, and the few pieces of algorithm code that several agents share.
+"""The contract between an agent and the loops, and the checkpoint format every agent shares.
 
 An agent is built from its config, the observation and action sizes and the device; it knows
-nothing about envs, files or loops. It exposes:
+nothing about envs, files or loops. The loops use:
+- ``phase`` / ``set_phase(Phase.ONLINE)``: the loop calls it when the online phase starts and again
+  after a resume into it (idempotent); the phase is saved with the agent;
+- ``offline_steps``: None (``steps.offline`` decides) or the offline length the agent dictates;
+- ``batch_size``: rows the loop samples for one ``update`` (agents with a UTD ratio ask for more and
+  split them);
 - ``act(obs, deterministic)``: a batch of actions in [-1, 1];
-- ``update(batch)``: one learning step on a ``Batch`` of ``batch_size`` rows; returns a dict of
-  detached scalar tensors (no host synchronisation: the logger decides when to read them);
-- ``state_dict()`` / ``load_state_dict()``: networks, optimizers and learnable scalars, checked by
-  name and shape on load so a checkpoint of another agent or size fails with a clear message.
+- ``update(batch)``: one learning step; returns detached scalar tensors (no host synchronisation:
+  the logger decides when to read them);
+- on-policy agents (``on_policy = True``) online: ``policy_step``, ``state_value``, ``update_rollout``;
+- ``state_dict()`` / ``load_state_dict()`` / ``load_pretrained()``: the parts each agent lists in
+  ``parts()`` (networks, optimizers, learnable scalars, counters), checked by name and shape on load.
 
 ``compile_update()`` (the run's ``compile=true``) swaps ``update`` for its ``torch.compile``d version,
 for every agent alike; on a CUDA device the compiled graphs are also captured as CUDA graphs.
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -24,6 +31,16 @@ import torch
 from torch import nn
 
 from rl.buffers.batch import Batch
+
+AGENT_FORMAT = 2
+"""Version of ``Agent.state_dict()``'s layout. 2: explicit parts, the saved phase."""
+
+Part = nn.Module | torch.optim.Optimizer | torch.Tensor
+
+
+class Phase(enum.Enum):
+    OFFLINE = "offline"
+    ONLINE = "online"
 
 
 @dataclass
@@ -43,21 +60,31 @@ class Agent(abc.ABC):
     """True for agents whose online phase learns from rollouts (PPO-style): the loop then calls
     ``policy_step(obs) -> (action, log_prob, value)``, ``state_value(obs)`` and, every
     ``rollout_steps`` env steps, ``update_rollout(rollout, last_obs)`` instead of ``update``."""
+    uses_termination: ClassVar[bool] = False
+    """True for agents that roll out a learned model (Uni-O4): ``build_agent`` passes them the env's
+    termination rule (``termination=``)."""
 
     def __init__(self, cfg: AgentConfig, obs_dim: int, action_dim: int, device: torch.device) -> None:
         self.cfg, self.obs_dim, self.action_dim, self.device = cfg, obs_dim, action_dim, device
+        self.phase = Phase.OFFLINE
+
+    def set_phase(self, phase: Phase) -> None:
+        """Enter ``phase``; calling it again with the same phase changes nothing."""
+        self.phase = phase
+
+    def begin_online(self) -> None:
+        """The loop's call until it uses ``set_phase``."""
+        self.set_phase(Phase.ONLINE)
+
+    @property
+    def offline_steps(self) -> int | None:
+        """The offline phase's length when the agent dictates it; None lets ``steps.offline`` decide."""
+        return None
 
     @property
     def batch_size(self) -> int:
-        """Rows the loop samples for one ``update`` call (agents with a UTD ratio ask for more)."""
+        """Rows the loop samples for one ``update`` call."""
         return self.cfg.batch_size
-
-    def load_pretrained(self, state: dict[str, Any]) -> None:
-        """Start from another run's agent (``checkpoint=<path>``); by default it must be the same agent."""
-        self.load_state_dict(state)
-
-    def begin_online(self) -> None:  # noqa: B027 (an optional hook, deliberately empty)
-        """Called by the loop when the online phase starts (or resumes); most agents need nothing."""
 
     @abc.abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -73,53 +100,68 @@ class Agent(abc.ABC):
 
     # -- checkpoints ------------------------------------------------------------------------------
 
-    def _stateful(self) -> dict[str, nn.Module | torch.optim.Optimizer | torch.Tensor]:
-        """Every module, optimizer and tensor attribute: what a checkpoint must carry."""
-        return {
-            k: v
-            for k, v in vars(self).items()
-            if isinstance(v, nn.Module | torch.optim.Optimizer | torch.Tensor)
-        }
+    @abc.abstractmethod
+    def parts(self) -> dict[str, Part]:
+        """What a checkpoint carries, by name: every network, optimizer and state tensor."""
 
     def state_dict(self) -> dict[str, Any]:
-        state = {}
-        for key, value in self._stateful().items():
-            state[key] = value.detach() if isinstance(value, torch.Tensor) else value.state_dict()
-        # state_dict() returns live references that later updates modify in place: copy them out.
-        state = copy.deepcopy(state)
+        state = {
+            key: part.detach() if isinstance(part, torch.Tensor) else part.state_dict()
+            for key, part in self.parts().items()
+        }
         return {
+            "format": AGENT_FORMAT,
             "agent": self.cfg.name,
             "obs_dim": self.obs_dim,
             "action_dim": self.action_dim,
-            "state": state,
+            "phase": self.phase.value,
+            # state_dict() returns live references that later updates modify in place: copy them out.
+            "state": copy.deepcopy(state),
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        if checkpoint.get("agent") != self.cfg.name:
+        """Resume: every part and the phase."""
+        self.load_parts(checkpoint)
+        self.phase = Phase(checkpoint["phase"])
+
+    def load_pretrained(self, checkpoint: dict[str, Any]) -> None:
+        """Start from another run's agent (``checkpoint=<path>``): its parts, not its phase (this run's
+        schedule sets that). By default it must be the same agent."""
+        self.load_parts(checkpoint)
+
+    def load_parts(self, checkpoint: dict[str, Any]) -> None:
+        """Copy a ``state_dict()``'s parts into this agent, refusing another format, agent or shape."""
+        found = checkpoint.get("format", 1)
+        if found != AGENT_FORMAT:
             raise ValueError(
-                f"checkpoint holds agent {checkpoint.get('agent')!r}, this run builds {self.cfg.name!r}"
+                f"agent checkpoint format {found}; this o2o reads format {AGENT_FORMAT} "
+                "(load it with the o2o version that wrote it, or train it again)"
+            )
+        if checkpoint["agent"] != self.cfg.name:
+            raise ValueError(
+                f"checkpoint holds agent {checkpoint['agent']!r}, this run builds {self.cfg.name!r}"
             )
         sizes = (checkpoint["obs_dim"], checkpoint["action_dim"])
         if sizes != (self.obs_dim, self.action_dim):
             raise ValueError(
                 f"checkpoint was made for obs/action sizes {sizes}, this run has {(self.obs_dim, self.action_dim)}"
             )
-        ours, theirs = self._stateful(), checkpoint["state"]
+        ours, theirs = self.parts(), checkpoint["state"]
         if set(ours) != set(theirs):
             raise ValueError(f"checkpoint parts {sorted(theirs)} != this agent's {sorted(ours)}")
-        for key, value in ours.items():
-            if isinstance(value, nn.Module):
-                check_shapes(key, value.state_dict(), theirs[key])
-                value.load_state_dict(theirs[key])
-            elif isinstance(value, torch.optim.Optimizer):
-                value.load_state_dict(theirs[key])
+        for key, part in ours.items():
+            if isinstance(part, nn.Module):
+                check_shapes(key, part.state_dict(), theirs[key])
+                part.load_state_dict(theirs[key])
+            elif isinstance(part, torch.optim.Optimizer):
+                part.load_state_dict(theirs[key])
             else:
-                if value.shape != theirs[key].shape:
+                if part.shape != theirs[key].shape:
                     raise ValueError(
-                        f"checkpoint '{key}' has shape {tuple(theirs[key].shape)}, expected {tuple(value.shape)}"
+                        f"checkpoint '{key}' has shape {tuple(theirs[key].shape)}, expected {tuple(part.shape)}"
                     )
                 with torch.no_grad():
-                    value.copy_(theirs[key])
+                    part.copy_(theirs[key])
 
 
 def check_shapes(prefix: str, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> None:
@@ -171,7 +213,7 @@ def compiled_update(
     Graph breaks are allowed (``fullgraph=False``): the fused Adam step is ``torch.compiler.disable``d
     by torch and runs eagerly between the compiled forward/backward graphs, as do ``zero_grad`` and
     ``backward()`` (whose backward graph AOTAutograd compiled with the forward). Dynamo recompiles
-    when a Python value the update reads changes (WSRL's ``online``, a new batch size) and
+    when a Python value the update reads changes (the agent's ``phase``, a new batch size) and
     otherwise reuses the graphs.
     """
     compiled = torch.compile(update, options=compile_options(device))
@@ -197,12 +239,12 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(target_params, list(source.parameters()), tau)
 
 
-def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
-    """``mean(|expectile - 1(diff < 0)| * diff^2)``: IQL's asymmetric regression of V towards Q."""
-    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return (weight * diff.pow(2)).mean()
-
-
-def adam(params, lr: float) -> torch.optim.Adam:
+def adam(params, lr: float, **kwargs: Any) -> torch.optim.Adam:
     """Adam with the fused kernel: one kernel for all parameters, no host sync inside ``step``."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every parameter group of ``optimizer`` takes learning rate ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr

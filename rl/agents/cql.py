@@ -1,6 +1,6 @@
-"""Conservative Q-Learning, CQL(H), and Cal-QL, on top of the ensemble SAC in ``sac.py``.
+"""Conservative Q-Learning, CQL(H), and Cal-QL, on the SAC family's steps (``sac.py``).
 
-The critic loss is SAC's TD loss plus, for each critic ``e`` in the same random subset that formed
+The critic loss is the TD loss plus, for the critics ``e`` in the same random subset that formed
 the TD target (WSRL: with 10 critics the conservative term touches 2 per step, TD covers all):
 
     alpha_cql * [ T * logsumexp_j((Q_e(s, a_j) - log q(a_j)) / T) - Q_e(s, a_data) ]
@@ -17,6 +17,9 @@ carry ``G = -inf`` until their episode ends, which leaves them unfloored.
 Options from the official configs: ``cql_importance_sample=False`` (Kitchen) appends ``Q(s, a_data)``
 to the logsumexp and subtracts ``log(3 M + 1)``; ``cql_lagrange=True`` (AntMaze) tunes a
 multiplier so the gap stays near ``cql_target_gap``.
+
+One ``update``: ``utd`` critic steps (``cql_critic_loss``) on minibatches, then SAC's actor and
+temperature step on all rows. ``cql_critic_loss`` is shared with WSRL's offline phase and FamO2O-CQL.
 """
 
 from __future__ import annotations
@@ -26,8 +29,16 @@ from dataclasses import dataclass
 
 import torch
 
-from rl.agents.base import adam
-from rl.agents.sac import SAC, SACConfig
+from rl.agents.base import Agent, Part, adam
+from rl.agents.losses import conservative_loss, cql_gap, td_loss
+from rl.agents.sac import (
+    ActorCritic,
+    SACConfig,
+    actor_temperature_step,
+    apply_critic_loss,
+    critic_subset,
+    td_target,
+)
 from rl.buffers.batch import Batch
 from rl.nets import ObservationNormalizer
 
@@ -52,40 +63,77 @@ class CalQLConfig(CQLConfig):
     calql: bool = True
 
 
-def cql_gap(
-    q_data: torch.Tensor,
-    q_random: torch.Tensor,
-    q_current: torch.Tensor,
-    q_next: torch.Tensor,
-    log_q_random: float,
-    log_pi_current: torch.Tensor,
-    log_pi_next: torch.Tensor,
-    temperature: float,
-    importance_sample: bool = True,
-    mc_return: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Per-critic conservative gap ``mean_batch[T logsumexp(...) - Q(s, a_data)]``: shape ``(members,)``.
+@dataclass
+class CQLLagrange:
+    """AntMaze's tuned CQL weight: ``exp(log_multiplier) * cql_alpha``, pushed up while the gap exceeds
+    ``cql_target_gap`` and down while it is below."""
 
-    ``q_data`` is ``(E, B)``; ``q_random``, ``q_current``, ``q_next`` are ``(E, B, M)``; the
-    log-densities are ``(B, M)``; ``mc_return`` (Cal-QL) is ``(B,)``.
-    """
-    if mc_return is not None:
-        floor = mc_return[None, :, None]
-        q_current, q_next = torch.maximum(q_current, floor), torch.maximum(q_next, floor)
-    if importance_sample:
-        candidates = torch.cat(
-            [q_random - log_q_random, q_current - log_pi_current.detach(), q_next - log_pi_next.detach()],
-            dim=-1,
-        )
-        log_count = 0.0
+    log_multiplier: torch.Tensor
+    optimizer: torch.optim.Optimizer
+
+    @classmethod
+    def build(cls, cfg: CQLConfig, device: torch.device) -> CQLLagrange | None:
+        if not cfg.cql_lagrange:
+            return None
+        log_multiplier = torch.zeros((), device=device, requires_grad=True)
+        return cls(log_multiplier, adam([log_multiplier], cfg.cql_lagrange_lr))
+
+    def parts(self) -> dict[str, Part]:
+        return {"log_cql_multiplier": self.log_multiplier, "cql_multiplier_optimizer": self.optimizer}
+
+
+def cql_critic_loss(
+    ac: ActorCritic,
+    cfg: CQLConfig,
+    batch: Batch,
+    policy_inputs: tuple[torch.Tensor, torch.Tensor],
+    lagrange: CQLLagrange | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The TD loss plus the conservative term; ``policy_inputs`` are the actor's inputs at s and s'
+    (``batch.obs`` and ``batch.next_obs``, or FamO2O's ``[s, e(beta)]``). With ``lagrange`` this also
+    steps the multiplier."""
+    m, action_dim = cfg.cql_samples, batch.action.shape[-1]
+    obs_input, next_input = policy_inputs
+    subset = critic_subset(cfg, batch.reward.device)
+    target = td_target(ac, cfg, batch, subset, next_input, cfg.max_target_backup)
+    q_all = ac.critic(batch.obs, batch.action)
+    td = td_loss(q_all, target)
+
+    with torch.no_grad():
+        current_actions, log_pi_current = ac.actor(obs_input, m)
+        next_actions, log_pi_next = ac.actor(next_input, m)
+    random_actions = torch.rand(len(batch), m, action_dim, device=batch.action.device) * 2.0 - 1.0
+    proposals = torch.cat([random_actions, current_actions, next_actions], dim=1)  # (B, 3M, A)
+    q_random, q_current, q_next = ac.critic(batch.obs, proposals, members=subset).split(m, dim=-1)
+    gap = cql_gap(
+        q_all[subset],
+        q_random,
+        q_current,
+        q_next,
+        action_dim * math.log(0.5),
+        log_pi_current,
+        log_pi_next,
+        cfg.cql_temperature,
+        cfg.cql_importance_sample,
+        batch.mc_return if cfg.calql else None,
+    )
+    metrics = {"td_loss": td.detach(), "cql_gap": gap.detach().mean(), "q_mean": q_all.detach().mean()}
+    if lagrange is None:
+        conservative = conservative_loss(gap, cfg.cql_alpha)
     else:
-        candidates = torch.cat([q_random, q_current, q_next, q_data.unsqueeze(-1)], dim=-1)
-        log_count = math.log(candidates.shape[-1])
-    soft_max = temperature * (torch.logsumexp(candidates / temperature, dim=-1) - log_count)
-    return (soft_max - q_data).mean(1)
+        multiplier = lagrange.log_multiplier.exp().clamp(0.0, 1e6)
+        conservative = conservative_loss(gap, multiplier.detach() * cfg.cql_alpha, cfg.cql_target_gap)
+        multiplier_loss = -conservative_loss(gap.detach(), multiplier * cfg.cql_alpha, cfg.cql_target_gap)
+        lagrange.optimizer.zero_grad(set_to_none=True)
+        multiplier_loss.backward()
+        lagrange.optimizer.step()
+        metrics["cql_multiplier"] = multiplier.detach()
+    loss = td + conservative
+    metrics["critic_loss"] = loss.detach()
+    return loss, metrics
 
 
-class CQL(SAC):
+class CQL(Agent):
     name = "cql"
     config_class = CQLConfig
 
@@ -97,64 +145,24 @@ class CQL(SAC):
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
     ) -> None:
-        super().__init__(cfg, obs_dim, action_dim, device, obs_norm)
-        if cfg.cql_lagrange:
-            self.log_cql_multiplier = torch.zeros((), device=device, requires_grad=True)
-            self.cql_multiplier_optimizer = adam([self.log_cql_multiplier], cfg.cql_lagrange_lr)
+        super().__init__(cfg, obs_dim, action_dim, device)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
+        self.lagrange = CQLLagrange.build(cfg, device)
 
-    def conservative_gap(
-        self,
-        batch: Batch,
-        q_all: torch.Tensor,
-        subset: torch.Tensor,
-        current: tuple[torch.Tensor, torch.Tensor],
-        following: tuple[torch.Tensor, torch.Tensor],
-    ) -> torch.Tensor:
-        """``cql_gap`` for the critics in ``subset``: uniform actions plus the policy's samples at s
-        (``current``) and at s' (``following``), each ``(actions (B, M, A), log-densities (B, M))``,
-        all evaluated at s in one batched pass."""
-        cfg, m = self.cfg, self.cfg.cql_samples
-        random_actions = torch.rand(len(batch), m, self.action_dim, device=self.device) * 2.0 - 1.0
-        proposals = torch.cat([random_actions, current[0], following[0]], dim=1)  # (B, 3M, A)
-        q_random, q_current, q_next = self.critic(batch.obs, proposals, members=subset).split(m, dim=-1)
-        return cql_gap(
-            q_all[subset],
-            q_random,
-            q_current,
-            q_next,
-            self.action_dim * math.log(0.5),
-            current[1],
-            following[1],
-            cfg.cql_temperature,
-            cfg.cql_importance_sample,
-            batch.mc_return if cfg.calql else None,
-        )
+    def parts(self) -> dict[str, Part]:
+        return self.ac.parts() | (self.lagrange.parts() if self.lagrange else {})
 
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size * self.cfg.utd
+
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.ac.act(obs, deterministic)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        target, subset = self.td_target(batch)
-        q_all = self.critic(batch.obs, batch.action)
-        td_loss = (q_all - target).pow(2).mean(1).sum()
-
-        with torch.no_grad():
-            current = self.actor(batch.obs, cfg.cql_samples)
-            following = self.actor(batch.next_obs, cfg.cql_samples)
-        gap = self.conservative_gap(batch, q_all, subset, current, following)
-        metrics = {
-            "td_loss": td_loss.detach(),
-            "cql_gap": gap.detach().mean(),
-            "q_mean": q_all.detach().mean(),
-        }
-        if cfg.cql_lagrange:
-            multiplier = self.log_cql_multiplier.exp().clamp(0.0, 1e6)
-            conservative = (multiplier.detach() * cfg.cql_alpha * (gap - cfg.cql_target_gap)).sum()
-            multiplier_loss = -(multiplier * cfg.cql_alpha * (gap.detach() - cfg.cql_target_gap)).sum()
-            self.cql_multiplier_optimizer.zero_grad(set_to_none=True)
-            multiplier_loss.backward()
-            self.cql_multiplier_optimizer.step()
-            metrics["cql_multiplier"] = multiplier.detach()
-        else:
-            conservative = cfg.cql_alpha * gap.sum()
-        loss = td_loss + conservative
-        metrics["critic_loss"] = loss.detach()
-        return loss, metrics
+        for minibatch in batch.split(cfg.utd):
+            inputs = (minibatch.obs, minibatch.next_obs)
+            loss, metrics = cql_critic_loss(self.ac, cfg, minibatch, inputs, self.lagrange)
+            apply_critic_loss(self.ac, loss, cfg.tau)
+        return metrics | actor_temperature_step(self.ac, batch)

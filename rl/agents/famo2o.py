@@ -9,7 +9,7 @@ Shared by both variants:
 - balance model ``pi_b(beta | s)`` (``BalanceModel``): a tanh-squashed Gaussian over one scalar with
   a state-independent std, mapped onto the range as ``low + (x + 1) / 2 * (high - low)``;
 - beta in the universal policy's loss: offline ``beta ~ U[low, high]`` per row, so the whole family
-  is trained; after ``begin_online`` a sample of ``pi_b(.|s)`` (no gradient). ``pi_b`` itself is
+  is trained; online (the saved ``Phase``) a sample of ``pi_b(.|s)`` (no gradient). ``pi_b`` itself is
   trained in both phases; only its use in that loss switches (spec §3.5);
 - acting: ``beta`` = ``pi_b``'s deterministic value (tanh of its mean, mapped), then a *sample* of
   ``pi_u`` clamped to [-1, 1]; evaluation (``deterministic=True``) takes ``pi_u``'s mean;
@@ -20,12 +20,12 @@ FamO2O-IQL, one ``update`` (the official ``family_learner`` order, one batch):
 1. V:      ``expectile_loss(min_e Qbar_e(s, a) - V(s), expectile)``;
 2. pi_b:   ``mean(alpha_b log pi_b(beta_b|s) - min_e Qbar_e(s, a_b))``, ``beta_b ~ pi_b`` and
    ``a_b ~ pi_u(.|s, e(beta_b))`` both reparameterised; only pi_b's weights step;
-3. alpha_b: ``alpha_b * (H_b - (-0.5))`` (``sac.temperature_loss``), ``H_b = -mean log pi_b``;
+3. alpha_b: ``alpha_b * (H_b - (-0.5))`` (``losses.temperature_loss``), ``H_b = -mean log pi_b``;
 4. pi_u:   ``-mean(min(exp(beta_i (min_e Qbar_e(s_i, a_i) - V_new(s_i))), 100) log pi_u(a_i|s_i, e(beta_i)))``;
 5. Q:      ``sum_e mean (Q_e(s, a) - (r + gamma (1 - terminated) V_new(s')))^2``; Polyak update.
 The universal policy is IQL's Gaussian (tanh mean, state-independent log-std in [-5, 2], not squashed).
 
-FamO2O-CQL, one ``update`` (CQL's: ``utd`` critic steps on minibatches, then the rest on all rows):
+FamO2O-CQL, one ``update`` (``utd`` critic steps on minibatches, then the rest on all rows):
 1. critic: CQL(H) (``cql.cql_gap``), proposals from ``pi_u(.|s, e(beta))`` with the row's policy-loss
    beta and from ``pi_u(.|s', e(beta'))``; TD target ``r + gamma (1 - terminated) min_K Qbar(s', a')``
    with ``a' ~ pi_u(.|s', e(beta'))``, ``beta' ~ pi_b(.|s')``;
@@ -64,19 +64,19 @@ Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from rl.agents.base import Agent, AgentConfig, adam
-from rl.agents.cql import CQL, CQLConfig
-from rl.agents.iql import advantage_weights, critic_step, value_step
-from rl.agents.sac import subset_min_target, temperature_loss
+from rl.agents.base import Agent, AgentConfig, Part, Phase, adam
+from rl.agents.cql import CQLConfig, cql_critic_loss
+from rl.agents.iql import IQLCritics, critic_step, value_step
+from rl.agents.losses import awr_loss, balance_loss, family_sac_actor_loss, temperature_loss
+from rl.agents.sac import ActorCritic, apply_critic_loss, temperature_step
 from rl.buffers.batch import Batch
-from rl.nets import MLP, CriticEnsemble, GaussianActor, ObservationNormalizer, TanhGaussianActor, ValueNet
+from rl.nets import MLP, GaussianActor, ObservationNormalizer, TanhGaussianActor
 from rl.nets.actors import tanh_log_det_jacobian
 
 # -- the family: embedding, policy input, balance model ----------------------------------------------
@@ -158,9 +158,9 @@ class BalanceModel(nn.Module):
         return self.to_range(torch.tanh(self._mean_std(obs)[0]))
 
     @torch.no_grad()
-    def policy_beta(self, obs: torch.Tensor, online: bool) -> torch.Tensor:
+    def policy_beta(self, obs: torch.Tensor, phase: Phase) -> torch.Tensor:
         """The beta of the universal policy's loss: uniform over the range offline, a sample of pi_b online."""
-        if online:
+        if phase is Phase.ONLINE:
             return self.sample(obs)[0]
         return self.low + (self.high - self.low) * torch.rand(obs.shape[0], device=obs.device)
 
@@ -174,28 +174,6 @@ def beta_stats(beta: torch.Tensor) -> dict[str, torch.Tensor]:
         "beta_min": beta.min(),
         "beta_max": beta.max(),
     }
-
-
-# -- the losses the family adds ------------------------------------------------------------------------
-
-
-def family_awr_loss(
-    log_prob: torch.Tensor, q: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, max_weight: float
-) -> torch.Tensor:
-    """``-mean(min(exp(beta_i (q_i - v_i)), max_weight) log_prob_i)``: each row with its own beta."""
-    return -(advantage_weights(q, v, beta, max_weight) * log_prob).mean()
-
-
-def family_sac_actor_loss(
-    log_prob: torch.Tensor, q: torch.Tensor, beta: torch.Tensor, alpha: torch.Tensor
-) -> torch.Tensor:
-    """``mean(alpha log_prob_i - beta_i q_i)``: beta weighs Q against the entropy bonus."""
-    return (alpha * log_prob - beta * q).mean()
-
-
-def balance_loss(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
-    """``mean(alpha log pi_b(beta|s) - Q(s, a_beta))``: pick the beta whose action has the highest Q."""
-    return (alpha * log_prob - q).mean()
 
 
 # -- FamO2O on IQL -----------------------------------------------------------------------------------
@@ -237,26 +215,29 @@ class FamO2OIQL(Agent):
         self.actor = GaussianActor(obs_dim + cfg.embedding_dim, action_dim, cfg.hidden, cfg.layer_norm).to(
             device
         )
-        self.critic = CriticEnsemble(
-            obs_dim, action_dim, 2, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm
-        ).to(device)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.value = ValueNet(obs_dim, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm).to(device)
+        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
+        hidden, lrs = (cfg.hidden, cfg.hidden), (cfg.critic_lr, cfg.value_lr)
+        self.iql = IQLCritics.build(obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm)
         self.balance = BalanceModel(
             obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
         ).to(device)
+        self.balance_optimizer = adam(self.balance.parameters(), cfg.balance_lr)
         self.log_balance_alpha = torch.tensor(
             math.log(cfg.balance_initial_temperature), device=device
         ).requires_grad_(True)
-        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
-        self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
-        self.value_optimizer = adam(self.value.parameters(), cfg.value_lr)
-        self.balance_optimizer = adam(self.balance.parameters(), cfg.balance_lr)
         self.balance_temperature_optimizer = adam([self.log_balance_alpha], cfg.balance_temperature_lr)
-        self.online = False
 
-    def begin_online(self) -> None:
-        self.online = True
+    def parts(self) -> dict[str, Part]:
+        return {
+            "family_input": self.family_input,
+            "actor": self.actor,
+            "actor_optimizer": self.actor_optimizer,
+            **self.iql.parts(),
+            "balance": self.balance,
+            "balance_optimizer": self.balance_optimizer,
+            "log_balance_alpha": self.log_balance_alpha,
+            "balance_temperature_optimizer": self.balance_temperature_optimizer,
+        }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -266,16 +247,16 @@ class FamO2OIQL(Agent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg, obs = self.cfg, batch.obs
         with torch.no_grad():
-            target_q = self.target_critic(obs, batch.action).min(0).values
+            target_q = self.iql.target_critic(obs, batch.action).min(0).values
             # Drawn before pi_b's step on this batch (online: the official uses the pre-step pi_b).
-            beta = self.balance.policy_beta(obs, self.online)
+            beta = self.balance.policy_beta(obs, self.phase)
 
-        _, metrics = value_step(self, batch)
+        _, metrics = value_step(self.iql, batch, cfg.expectile)
 
         alpha_b = self.log_balance_alpha.exp().detach()
         beta_b, log_prob_b = self.balance.sample(obs)
         action_b = self.actor.dist(self.family_input(obs, beta_b)).rsample()
-        b_loss = balance_loss(self.target_critic(obs, action_b).min(0).values, log_prob_b, alpha_b)
+        b_loss = balance_loss(self.iql.target_critic(obs, action_b).min(0).values, log_prob_b, alpha_b)
         self.balance_optimizer.zero_grad(set_to_none=True)
         # The gradient reaches beta through pi_u's reparameterised action; only pi_b's weights step.
         b_loss.backward(inputs=list(self.balance.parameters()))
@@ -286,14 +267,14 @@ class FamO2OIQL(Agent):
         self.balance_temperature_optimizer.step()
 
         with torch.no_grad():
-            v_new = self.value(obs)
+            v_new = self.iql.value(obs)
         log_prob = self.actor.log_prob(self.family_input(obs, beta), batch.action)
-        actor_loss = family_awr_loss(log_prob, target_q, v_new, beta, cfg.max_weight)
+        actor_loss = awr_loss(log_prob, target_q, v_new, beta, cfg.max_weight)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
 
-        metrics |= critic_step(self, batch)
+        metrics |= critic_step(self.iql, batch, cfg.gamma, cfg.tau)
         with torch.no_grad():
             acting_beta = self.balance.deterministic(obs)
         return {
@@ -318,7 +299,7 @@ class FamO2OCQLConfig(FamilyConfig, CQLConfig):
     temperature_lr: float = 3e-4
 
 
-class FamO2OCQL(CQL):
+class FamO2OCQL(Agent):
     name = "famo2o_cql"
     config_class = FamO2OCQLConfig
 
@@ -334,82 +315,73 @@ class FamO2OCQL(CQL):
             raise ValueError(
                 "famo2o_cql follows the released CQL wrapper: no cql_lagrange, max_target_backup or backup_entropy"
             )
-        super().__init__(cfg, obs_dim, action_dim, device, obs_norm)
-        # The universal policy sees [s, e(beta)]; it replaces the actor of s alone that SAC built.
-        self.actor = TanhGaussianActor(
-            obs_dim + cfg.embedding_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm
-        ).to(device)
-        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
+        super().__init__(cfg, obs_dim, action_dim, device)
         self.family_input = FamilyInput(obs_dim, cfg, obs_norm).to(device)
+        # The universal policy sees [s, e(beta)] (FamilyInput normalises s); the critics see s.
+        actor = TanhGaussianActor(
+            obs_dim + cfg.embedding_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm
+        )
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, actor)
         self.balance = BalanceModel(
             obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
         ).to(device)
         self.balance_optimizer = adam(self.balance.parameters(), cfg.balance_lr)
-        self.online = False
 
-    def begin_online(self) -> None:
-        self.online = True
+    def parts(self) -> dict[str, Part]:
+        return {
+            "family_input": self.family_input,
+            **self.ac.parts(),
+            "balance": self.balance,
+            "balance_optimizer": self.balance_optimizer,
+        }
+
+    @property
+    def batch_size(self) -> int:
+        return self.cfg.batch_size * self.cfg.utd
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         policy_input = self.family_input(obs, self.balance.deterministic(obs))
-        return self.actor.deterministic(policy_input) if deterministic else self.actor(policy_input)[0]
+        return self.ac.act(policy_input, deterministic)
 
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg, m = self.cfg, self.cfg.cql_samples
-        subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.subset_size]
-        with torch.no_grad():
-            obs_input = self.family_input(batch.obs, self.balance.policy_beta(batch.obs, self.online))
-            next_input = self.family_input(batch.next_obs, self.balance.sample(batch.next_obs)[0])
-            next_action, _ = self.actor(next_input)
-            next_q = self.target_critic(batch.next_obs, next_action)
-            target = subset_min_target(next_q, subset, batch.reward, batch.terminated, cfg.gamma)
-            current_actions, log_pi_current = self.actor(obs_input, m)
-            next_actions, log_pi_next = self.actor(next_input, m)
-        q_all = self.critic(batch.obs, batch.action)
-        td_loss = (q_all - target).pow(2).mean(1).sum()
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        for minibatch in batch.split(cfg.utd):
+            loss, metrics = cql_critic_loss(self.ac, cfg, minibatch, self._policy_inputs(minibatch), None)
+            apply_critic_loss(self.ac, loss, cfg.tau)
 
-        gap = self.conservative_gap(
-            batch, q_all, subset, (current_actions, log_pi_current), (next_actions, log_pi_next)
-        )
-        loss = td_loss + cfg.cql_alpha * gap.sum()
-        return loss, {
-            "td_loss": td_loss.detach(),
-            "cql_gap": gap.detach().mean(),
-            "q_mean": q_all.detach().mean(),
-            "target_mean": target.mean(),
-            "critic_loss": loss.detach(),
-        }
+        obs, ac = batch.obs, self.ac
+        alpha = ac.log_alpha.exp().detach()
+        beta = self.balance.policy_beta(obs, self.phase)
+        action, log_prob = ac.actor(self.family_input(obs, beta))
+        actor_loss = family_sac_actor_loss(log_prob, ac.critic(obs, action).min(0).values, beta, alpha)
+        ac.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=list(ac.actor.parameters()))
+        ac.actor_optimizer.step()
 
-    def update_actor_and_temperature(self, batch: Batch) -> dict[str, torch.Tensor]:
-        obs = batch.obs
-        alpha = self.log_alpha.exp().detach()
-        beta = self.balance.policy_beta(obs, self.online)
-        action, log_prob = self.actor(self.family_input(obs, beta))
-        actor_loss = family_sac_actor_loss(log_prob, self.critic(obs, action).min(0).values, beta, alpha)
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=list(self.actor.parameters()))
-        self.actor_optimizer.step()
-
-        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.temperature_optimizer.step()
+        alpha_loss = temperature_step(ac, log_prob)
 
         beta_b, _ = self.balance.sample(obs)
-        action_b, _ = self.actor(self.family_input(obs, beta_b))
+        action_b, _ = ac.actor(self.family_input(obs, beta_b))
         # The CQL wrapper's pi_b loss has no entropy term; only pi_b's weights step.
-        b_loss = -self.critic(obs, action_b).min(0).values.mean()
+        b_loss = -ac.critic(obs, action_b).min(0).values.mean()
         self.balance_optimizer.zero_grad(set_to_none=True)
         b_loss.backward(inputs=list(self.balance.parameters()))
         self.balance_optimizer.step()
         with torch.no_grad():
             acting_beta = self.balance.deterministic(obs)
-        return {
+        return metrics | {
             "actor_loss": actor_loss.detach(),
             "temperature": alpha,
             "entropy": -log_prob.detach().mean(),
-            "temperature_loss": alpha_loss.detach(),
+            "temperature_loss": alpha_loss,
             "balance_loss": b_loss.detach(),
             **beta_stats(acting_beta),
         }
+
+    @torch.no_grad()
+    def _policy_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The universal policy's inputs at s (the row's policy-loss beta) and at s' (pi_b's beta there)."""
+        obs_input = self.family_input(batch.obs, self.balance.policy_beta(batch.obs, self.phase))
+        next_input = self.family_input(batch.next_obs, self.balance.sample(batch.next_obs)[0])
+        return obs_input, next_input

@@ -4,11 +4,11 @@ One ``update`` on a batch, in the official order (ikostrikov/implicit_q_learning
 1. V:      ``expectile_loss(min_e Qbar_e(s, a) - V(s), expectile)``  (target twin critics);
 2. actor:  ``-mean(min(exp(beta * (min_e Qbar_e(s, a) - V(s))), max_weight) * log pi(a|s))`` with the
            V just updated;
-3. Q:      ``sum_e mean (Q_e(s, a) - (r + gamma (1 - terminated) V(s')))^2`` with the new V;
+3. Q:      ``td_loss(Q(s, a), r + gamma (1 - terminated) V(s'))`` with the new V;
 4. Polyak update of the target critics.
-Steps 1 and 3 (``value_step``, ``critic_step``) are shared with FamO2O-IQL and Uni-O4, which keep the
-same critics under the same attribute names.
-Online, IQL keeps the same losses on the mixed offline/online batches the loop provides.
+Steps 1 and 3 (``value_step``, ``critic_step``) are functions of an ``IQLCritics`` record, shared
+with FamO2O-IQL and Uni-O4. Online, IQL keeps the same losses on the mixed offline/online batches
+the loop provides.
 
 The policy is CORL's: a Gaussian with tanh-bounded mean and a state-independent log-std, not a
 squashed distribution, so dataset actions have an exact log-density. ``act`` samples and clamps to
@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl.agents.base import Agent, AgentConfig, adam, expectile_loss, polyak_update
+from rl.agents.base import Agent, AgentConfig, Part, adam, polyak_update
+from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, td_loss
 from rl.buffers.batch import Batch
 from rl.nets import CriticEnsemble, GaussianActor, ObservationNormalizer, ValueNet
 
@@ -42,36 +43,74 @@ class IQLConfig(AgentConfig):
     layer_norm: bool = False
 
 
-def value_step(agent: IQL, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IQL's V step on ``agent.value`` against ``agent.target_critic``; returns ``min_e Qbar_e(s, a)``
-    (for the advantages that follow) and metrics."""
+@dataclass
+class IQLCritics:
+    """IQL's value learning: V, twin Q and its target copy, and the two optimizers."""
+
+    value: ValueNet
+    critic: CriticEnsemble
+    target_critic: CriticEnsemble
+    value_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+
+    @classmethod
+    def build(
+        cls,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device,
+        obs_norm: ObservationNormalizer | None,
+        hidden: tuple[list[int], list[int]],
+        lrs: tuple[float, float],
+        layer_norm: bool = False,
+    ) -> IQLCritics:
+        """``hidden`` and ``lrs``: (critic's, value's)."""
+        critic = CriticEnsemble(obs_dim, action_dim, 2, hidden[0], layer_norm, obs_norm=obs_norm).to(device)
+        value = ValueNet(obs_dim, hidden[1], layer_norm, obs_norm=obs_norm).to(device)
+        return cls(
+            value=value,
+            critic=critic,
+            target_critic=copy.deepcopy(critic).requires_grad_(False),
+            value_optimizer=adam(value.parameters(), lrs[1]),
+            critic_optimizer=adam(critic.parameters(), lrs[0]),
+        )
+
+    def parts(self) -> dict[str, Part]:
+        return {
+            "value": self.value,
+            "critic": self.critic,
+            "target_critic": self.target_critic,
+            "value_optimizer": self.value_optimizer,
+            "critic_optimizer": self.critic_optimizer,
+        }
+
+
+def value_step(
+    iql: IQLCritics, batch: Batch, expectile: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """IQL's V step against the target critics; returns ``min_e Qbar_e(s, a)`` (for the advantages
+    that follow) and metrics."""
     with torch.no_grad():
-        target_q = agent.target_critic(batch.obs, batch.action).min(0).values
-    v = agent.value(batch.obs)
-    loss = expectile_loss(target_q - v, agent.cfg.expectile)
-    agent.value_optimizer.zero_grad(set_to_none=True)
+        target_q = iql.target_critic(batch.obs, batch.action).min(0).values
+    v = iql.value(batch.obs)
+    loss = expectile_loss(target_q - v, expectile)
+    iql.value_optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    agent.value_optimizer.step()
+    iql.value_optimizer.step()
     return target_q, {"value_loss": loss.detach(), "v_mean": v.detach().mean()}
 
 
-def critic_step(agent: IQL, batch: Batch) -> dict[str, torch.Tensor]:
+def critic_step(iql: IQLCritics, batch: Batch, gamma: float, tau: float) -> dict[str, torch.Tensor]:
     """IQL's twin-Q step towards ``r + gamma (1 - terminated) V(s')``, then the Polyak update."""
-    cfg = agent.cfg
     with torch.no_grad():
-        target = batch.reward + cfg.gamma * (1.0 - batch.terminated) * agent.value(batch.next_obs)
-    q = agent.critic(batch.obs, batch.action)
-    loss = (q - target).pow(2).mean(1).sum()
-    agent.critic_optimizer.zero_grad(set_to_none=True)
+        target = batch.reward + gamma * (1.0 - batch.terminated) * iql.value(batch.next_obs)
+    q = iql.critic(batch.obs, batch.action)
+    loss = td_loss(q, target)
+    iql.critic_optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    agent.critic_optimizer.step()
-    polyak_update(agent.target_critic, agent.critic, cfg.tau)
+    iql.critic_optimizer.step()
+    polyak_update(iql.target_critic, iql.critic, tau)
     return {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
-
-
-def advantage_weights(q: torch.Tensor, v: torch.Tensor, beta: float, max_weight: float) -> torch.Tensor:
-    """``min(exp(beta * (q - v)), max_weight)``, with no gradient to the critics."""
-    return torch.exp(beta * (q - v).detach()).clamp(max=max_weight)
 
 
 class IQL(Agent):
@@ -90,27 +129,27 @@ class IQL(Agent):
         self.actor = GaussianActor(obs_dim, action_dim, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm).to(
             device
         )
-        self.critic = CriticEnsemble(
-            obs_dim, action_dim, 2, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm
-        ).to(device)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.value = ValueNet(obs_dim, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm).to(device)
         self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
-        self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
-        self.value_optimizer = adam(self.value.parameters(), cfg.value_lr)
+        hidden, lrs = (cfg.hidden, cfg.hidden), (cfg.critic_lr, cfg.value_lr)
+        self.iql = IQLCritics.build(obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm)
+
+    def parts(self) -> dict[str, Part]:
+        return {"actor": self.actor, "actor_optimizer": self.actor_optimizer, **self.iql.parts()}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        target_q, metrics = value_step(self, batch)
+        cfg = self.cfg
+        target_q, metrics = value_step(self.iql, batch, cfg.expectile)
         with torch.no_grad():
-            v = self.value(batch.obs)
-        weights = advantage_weights(target_q, v, self.cfg.beta, self.cfg.max_weight)
-        actor_loss = -(weights * self.actor.log_prob(batch.obs, batch.action)).mean()
+            v = self.iql.value(batch.obs)
+        log_prob = self.actor.log_prob(batch.obs, batch.action)
+        actor_loss = awr_loss(log_prob, target_q, v, cfg.beta, cfg.max_weight)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_optimizer.step()
-        metrics |= critic_step(self, batch)
-        return {**metrics, "actor_loss": actor_loss.detach(), "weight_mean": weights.mean()}
+        metrics |= critic_step(self.iql, batch, cfg.gamma, cfg.tau)
+        weight_mean = advantage_weights(target_q, v, cfg.beta, cfg.max_weight).mean()
+        return metrics | {"actor_loss": actor_loss.detach(), "weight_mean": weight_mean}

@@ -6,22 +6,23 @@ training). One ``update`` call receives ``batch_size * utd`` rows and does, in o
    Polyak update of the target critics;
 2. one actor step and one temperature step on all rows (WSRL's ``update_high_utd``).
 
-Losses (spec §1.3):
+Losses (spec §1.3, ``losses.py``):
 - target  ``y = r + gamma (1 - terminated) min_{k in K} Qbar_k(s', a')``, ``a' ~ pi(.|s')``, with K a
   random subset of ``subset_size`` critics; no entropy term in the backup unless ``backup_entropy``;
   with ``max_target_backup`` (AntMaze) the max over ``backup_samples`` next actions of that min.
-- critic  ``sum_e mean_batch (Q_e(s, a) - y)^2``.
+- critic  ``td_loss(Q(s, a), y)``.
 - actor   ``mean_s [alpha log pi(a~|s) - min_e Q_e(s, a~)]``, min over *all* critics (as WSRL).
 - alpha   ``alpha * (H_hat - H_target)``, ``H_hat = -mean log pi(a'|s')`` at next states,
   ``H_target = -|A|``, ``alpha = exp(log_alpha)``.
+
+The modules and optimizers live in an ``ActorCritic`` record, and the steps are functions of it
+(``sac_critic_loss``, ``apply_critic_loss``, ``actor_temperature_step``, ``temperature_step``): CQL, Cal-QL,
+WSRL and FamO2O-CQL call them without inheriting from this agent.
 
 Decisions on the official code's pitfalls:
 - Subset K is drawn *without* replacement (RLPD's choice). WSRL's ``randint`` draws with
   replacement, so with 10 critics it sometimes takes the min over a single member, and with 2
   critics it would not be clipped double-Q half of the time.
-- The critic loss sums the members' mean squared errors, so each member's gradient does not shrink
-  with the ensemble size (WSRL averages over members), and CQL's regulariser (cql.py) keeps the
-  same weight relative to each member's TD error whatever the ensemble size.
 - The target entropy is -|A| (WSRL's fix f73d11e, replacing -|A|/2).
 """
 
@@ -32,7 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl.agents.base import Agent, AgentConfig, adam, polyak_update
+from rl.agents.base import Agent, AgentConfig, Part, adam, polyak_update
+from rl.agents.losses import sac_actor_loss, subset_min_target, td_loss, temperature_loss
 from rl.buffers.batch import Batch
 from rl.nets import CriticEnsemble, ObservationNormalizer, TanhGaussianActor
 
@@ -61,20 +63,158 @@ class SACConfig(AgentConfig):
     backup_samples: int = 10
 
 
-def subset_min_target(
-    next_q: torch.Tensor,
+@dataclass
+class ActorCritic:
+    """What the SAC family (SAC, CQL, Cal-QL, WSRL, FamO2O-CQL) learns: a tanh-Gaussian actor, a critic
+    ensemble with its target copy, the temperature, and their optimizers."""
+
+    actor: TanhGaussianActor
+    critic: CriticEnsemble
+    target_critic: CriticEnsemble
+    log_alpha: torch.Tensor
+    actor_optimizer: torch.optim.Optimizer
+    critic_optimizer: torch.optim.Optimizer
+    temperature_optimizer: torch.optim.Optimizer
+    target_entropy: float
+
+    @classmethod
+    def build(
+        cls,
+        cfg: SACConfig,
+        obs_dim: int,
+        action_dim: int,
+        device: torch.device,
+        obs_norm: ObservationNormalizer | None,
+        actor: TanhGaussianActor | None = None,
+    ) -> ActorCritic:
+        """From ``cfg``: critics of ``(s, a)`` and, unless one is given (FamO2O's actor of ``[s, e(beta)]``),
+        an actor of ``s``."""
+        if not 1 <= cfg.subset_size <= cfg.num_critics:
+            raise ValueError(
+                f"agent.subset_size={cfg.subset_size} must lie in [1, num_critics={cfg.num_critics}]"
+            )
+        if actor is None:
+            actor = TanhGaussianActor(
+                obs_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, obs_norm=obs_norm
+            )
+        actor = actor.to(device)
+        critic = CriticEnsemble(
+            obs_dim, action_dim, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm, obs_norm=obs_norm
+        ).to(device)
+        log_alpha = torch.tensor(float(cfg.initial_temperature), device=device).log().requires_grad_(True)
+        return cls(
+            actor=actor,
+            critic=critic,
+            target_critic=copy.deepcopy(critic).requires_grad_(False),
+            log_alpha=log_alpha,
+            actor_optimizer=adam(actor.parameters(), cfg.actor_lr),
+            critic_optimizer=adam(critic.parameters(), cfg.critic_lr),
+            temperature_optimizer=adam([log_alpha], cfg.temperature_lr),
+            target_entropy=-float(action_dim) if cfg.target_entropy is None else cfg.target_entropy,
+        )
+
+    @torch.no_grad()
+    def act(self, actor_input: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """The actor's mean action (``deterministic``) or a sample."""
+        return self.actor.deterministic(actor_input) if deterministic else self.actor.sample(actor_input)
+
+    def parts(self) -> dict[str, Part]:
+        return {
+            "actor": self.actor,
+            "critic": self.critic,
+            "target_critic": self.target_critic,
+            "log_alpha": self.log_alpha,
+            "actor_optimizer": self.actor_optimizer,
+            "critic_optimizer": self.critic_optimizer,
+            "temperature_optimizer": self.temperature_optimizer,
+        }
+
+
+# -- the steps the SAC family shares -------------------------------------------------------------------
+
+
+def critic_subset(cfg: SACConfig, device: torch.device) -> torch.Tensor:
+    """``subset_size`` distinct critic indices, drawn at random."""
+    return torch.randperm(cfg.num_critics, device=device)[: cfg.subset_size]
+
+
+@torch.no_grad()
+def td_target(
+    ac: ActorCritic,
+    cfg: SACConfig,
+    batch: Batch,
     subset: torch.Tensor,
-    reward: torch.Tensor,
-    terminated: torch.Tensor,
-    gamma: float,
+    next_input: torch.Tensor,
+    max_backup: bool,
 ) -> torch.Tensor:
-    """``r + gamma (1 - terminated) min_{k in subset} next_q[k]``; ``next_q`` is ``(members, B)``."""
-    return reward + gamma * (1.0 - terminated) * next_q[subset].min(0).values
+    """The TD target ``y`` (B,) from the target critics in ``subset``, with ``a' ~ pi(.|next_input)``
+    (the actor's input at s': ``batch.next_obs``, or FamO2O's ``[s', e(beta')]``); ``max_backup``
+    takes the max over ``backup_samples`` next actions of the subset's min."""
+    if max_backup:
+        next_action, next_log_prob = ac.actor(next_input, cfg.backup_samples)  # (B, M, A)
+        next_q = ac.target_critic(batch.next_obs, next_action)[subset].min(0).values  # (B, M)
+        best = next_q.argmax(1, keepdim=True)
+        next_q = next_q.gather(1, best).squeeze(1).unsqueeze(0)
+        next_log_prob = next_log_prob.gather(1, best).squeeze(1)
+        subset = torch.zeros(1, dtype=torch.long, device=next_q.device)
+    else:
+        next_action, next_log_prob = ac.actor(next_input)
+        next_q = ac.target_critic(batch.next_obs, next_action)
+    target = subset_min_target(next_q, subset, batch.reward, batch.terminated, cfg.gamma)
+    if cfg.backup_entropy:
+        target = target - cfg.gamma * (1.0 - batch.terminated) * ac.log_alpha.exp() * next_log_prob
+    return target
 
 
-def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
-    """``alpha * (-mean(log_prob) - target_entropy)``; its gradient lowers alpha when entropy is high."""
-    return log_alpha.exp() * (-log_prob.detach().mean() - target_entropy)
+def sac_critic_loss(
+    ac: ActorCritic, cfg: SACConfig, batch: Batch, max_backup: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SAC's critic loss: the TD error alone."""
+    target = td_target(ac, cfg, batch, critic_subset(cfg, batch.reward.device), batch.next_obs, max_backup)
+    q = ac.critic(batch.obs, batch.action)
+    loss = td_loss(q, target)
+    return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean(), "target_mean": target.mean()}
+
+
+def apply_critic_loss(ac: ActorCritic, loss: torch.Tensor, tau: float) -> None:
+    """One optimizer step of the critics on ``loss``, then the Polyak update of their targets."""
+    ac.critic_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    ac.critic_optimizer.step()
+    polyak_update(ac.target_critic, ac.critic, tau)
+
+
+def temperature_step(ac: ActorCritic, log_prob: torch.Tensor) -> torch.Tensor:
+    """One step of ``log_alpha`` towards the target entropy, given samples' log-densities; its loss."""
+    loss = temperature_loss(ac.log_alpha, log_prob, ac.target_entropy)
+    ac.temperature_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    ac.temperature_optimizer.step()
+    return loss.detach()
+
+
+def actor_temperature_step(ac: ActorCritic, batch: Batch) -> dict[str, torch.Tensor]:
+    """SAC's actor step on ``batch.obs``, then the temperature step on the entropy at ``batch.next_obs``."""
+    alpha = ac.log_alpha.exp().detach()
+    action, log_prob = ac.actor(batch.obs)
+    actor_loss = sac_actor_loss(log_prob, ac.critic(batch.obs, action).min(0).values, alpha)
+    ac.actor_optimizer.zero_grad(set_to_none=True)
+    # Gradients flow through the critics to the action, but only the actor's weights receive them.
+    actor_loss.backward(inputs=list(ac.actor.parameters()))
+    ac.actor_optimizer.step()
+
+    with torch.no_grad():
+        _, next_log_prob = ac.actor(batch.next_obs)
+    alpha_loss = temperature_step(ac, next_log_prob)
+    return {
+        "actor_loss": actor_loss.detach(),
+        "temperature": alpha,
+        "entropy": -log_prob.detach().mean(),
+        "temperature_loss": alpha_loss,
+    }
+
+
+# -- the agent -----------------------------------------------------------------------------------------
 
 
 class SAC(Agent):
@@ -90,102 +230,21 @@ class SAC(Agent):
         obs_norm: ObservationNormalizer | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
-        if not 1 <= cfg.subset_size <= cfg.num_critics:
-            raise ValueError(
-                f"agent.subset_size={cfg.subset_size} must lie in [1, num_critics={cfg.num_critics}]"
-            )
-        self.actor = TanhGaussianActor(
-            obs_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, obs_norm=obs_norm
-        ).to(device)
-        self.critic = CriticEnsemble(
-            obs_dim, action_dim, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm, obs_norm=obs_norm
-        ).to(device)
-        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = (
-            torch.tensor(float(cfg.initial_temperature), device=device).log().requires_grad_(True)
-        )
-        self.target_entropy = -float(action_dim) if cfg.target_entropy is None else cfg.target_entropy
-        self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
-        self.critic_optimizer = adam(self.critic.parameters(), cfg.critic_lr)
-        self.temperature_optimizer = adam([self.log_alpha], cfg.temperature_lr)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
 
-    @property
-    def critic_steps(self) -> int:
-        """Critic steps per ``update`` (the update-to-data ratio)."""
-        return self.cfg.utd
+    def parts(self) -> dict[str, Part]:
+        return self.ac.parts()
 
     @property
     def batch_size(self) -> int:
-        return self.cfg.batch_size * self.critic_steps
+        return self.cfg.batch_size * self.cfg.utd
 
-    @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
+        return self.ac.act(obs, deterministic)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        for minibatch in batch.split(self.critic_steps):
-            metrics = self.update_critic(minibatch)
-        metrics.update(self.update_actor_and_temperature(batch))
-        return metrics
-
-    # -- critic -----------------------------------------------------------------------------------
-
-    def td_target(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The TD target ``y`` (B,) and the subset of critics it used."""
         cfg = self.cfg
-        subset = torch.randperm(cfg.num_critics, device=self.device)[: cfg.subset_size]
-        with torch.no_grad():
-            if cfg.max_target_backup:
-                next_action, next_log_prob = self.actor(batch.next_obs, cfg.backup_samples)  # (B, M, A)
-                next_q = self.target_critic(batch.next_obs, next_action)[subset].min(0).values  # (B, M)
-                best = next_q.argmax(1, keepdim=True)
-                next_q = next_q.gather(1, best).squeeze(1).unsqueeze(0)
-                next_log_prob = next_log_prob.gather(1, best).squeeze(1)
-                subset_for_target = torch.zeros(1, dtype=torch.long, device=self.device)
-            else:
-                next_action, next_log_prob = self.actor(batch.next_obs)
-                next_q = self.target_critic(batch.next_obs, next_action)
-                subset_for_target = subset
-            target = subset_min_target(next_q, subset_for_target, batch.reward, batch.terminated, cfg.gamma)
-            if cfg.backup_entropy:
-                target = target - cfg.gamma * (1.0 - batch.terminated) * self.log_alpha.exp() * next_log_prob
-        return target, subset
-
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        target, _ = self.td_target(batch)
-        q = self.critic(batch.obs, batch.action)
-        loss = (q - target).pow(2).mean(1).sum()
-        return loss, {"critic_loss": loss.detach(), "q_mean": q.detach().mean(), "target_mean": target.mean()}
-
-    def update_critic(self, batch: Batch) -> dict[str, torch.Tensor]:
-        loss, metrics = self.critic_loss(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self.target_critic, self.critic, self.cfg.tau)
-        return metrics
-
-    # -- actor and temperature --------------------------------------------------------------------
-
-    def update_actor_and_temperature(self, batch: Batch) -> dict[str, torch.Tensor]:
-        alpha = self.log_alpha.exp().detach()
-        action, log_prob = self.actor(batch.obs)
-        q = self.critic(batch.obs, action).min(0).values
-        actor_loss = (alpha * log_prob - q).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
-        # Gradients flow through the critics to the action, but only the actor's weights receive them.
-        actor_loss.backward(inputs=list(self.actor.parameters()))
-        self.actor_optimizer.step()
-
-        with torch.no_grad():
-            _, next_log_prob = self.actor(batch.next_obs)
-        alpha_loss = temperature_loss(self.log_alpha, next_log_prob, self.target_entropy)
-        self.temperature_optimizer.zero_grad(set_to_none=True)
-        alpha_loss.backward()
-        self.temperature_optimizer.step()
-        return {
-            "actor_loss": actor_loss.detach(),
-            "temperature": alpha,
-            "entropy": -log_prob.detach().mean(),
-            "temperature_loss": alpha_loss.detach(),
-        }
+        for minibatch in batch.split(cfg.utd):
+            loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.max_target_backup)
+            apply_critic_loss(self.ac, loss, cfg.tau)
+        return metrics | actor_temperature_step(self.ac, batch)

@@ -1,16 +1,15 @@
 """WSRL, Warm-Start RL (Zhou et al., ICLR 2025): pre-train conservatively, fine-tune with plain SAC.
 
-1. Pre-train with CQL (locomotion) or Cal-QL on the dataset, using the *same* 10-critic LayerNorm
-   ensemble and actor the online agent uses, so every tensor transfers one to one. This happens
-   either in the same run (``steps.offline > 0``: this agent updates with the conservative loss
-   of ``cql.py``) or in an earlier ``agent=cql``/``agent=calql`` run whose
-   ``checkpoints/agent_offline.pt`` is passed as ``checkpoint=<path>`` (``load_pretrained``).
-2. At the start of the online phase the conservative term is switched off: updates are SAC's (
-   ``sac.py``) with the UTD ratio ``utd`` (each update: ``utd`` critic steps on minibatches of
-   ``batch_size``, then one actor and temperature step on all of them).
-3. The schedule (``conf/agent/wsrl.yaml``): the online buffer starts empty and no offline data is
-   sampled (``offline_ratio=0``); for the first ``steps.warmup=5000`` env steps the pre-trained
-   policy acts, stochastically, and no update is made.
+``update`` switches on the saved phase:
+- offline: the CQL step (``cql.cql_critic_loss``, UTD 1), on the *same* 10-critic LayerNorm ensemble
+  and actor the online agent uses, so every tensor transfers one to one. Pre-training happens either
+  in the same run (``steps.offline > 0``) or in an earlier ``agent=cql``/``agent=calql`` run whose
+  ``checkpoints/agent_offline.pt`` is passed as ``checkpoint=<path>`` (``load_pretrained``);
+- online: the SAC step (``sac.sac_critic_loss``) with the UTD ratio ``utd``: ``utd`` critic steps on
+  minibatches of ``batch_size``, then one actor and temperature step on all of them.
+The schedule (``conf/agent/wsrl.yaml``): the online buffer starts empty and no offline data is
+sampled (``offline_ratio=0``); for the first ``steps.warmup=5000`` env steps the pre-trained policy
+acts, stochastically, and no update is made.
 
 Decisions on the official code's pitfalls (spec §1.6):
 - Checkpoint compatibility: the CQL/Cal-QL -> WSRL load is an explicit key map (``PRETRAINED_KEYS``):
@@ -26,11 +25,13 @@ Reductions for small machines are config values; the paper-scale settings are th
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from rl.agents.cql import CQL, CQLConfig
-from rl.agents.sac import SAC
+from rl.agents.base import Agent, Part, Phase
+from rl.agents.cql import CQLConfig, CQLLagrange, cql_critic_loss
+from rl.agents.sac import ActorCritic, actor_temperature_step, apply_critic_loss, sac_critic_loss
 from rl.buffers.batch import Batch
 from rl.nets import ObservationNormalizer
 
@@ -60,7 +61,7 @@ class WSRLConfig(CQLConfig):
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
 
 
-class WSRL(CQL):
+class WSRL(Agent):
     name = "wsrl"
     config_class = WSRLConfig
 
@@ -72,28 +73,44 @@ class WSRL(CQL):
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
     ) -> None:
-        super().__init__(cfg, obs_dim, action_dim, device, obs_norm)
-        self.online = False
+        super().__init__(cfg, obs_dim, action_dim, device)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
+        self.lagrange = CQLLagrange.build(cfg, device)
 
-    def load_pretrained(self, state: dict) -> None:
+    def parts(self) -> dict[str, Part]:
+        return self.ac.parts() | (self.lagrange.parts() if self.lagrange else {})
+
+    def load_pretrained(self, checkpoint: dict[str, Any]) -> None:
         """Start from a CQL/Cal-QL agent's ``state_dict()``, mapping its parts by ``PRETRAINED_KEYS``."""
-        if state.get("agent") not in PRETRAINED_AGENTS:
+        if checkpoint.get("agent") not in PRETRAINED_AGENTS:
             raise ValueError(
-                f"WSRL starts from a {'/'.join(PRETRAINED_AGENTS)} agent, not {state.get('agent')!r}"
+                f"WSRL starts from a {'/'.join(PRETRAINED_AGENTS)} agent, not {checkpoint.get('agent')!r}"
             )
-        mapped = {ours: state["state"][theirs] for theirs, ours in PRETRAINED_KEYS.items()}
-        if self.cfg.cql_lagrange:
-            mapped |= {k: v for k, v in state["state"].items() if "cql_multiplier" in k}
-        self.load_state_dict({**state, "agent": self.cfg.name, "state": mapped})
-
-    def begin_online(self) -> None:
-        self.online = True
+        theirs = checkpoint["state"]
+        mapped = {
+            ours: theirs[their_key] for their_key, ours in PRETRAINED_KEYS.items() if their_key in theirs
+        }
+        if self.lagrange is not None:
+            mapped |= {k: v for k, v in theirs.items() if "cql_multiplier" in k}
+        self.load_parts({**checkpoint, "agent": self.cfg.name, "state": mapped})
 
     @property
-    def critic_steps(self) -> int:
-        return self.cfg.utd if self.online else 1
+    def batch_size(self) -> int:
+        return self.cfg.batch_size * (self.cfg.utd if self.phase is Phase.ONLINE else 1)
 
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        if self.online:
-            return SAC.critic_loss(self, batch)  # the TD loss alone: WSRL fine-tunes with plain SAC
-        return super().critic_loss(batch)
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return self.ac.act(obs, deterministic)
+
+    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if self.phase is Phase.OFFLINE:
+            # offline: the CQL step
+            inputs = (batch.obs, batch.next_obs)
+            loss, metrics = cql_critic_loss(self.ac, cfg, batch, inputs, self.lagrange)
+            apply_critic_loss(self.ac, loss, cfg.tau)
+            return metrics | actor_temperature_step(self.ac, batch)
+        # online: the SAC step, with the UTD ratio
+        for minibatch in batch.split(cfg.utd):
+            loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.max_target_backup)
+            apply_critic_loss(self.ac, loss, cfg.tau)
+        return metrics | actor_temperature_step(self.ac, batch)

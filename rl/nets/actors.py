@@ -1,4 +1,5 @@
-"""Policy heads: a tanh-squashed Gaussian (SAC/CQL/WSRL) and a plain Gaussian (IQL/AWR, PPO)."""
+"""Policy heads: a tanh-squashed Gaussian (SAC/CQL/WSRL), a plain Gaussian (IQL/AWR) and a stacked
+ensemble of plain Gaussians (Uni-O4)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rl.nets.mlp import MLP, ObservationNormalizer
+from rl.nets.mlp import MLP, EnsembleMLP, ObservationNormalizer
 
 
 def tanh_log_det_jacobian(pre_tanh: torch.Tensor) -> torch.Tensor:
@@ -110,3 +111,53 @@ class GaussianActor(nn.Module):
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         return self.dist(obs).mean
+
+
+class GaussianPolicyEnsemble(nn.Module):
+    """``members`` Gaussian policies stacked: ``[mu, x] = tanh(MLP(s))``, ``log sigma = low + (high - low)(x + 1)/2``.
+
+    Uni-O4's policy (spec §2.4), in both phases. Not squashed: actions are clamped to [-1, 1] when
+    acting, and dataset actions have an exact density. ``obs`` may be ``(B, D)`` (every member sees
+    the same states) or ``(members, B, D)``.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        obs_dim: int,
+        action_dim: int,
+        hidden: Sequence[int],
+        log_std_range: Sequence[float],
+        obs_norm: ObservationNormalizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
+        self.members = members
+        self.net = EnsembleMLP(members, obs_dim, hidden, 2 * action_dim)
+        self.log_std_low, self.log_std_high = log_std_range
+
+    def dist(self, obs: torch.Tensor, members: torch.Tensor | None = None) -> torch.distributions.Normal:
+        """Batch shape ``(members, B, A)`` (or ``(len(members), B, A)``)."""
+        mean, x = torch.tanh(self.net(self.obs_norm(obs), members)).chunk(2, dim=-1)
+        log_std = self.log_std_low + (self.log_std_high - self.log_std_low) * 0.5 * (x + 1.0)
+        return torch.distributions.Normal(mean, log_std.exp())
+
+    def member_dist(
+        self, obs: torch.Tensor, member: torch.Tensor | None = None
+    ) -> torch.distributions.Normal:
+        """One member's distribution, batch shape ``(B, A)``; ``member`` is a 1-element index tensor
+        (None for a one-member ensemble)."""
+        dist = self.dist(obs, member)
+        return torch.distributions.Normal(dist.loc.squeeze(0), dist.scale.squeeze(0))
+
+    @torch.no_grad()
+    def copy_members_from(self, source: GaussianPolicyEnsemble, mask: torch.Tensor) -> None:
+        """The members where ``mask`` ``(members,)`` is true take ``source``'s weights."""
+        for t, s in zip(self.net.parameters(), source.net.parameters(), strict=True):
+            t.copy_(torch.where(mask.view(-1, *[1] * (t.dim() - 1)), s, t))
+
+    @torch.no_grad()
+    def copy_member_from(self, source: GaussianPolicyEnsemble, member: torch.Tensor) -> None:
+        """This one-member ensemble takes member ``member`` (1-element index) of ``source``."""
+        for t, s in zip(self.net.parameters(), source.net.parameters(), strict=True):
+            t.copy_(s[member])

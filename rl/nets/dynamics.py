@@ -8,30 +8,33 @@ from MOBILE and are made here on purpose:
 - The state change is predicted in normalised units, ``(s' - s) / std`` with the dataset's
   observation std (``obs_norm``), so every output dimension has a similar scale without a separately
   fitted target scaler. Without ``obs_norm`` the units are raw.
-- Termination is *learned*, not a hand-written per-environment function: a third head predicts the
-  logit of ``terminated`` from ``(s, a)``, trained with a cross-entropy on the dataset's flags, and a
-  model step terminates a row when that probability exceeds one half. Agents know nothing about
-  environments, so a rule that reads a hopper's height cannot live here.
-- A model step also terminates a row whose next state leaves the box of states seen in training
-  (per dimension, the observed min/max widened by ``box_margin`` times the range; NaN counts as
-  outside). Measured on hopper-medium with 4,000 dynamics updates: the learned head almost never
-  fires on model-made states (94% of rows still alive after 1,000 steps), 67% of rows are outside
-  the data's box after 10 steps and the states grow without bound (|s| ~1e18 at step 1,000), so the
-  critic is read where it has never been trained and AM-Q reached 1e9-5e16. The box is the
-  environment-free form of a per-env termination function (Hopper's checks that every state lies
-  in bounds): a rollout ends where the model leaves what the data can vouch for. Before any data has
-  been observed the box is empty and every step terminates.
+- Termination: with an environment's rule (``termination``, a function of ``(s, a, s')`` that the
+  loop takes from ``envs/termination.py`` and the agent passes in; the official Uni-O4/MOBILE rules
+  end a hopper or walker rollout at a fall) a model step terminates exactly where the rule says.
+  Without one (an env that has none), termination is *learned*: a third head predicts the logit of
+  ``terminated`` from ``(s, a)``, trained with a cross-entropy on the dataset's flags, and a row
+  terminates when that probability exceeds one half or when its next state leaves the box of states
+  seen in training (per dimension, the observed min/max widened by ``box_margin`` times the range;
+  NaN counts as outside). Measured on hopper-medium with 4,000 dynamics updates: the learned head
+  almost never fires on model-made states (94% of rows still alive after 1,000 steps), 67% of rows
+  are outside the data's box after 10 steps and the states grow without bound (|s| ~1e18 at step
+  1,000), so the critic is read where it has never been trained. The box bounds that; it cannot
+  tell a fallen state inside the box from a healthy one, which only the environment's rule can.
+  Before any data has been observed the box is empty and every step terminates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from rl.nets.mlp import EnsembleMLP, ObservationNormalizer
+
+TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(obs, action, next_obs) -> terminated`` for ``(B, ...)`` rows, a ``(B,)`` bool tensor."""
 
 
 class DynamicsEnsemble(nn.Module):
@@ -118,16 +121,24 @@ class DynamicsEnsemble(nn.Module):
 
     @torch.no_grad()
     def step(
-        self, obs: torch.Tensor, action: torch.Tensor, elites: torch.Tensor
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        elites: torch.Tensor,
+        termination: TerminationFn | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One model step for ``(B, obs_dim)`` rows: each row uses one elite drawn at random and a
-        sample of its Gaussian (as MOBILE). Returns next obs, reward and terminated (float), all ``(B, ...)``;
-        a row terminates when the termination head says so or its next obs leaves the seen-state box."""
+        sample of its Gaussian (as MOBILE). Returns next obs, reward and terminated (bool), all ``(B, ...)``;
+        a row terminates where ``termination`` says so, or, without it, where the termination head
+        fires or the next obs leaves the seen-state box."""
         mean, log_var, logit = self(obs, action)
         pick = elites[torch.randint(len(elites), (obs.shape[0],), device=obs.device)]
         rows = torch.arange(obs.shape[0], device=obs.device)
         mean, std, logit = mean[pick, rows], (0.5 * log_var[pick, rows]).exp(), logit[pick, rows]
         sample = mean + std * torch.randn_like(mean)
         next_obs = obs + sample[:, :-1] * self.obs_norm.std
-        terminated = (logit > 0) | self.outside_box(next_obs)
-        return next_obs, sample[:, -1], terminated.float()
+        if termination is not None:
+            terminated = termination(obs, action, next_obs)
+        else:
+            terminated = (logit > 0) | self.outside_box(next_obs)
+        return next_obs, sample[:, -1], terminated

@@ -1,0 +1,172 @@
+"""Every loss of every agent, as pure functions of tensors (no modules, no optimizers, no state).
+
+Shapes: ``E`` critics (ensemble members), ``B`` rows, ``M`` sampled actions per row, ``n`` policies.
+Each function is checked against values worked out by hand in tests/test_losses.py (and, for the
+FamO2O and Uni-O4 ones, in tests/test_famo2o.py and tests/test_unio4.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import Normal, kl_divergence
+
+# -- TD learning -------------------------------------------------------------------------------------
+
+
+def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``sum_e mean_b (q[e, b] - target[b])^2``: each member's gradient does not shrink with the
+    ensemble size."""
+    return (q - target).pow(2).mean(1).sum()
+
+
+def subset_min_target(
+    next_q: torch.Tensor,
+    subset: torch.Tensor,
+    reward: torch.Tensor,
+    terminated: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """``r + gamma (1 - terminated) min_{k in subset} next_q[k]``; ``next_q`` is ``(E, B)``."""
+    return reward + gamma * (1.0 - terminated) * next_q[subset].min(0).values
+
+
+def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """``alpha * (-mean(log_prob) - target_entropy)``; its gradient lowers alpha when entropy is high."""
+    return log_alpha.exp() * (-log_prob.detach().mean() - target_entropy)
+
+
+def sac_actor_loss(log_prob: torch.Tensor, q: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``mean(alpha log pi(a~|s) - Q(s, a~))``."""
+    return (alpha * log_prob - q).mean()
+
+
+# -- CQL / Cal-QL ------------------------------------------------------------------------------------
+
+
+def cql_gap(
+    q_data: torch.Tensor,
+    q_random: torch.Tensor,
+    q_current: torch.Tensor,
+    q_next: torch.Tensor,
+    log_q_random: float,
+    log_pi_current: torch.Tensor,
+    log_pi_next: torch.Tensor,
+    temperature: float,
+    importance_sample: bool = True,
+    mc_return: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-critic conservative gap ``mean_b[T logsumexp(...) - Q(s, a_data)]``: shape ``(E,)``.
+
+    ``q_data`` is ``(E, B)``; ``q_random``, ``q_current``, ``q_next`` are ``(E, B, M)``; the
+    log-densities are ``(B, M)``; ``mc_return`` (Cal-QL) is ``(B,)`` and floors the two policy
+    proposals' Q-values before the importance correction (random actions stay unfloored).
+    """
+    if mc_return is not None:
+        floor = mc_return[None, :, None]
+        q_current, q_next = torch.maximum(q_current, floor), torch.maximum(q_next, floor)
+    if importance_sample:
+        candidates = torch.cat(
+            [q_random - log_q_random, q_current - log_pi_current.detach(), q_next - log_pi_next.detach()],
+            dim=-1,
+        )
+        log_count = 0.0
+    else:
+        candidates = torch.cat([q_random, q_current, q_next, q_data.unsqueeze(-1)], dim=-1)
+        log_count = math.log(candidates.shape[-1])
+    soft_max = temperature * (torch.logsumexp(candidates / temperature, dim=-1) - log_count)
+    return (soft_max - q_data).mean(1)
+
+
+def conservative_loss(
+    gap: torch.Tensor, weight: torch.Tensor | float, target_gap: float = 0.0
+) -> torch.Tensor:
+    """``weight * sum_e (gap_e - target_gap)``; ``target_gap`` is non-zero only with the Lagrange multiplier."""
+    return weight * (gap - target_gap).sum()
+
+
+# -- IQL and advantage-weighted regression -----------------------------------------------------------
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """``mean(|expectile - 1(diff < 0)| * diff^2)``: IQL's asymmetric regression of V towards Q."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff.pow(2)).mean()
+
+
+def advantage_weights(
+    q: torch.Tensor, v: torch.Tensor, beta: float | torch.Tensor, max_weight: float
+) -> torch.Tensor:
+    """``min(exp(beta * (q - v)), max_weight)``, with no gradient to the critics."""
+    return torch.exp(beta * (q - v).detach()).clamp(max=max_weight)
+
+
+def awr_loss(
+    log_prob: torch.Tensor,
+    q: torch.Tensor,
+    v: torch.Tensor,
+    beta: float | torch.Tensor,
+    max_weight: float,
+) -> torch.Tensor:
+    """``-mean(min(exp(beta_i (q_i - v_i)), max_weight) log_prob_i)``; ``beta`` a scalar (IQL) or one
+    per row (FamO2O: each row weighted by its own beta, not the batch's)."""
+    return -(advantage_weights(q, v, beta, max_weight) * log_prob).mean()
+
+
+# -- FamO2O -------------------------------------------------------------------------------------------
+
+
+def family_sac_actor_loss(
+    log_prob: torch.Tensor, q: torch.Tensor, beta: torch.Tensor, alpha: torch.Tensor
+) -> torch.Tensor:
+    """``mean(alpha log_prob_i - beta_i q_i)``: beta weighs Q against the entropy bonus."""
+    return (alpha * log_prob - beta * q).mean()
+
+
+def balance_loss(q: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor | float) -> torch.Tensor:
+    """``mean(alpha log pi_b(beta|s) - Q(s, a_beta))``: pick the beta whose action has the highest Q."""
+    return (alpha * log_prob - q).mean()
+
+
+# -- Uni-O4 -------------------------------------------------------------------------------------------
+
+
+def standardize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``(x - mean) / (std + 1e-8)`` along ``dim`` (unbiased std, as the official z-scores)."""
+    return (x - x.mean(dim, keepdim=True)) / (x.std(dim, keepdim=True) + 1e-8)
+
+
+def ensemble_bc_loss(dist: Normal, action: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sum_i mean_b[-log pi_i(a_b|s_b) - alpha KL(pi_i(.|s_b) || sg pi_j*(.|s_b))]`` and the KL per member.
+
+    ``dist`` has batch shape ``(n, B, A)``; ``j*(i, b) = argmax_{j != i} log pi_j(a_b|s_b)``.
+    """
+    log_prob = dist.log_prob(action).sum(-1)  # (n, B)
+    n = log_prob.shape[0]
+    if n == 1 or alpha == 0.0:
+        return -log_prob.mean(1).sum(), torch.zeros(n, device=action.device)
+    others = log_prob.detach().unsqueeze(0).expand(n, -1, -1)  # [i, j, b] = log pi_j(a_b|s_b)
+    others = others.masked_fill(
+        torch.eye(n, dtype=torch.bool, device=action.device).unsqueeze(-1), -torch.inf
+    )
+    index = others.argmax(1).unsqueeze(-1).expand(-1, -1, action.shape[-1])  # (n, B, A)
+    nearest = Normal(dist.loc.detach().gather(0, index), dist.scale.detach().gather(0, index))
+    kl = kl_divergence(dist, nearest).sum(-1).mean(1)  # (n,)
+    return (-log_prob.mean(1) - alpha * kl).sum(), kl
+
+
+def ppo_clip_loss(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantage: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """``-mean_last(min(rho A, clip(rho, 1 - clip, 1 + clip) A))``, ``rho = exp(log_prob - old_log_prob)``."""
+    ratio = (log_prob - old_log_prob).exp()
+    return -torch.minimum(ratio * advantage, ratio.clamp(1.0 - clip, 1.0 + clip) * advantage).mean(-1)
+
+
+def clipped_value_loss(
+    value: torch.Tensor, old_value: torch.Tensor, returns: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """``mean(max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2))``."""
+    clipped = old_value + (value - old_value).clamp(-clip, clip)
+    return torch.maximum((value - returns).pow(2), (clipped - returns).pow(2)).mean()
