@@ -1,6 +1,7 @@
 """One battery every agent goes through (after d3rlpy's algo tester)."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ SMALL = {
     },
     "cql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
     "calql": {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16, "cql_samples": 3},
-    "iql": {"hidden": [32, 32], "batch_size": 16},
+    "iql": {"hidden": [32, 32], "batch_size": 16, "normalize_obs": False},
     "wsrl": {
         "critic_hidden": [32, 32],
         "actor_hidden": [32, 32],
@@ -177,19 +178,45 @@ def test_sac_utd_takes_one_critic_step_per_minibatch():
     assert (critic_steps.item(), actor_steps.item()) == (3, 1)
 
 
-def test_cql_term_pushes_down_policy_action_values_relative_to_sac():
-    """With the conservative term, Q at out-of-data actions ends lower than with plain SAC."""
+def test_cql_term_pushes_down_out_of_data_action_values():
+    """The same CQL agent with and without its conservative term: with it, Q at random actions ends
+    lower relative to Q at the data's actions (critics start near 0, output gain 1e-2: after 150
+    updates the two differ by a few hundredths)."""
     data = batch(64, seed=3)
     results = {}
-    for name in ("sac", "cql"):
-        agent = make(name, seed=0, batch_size=64, **({"utd": 1, "num_critics": 2} if name == "sac" else {}))
+    for alpha in (0.0, 5.0):
+        agent = make("cql", seed=0, batch_size=64, cql_alpha=alpha)
         for _ in range(150):
             agent.update(data)
         random_actions = torch.rand(64, ACT) * 2 - 1
         critic = agent.ac.critic
         gap = critic(data.obs, random_actions).mean() - critic(data.obs, data.action).mean()
-        results[name] = gap.item()
-    assert results["cql"] < results["sac"] - 0.1
+        results[alpha] = gap.item()
+    assert results[5.0] < results[0.0] - 0.03
+
+
+def test_iql_decays_the_actor_lr_by_a_cosine_offline_and_keeps_it_constant_online():
+    agent = make("iql", actor_lr=2.0e-4, actor_lr_decay_steps=4)
+    used = []
+    for k in range(6):
+        agent.update(batch(16, seed=k))
+        used.append(agent.actor_optimizer.param_groups[0]["lr"])  # the rate this update stepped with
+    c = math.cos(math.pi / 4)
+    expected = [2e-4, 2e-4 * (1 + c) / 2, 1e-4, 2e-4 * (1 - c) / 2, 0.0, 0.0]
+    assert used == pytest.approx(expected, abs=1e-12)
+    resumed = make("iql", seed=1, actor_lr=2.0e-4, actor_lr_decay_steps=4)
+    resumed.load_state_dict(agent.state_dict())
+    assert int(resumed.offline_updates) == 6
+    agent.set_phase(Phase.ONLINE)
+    agent.update(batch(16, seed=9))
+    assert agent.actor_optimizer.param_groups[0]["lr"] == 2e-4
+
+
+def test_iql_defaults_are_corls_locomotion_settings():
+    cfg = AGENTS["iql"][1]()
+    assert (cfg.normalize_obs, cfg.return_range_scale, cfg.actor_lr_decay_steps) == (True, 1000.0, 1_000_000)
+    with pytest.raises(ValueError, match="normalize_obs=true needs an offline dataset"):
+        build_agent(cfg, OBS, ACT, torch.device("cpu"))
 
 
 def _differs(a: dict, b: dict) -> bool:

@@ -5,8 +5,18 @@ import math
 import torch
 
 from rl.agents.base import polyak_update
-from rl.agents.losses import advantage_weights, cql_gap, expectile_loss, subset_min_target, temperature_loss
-from rl.buffers import RolloutBuffer
+from rl.agents.iql import cosine_decay
+from rl.agents.losses import (
+    advantage_weights,
+    conservative_loss,
+    cql_gap,
+    expectile_loss,
+    subset_min_target,
+    td_loss,
+    temperature_loss,
+)
+from rl.agents.sac import ActorCritic, SACConfig, td_target
+from rl.buffers import Batch, RolloutBuffer
 from rl.nets.actors import tanh_log_det_jacobian
 
 
@@ -131,3 +141,65 @@ def test_polyak_update_moves_targets_by_tau():
     assert torch.allclose(target.weight, torch.full((1, 2), 0.1)) and torch.allclose(
         target.bias, torch.tensor([0.2])
     )
+
+
+def test_td_loss_is_the_mean_over_members_and_rows():
+    q = torch.tensor([[1.0, 2.0], [3.0, 5.0]])  # 2 critics x 2 rows
+    target = torch.tensor([0.0, 1.0])
+    # squared errors 1, 1, 9, 16: their mean (official), not the sum over members of row means (13.5)
+    assert math.isclose(td_loss(q, target).item(), (1 + 1 + 9 + 16) / 4, rel_tol=1e-6)
+
+
+def test_conservative_loss_is_the_mean_over_the_members_of_the_subset():
+    gap = torch.tensor([0.5, 1.5])  # cql_gap of the 2 critics in the subset
+    assert math.isclose(conservative_loss(gap, 5.0).item(), 5.0 * (0.5 + 1.5) / 2, rel_tol=1e-6)
+    # Lagrange form: weight * mean(gap - target_gap)
+    assert math.isclose(conservative_loss(gap, 2.0, 0.8).item(), 2.0 * (-0.3 + 0.7) / 2, rel_tol=1e-6)
+
+
+def test_the_cql_weight_per_critic_relative_to_its_td_error_is_the_official_one():
+    """10 critics, a 2-critic CQL subset: d(loss)/d(gap_e) over d(loss)/d(sq. error of e) is
+    (alpha / 2) / (1 / 10) = 5 alpha, as the official means give (a sum over members gives alpha)."""
+    q = torch.zeros(10, 1, requires_grad=True)
+    gap = torch.zeros(2, requires_grad=True)
+    loss = td_loss(q, torch.ones(1)) + conservative_loss(gap, 5.0)
+    dq, dgap = torch.autograd.grad(loss, (q, gap))
+    td_weight = -dq[0, 0].item() / 2.0  # d(q - 1)^2/dq = -2 at q = 0
+    assert math.isclose(dgap[0].item() / td_weight, 5 * 5.0, rel_tol=1e-6)
+
+
+def test_max_target_backup_takes_the_best_sampled_next_action_of_the_subset_min():
+    next_q = torch.tensor(  # [critic, row, sampled next action]
+        [
+            [[1.0, 5.0, 2.0], [0.0, -1.0, 3.0]],
+            [[4.0, 2.0, 6.0], [1.0, 2.0, 2.5]],
+            [[-9.0, -9.0, -9.0], [-9.0, -9.0, -9.0]],
+        ]
+    )
+    ac = ActorCritic(
+        actor=lambda obs, samples: (torch.zeros(2, samples, 1), torch.zeros(2, samples)),
+        critic=None,
+        target_critic=lambda obs, action: next_q,
+        log_alpha=torch.zeros(()),
+        actor_optimizer=None,
+        critic_optimizer=None,
+        temperature_optimizer=None,
+        target_entropy=-1.0,
+    )
+    batch = Batch(
+        torch.zeros(2, 1),
+        torch.zeros(2, 1),
+        torch.tensor([1.0, 2.0]),
+        torch.zeros(2, 1),
+        torch.zeros(2),
+        torch.zeros(2),
+    )
+    cfg = SACConfig(gamma=0.9, backup_samples=3)
+    target = td_target(ac, cfg, batch, torch.tensor([0, 1]), batch.next_obs, max_backup=True)
+    # min over critics 0 and 1 per sample: row 0 (1, 2, 2) -> 2; row 1 (0, -1, 2.5) -> 2.5
+    assert torch.allclose(target, torch.tensor([1.0 + 0.9 * 2.0, 2.0 + 0.9 * 2.5]))
+
+
+def test_cosine_decay_by_hand():
+    assert [cosine_decay(2.0, k, 4) for k in (0, 2, 4, 9)] == [2.0, 1.0, 0.0, 0.0]
+    assert math.isclose(cosine_decay(2.0, 1, 4), 2.0 * (1 + math.cos(math.pi / 4)) / 2)

@@ -354,9 +354,9 @@ def test_dynamics_ensemble_learns_a_linear_system_and_its_termination():
     assert stepped.shape == obs.shape and set(done.unique().tolist()) <= {0.0, 1.0}
 
 
-def _still_model(obs_dim: int) -> DynamicsEnsemble:
+def _still_model(obs_dim: int, action_dim: int = 1) -> DynamicsEnsemble:
     """A dynamics ensemble that predicts no state change (noise ~1e-4) and never terminates itself."""
-    model = DynamicsEnsemble(obs_dim, 1, members=2, hidden=[8], box_margin=0.5)
+    model = DynamicsEnsemble(obs_dim, action_dim, members=2, hidden=[8], box_margin=0.5)
     with torch.no_grad():
         for parameter in model.net.parameters():
             parameter.zero_()
@@ -501,3 +501,87 @@ def test_ppo_update_runs_gae_on_the_rollout_buffer_and_trains_actor_and_value():
     assert agent.online_actor_optimizer.param_groups[0]["lr"] == pytest.approx(
         agent.cfg.online_actor_lr * (1 - 16 / 64)
     )
+
+
+# -- the environment's termination rule and AM-Q's start states ---------------------------------------
+
+
+def test_termination_rules_end_hopper_and_walker_at_a_fall_as_the_official_rules():
+    from envs import termination
+
+    def done(rule, *rows):
+        next_obs = torch.tensor(rows)
+        return rule(torch.zeros_like(next_obs), torch.zeros(len(rows), 1), next_obs).tolist()
+
+    # hopper: height > 0.7, |angle| < 0.2, finite, obs[1:] < 100 (upper bound only, as written officially)
+    assert done(
+        termination.hopper, [1.2, 0.1, 5.0], [0.6, 0.0, 0.0], [1.2, -0.3, 0.0], [1.2, 0.0, 150.0]
+    ) == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    assert done(termination.hopper, [1.2, 0.0, -150.0], [float("nan"), 0.0, 0.0]) == [False, True]
+    # walker2d: 0.8 < height < 2.0, -1 < angle < 1, every entry in (-100, 100)
+    assert done(
+        termination.walker2d, [1.2, 0.5, 0.0], [2.1, 0.0, 0.0], [1.2, -1.1, 0.0], [1.2, 0.0, -100.0]
+    ) == [
+        False,
+        True,
+        True,
+        True,
+    ]
+    # halfcheetah never falls; only the (-100, 100) bounds
+    assert done(termination.halfcheetah, [-50.0, 3.0], [0.0, 100.0]) == [False, True]
+
+
+def test_termination_rule_lookup_by_env_config():
+    from envs import EnvConfig, termination
+
+    assert termination.for_env(EnvConfig(id="Hopper-v5")) is termination.hopper
+    assert termination.for_env(EnvConfig(id="Walker2d-v5")) is termination.walker2d
+    assert termination.for_env(EnvConfig(id="HalfCheetah-v5")) is termination.halfcheetah
+    assert termination.for_env(EnvConfig(id="Ant-v5")) is None
+    custom = EnvConfig(id="Hopper-v5", kwargs={"exclude_current_positions_from_observation": False})
+    assert termination.for_env(custom) is None  # another observation layout: the rule cannot know it
+
+
+def test_the_env_rule_reaches_the_model_rollouts_and_replaces_the_learned_termination():
+    calls = []
+
+    def rule(obs, action, next_obs):
+        calls.append(next_obs.shape)
+        return next_obs[:, 0] > 100.0  # never, for these states
+
+    cfg = AGENTS["unio4"][1](**{**SMALL, "dynamics_members": 2, "dynamics_elites": 1})  # as _still_model
+    agent = build_agent(cfg, OBS, ACT, torch.device("cpu"), termination=rule)
+    assert agent.model.termination is rule
+    model = _still_model(OBS, ACT)  # its box is empty: without the rule every step would terminate
+    _, _, terminated = model.step(torch.zeros(4, OBS), torch.zeros(4, ACT), torch.tensor([0]), rule)
+    assert terminated.tolist() == [False] * 4
+    agent.model.dynamics = model
+    agent.amq_scores(torch.zeros(5, OBS))
+    assert calls[-1] == (SMALL["num_policies"] * 5, OBS)  # every policy's rows, stepped through the rule
+
+
+def test_every_am_q_gate_scores_the_members_from_the_same_saved_start_states():
+    agent = make(improve_steps=4, ope_every=1)
+    starts = []
+
+    def scores(obs):
+        starts.append(obs.clone())
+        return torch.zeros(2)
+
+    agent.amq_scores = scores
+    last_fit = None
+    for i in range(agent.improvement_start + 4):
+        b = batch(seed=i)
+        if i == agent.improvement_start - 1:
+            last_fit = b.obs
+        agent.update(b)
+    assert len(starts) == 1 + 4  # J* at the start, then 4 gates
+    assert all(torch.equal(s, last_fit) for s in starts)
+    clone = make(seed=5, improve_steps=4, ope_every=1)
+    clone.load_state_dict(agent.state_dict())
+    assert torch.equal(clone.amq_start, last_fit)  # saved: a resumed run keeps comparing on them

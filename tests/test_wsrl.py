@@ -59,7 +59,9 @@ def test_every_pretrained_tensor_arrives_in_the_online_agent():
 def test_wsrl_refuses_an_agent_it_cannot_map():
     with pytest.raises(ValueError, match=r"WSRL starts from a cql/calql/wsrl agent, not 'iql'"):
         small_agent("wsrl").load_pretrained(
-            build_agent(AGENTS["iql"][1](hidden=[8]), 11, 3, torch.device("cpu")).state_dict()
+            build_agent(
+                AGENTS["iql"][1](hidden=[8], normalize_obs=False), 11, 3, torch.device("cpu")
+            ).state_dict()
         )
     with pytest.raises(ValueError, match=r"critic"):
         small_agent("wsrl").load_pretrained(
@@ -78,6 +80,36 @@ def test_online_wsrl_updates_are_sac_with_the_utd_ratio():
     assert "cql_gap" not in online and "critic_loss" in online
     steps = agent.ac.critic_optimizer.state[agent.ac.critic.net.layers[0].weight]["step"]
     assert steps.item() == 1 + 4
+
+
+def test_pre_training_backs_up_the_best_of_sampled_next_actions_and_fine_tuning_does_not(monkeypatch):
+    import rl.agents.cql
+    import rl.agents.sac
+
+    assert (AGENTS["cql"][1]().max_target_backup, AGENTS["cql"][1]().critic_layer_norm) == (True, False)
+    backups = []
+    for module in (rl.agents.cql, rl.agents.sac):
+        original = module.td_target
+
+        def spy(*args, _original=original, **kwargs):
+            backups.append(args[-1])
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(module, "td_target", spy)
+    agent = small_agent("wsrl", utd=2)
+    assert agent.cfg.max_target_backup and not agent.cfg.online_max_target_backup
+    agent.update(random_batch(16))
+    assert backups == [True]  # the CQL step
+    agent.set_phase(Phase.ONLINE)
+    agent.update(random_batch(32))
+    assert backups == [True, False, False]  # two SAC critic steps
+
+
+@pytest.mark.parametrize("arm", ["wsrl", "cql"])
+def test_the_study_presets_keep_the_papers_actor_and_temperature_rates(arm):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"+experiment=d4rl_o2o_{arm}"])
+    assert (cfg.agent.actor_lr, cfg.agent.temperature_lr) == (1e-4, 1e-4)
 
 
 def test_a_wsrl_agent_saved_online_resumes_online():

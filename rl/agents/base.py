@@ -51,6 +51,10 @@ class AgentConfig:
     """Rows per gradient step."""
     normalize_obs: bool = False
     """Standardise observations with the offline dataset's mean/std (fixed, saved with the networks)."""
+    return_range_scale: float | None = None
+    """If set, the loop scales every reward (dataset and online, once, where ``env.reward_scale``
+    applies) by ``return_range_scale / (max - min)`` of the dataset's episode returns: IQL's and
+    CORL's locomotion normalisation, with 1000 (the episode length). Needs an offline dataset."""
 
 
 class Agent(abc.ABC):

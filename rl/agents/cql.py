@@ -1,7 +1,8 @@
 """Conservative Q-Learning, CQL(H), and Cal-QL, on the SAC family's steps (``sac.py``).
 
-The critic loss is the TD loss plus, for the critics ``e`` in the same random subset that formed
-the TD target (WSRL: with 10 critics the conservative term touches 2 per step, TD covers all):
+The critic loss is the TD loss (mean over members and rows) plus the mean, over the critics ``e`` in
+the same random subset that formed the TD target (WSRL: with 10 critics the conservative term
+touches 2 per step, TD covers all), and over rows, of
 
     alpha_cql * [ T * logsumexp_j((Q_e(s, a_j) - log q(a_j)) / T) - Q_e(s, a_data) ]
 
@@ -46,6 +47,13 @@ from rl.nets import ObservationNormalizer
 @dataclass
 class CQLConfig(SACConfig):
     name: str = "cql"
+    max_target_backup: bool = True
+    """The TD target's max over ``backup_samples`` next actions, on as in the official CQL config
+    (WSRL ``experiments/configs/cql_config.py``: ``cql_max_target_backup=True``) that pre-trains
+    WSRL's locomotion agents."""
+    critic_layer_norm: bool = False
+    """Plain critics, as the official WSRL locomotion CQL and CORL's CQL (WSRL's own ensemble, in
+    ``wsrl.py``, has LayerNorm)."""
     cql_alpha: float = 5.0
     cql_samples: int = 10
     """Actions per proposal (uniform, pi(.|s), pi(.|s')) per state."""

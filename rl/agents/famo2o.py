@@ -22,7 +22,7 @@ FamO2O-IQL, one ``update`` (the official ``family_learner`` order, one batch):
    ``a_b ~ pi_u(.|s, e(beta_b))`` both reparameterised; only pi_b's weights step;
 3. alpha_b: ``alpha_b * (H_b - (-0.5))`` (``losses.temperature_loss``), ``H_b = -mean log pi_b``;
 4. pi_u:   ``-mean(min(exp(beta_i (min_e Qbar_e(s_i, a_i) - V_new(s_i))), 100) log pi_u(a_i|s_i, e(beta_i)))``;
-5. Q:      ``sum_e mean (Q_e(s, a) - (r + gamma (1 - terminated) V_new(s')))^2``; Polyak update.
+5. Q:      ``mean_{e,b} (Q_e(s, a) - (r + gamma (1 - terminated) V_new(s')))^2``; Polyak update.
 The universal policy is IQL's Gaussian (tanh mean, state-independent log-std in [-5, 2], not squashed).
 
 FamO2O-CQL, one ``update`` (``utd`` critic steps on minibatches, then the rest on all rows):
@@ -293,6 +293,8 @@ class FamO2OIQL(Agent):
 @dataclass
 class FamO2OCQLConfig(FamilyConfig, CQLConfig):
     name: str = "famo2o_cql"
+    max_target_backup: bool = False
+    """The released wrapper has no max backup (refused when on)."""
     cql_alpha: float = 1.0
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4

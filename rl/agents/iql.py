@@ -10,6 +10,17 @@ Steps 1 and 3 (``value_step``, ``critic_step``) are functions of an ``IQLCritics
 with FamO2O-IQL and Uni-O4. Online, IQL keeps the same losses on the mixed offline/online batches
 the loop provides.
 
+Settings that change learning, as the official IQL (ikostrikov, locomotion) and CORL:
+- the actor's learning rate follows a cosine from ``actor_lr`` to 0 over ``actor_lr_decay_steps``
+  offline updates (official ``opt_decay_schedule="cosine"`` over its 1M updates; CORL's
+  ``CosineAnnealingLR``). Online it is ``actor_lr``, constant: the official fine-tuning configs do
+  not decay it, and CORL's scheduler, stepped past its period, climbs back up from 0 (an artefact,
+  not a setting);
+- rewards scaled by 1000 / (max - min) of the dataset's episode returns (``return_range_scale``,
+  applied by the loop to dataset and online rewards alike);
+- states standardised with the dataset's statistics (``normalize_obs``): CORL's choice (the official
+  IQL does not), on by default since CORL's is the schedule this repo's IQL follows.
+
 The policy is CORL's: a Gaussian with tanh-bounded mean and a state-independent log-std, not a
 squashed distribution, so dataset actions have an exact log-density. ``act`` samples and clamps to
 [-1, 1]; evaluation uses the mean. Defaults are CORL's locomotion ones (expectile 0.7, beta 3).
@@ -18,11 +29,12 @@ squashed distribution, so dataset actions have an exact log-density. ``act`` sam
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import torch
 
-from rl.agents.base import Agent, AgentConfig, Part, adam, polyak_update
+from rl.agents.base import Agent, AgentConfig, Part, Phase, adam, polyak_update, set_lr
 from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, td_loss
 from rl.buffers.batch import Batch
 from rl.nets import CriticEnsemble, GaussianActor, ObservationNormalizer, ValueNet
@@ -41,6 +53,15 @@ class IQLConfig(AgentConfig):
     tau: float = 5e-3
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     layer_norm: bool = False
+    normalize_obs: bool = True
+    return_range_scale: float | None = 1000.0
+    actor_lr_decay_steps: int = 1_000_000
+    """Offline updates over which the actor's learning rate decays (cosine) from ``actor_lr`` to 0."""
+
+
+def cosine_decay(base: float, step: int, steps: int) -> float:
+    """``base (1 + cos(pi min(step, steps) / steps)) / 2``: ``base`` at step 0, 0 from ``steps`` on."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / steps))
 
 
 @dataclass
@@ -132,16 +153,37 @@ class IQL(Agent):
         self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
         hidden, lrs = (cfg.hidden, cfg.hidden), (cfg.critic_lr, cfg.value_lr)
         self.iql = IQLCritics.build(obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm)
+        # On the CPU: Python reads it to set the learning rate without a device sync.
+        self.offline_updates = torch.zeros((), dtype=torch.long)
 
     def parts(self) -> dict[str, Part]:
-        return {"actor": self.actor, "actor_optimizer": self.actor_optimizer, **self.iql.parts()}
+        return {
+            "actor": self.actor,
+            "actor_optimizer": self.actor_optimizer,
+            **self.iql.parts(),
+            "offline_updates": self.offline_updates,
+        }
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
+    @torch.compiler.disable
+    def _set_actor_lr(self) -> None:
+        """Offline: the cosine schedule at this update (then one more update is counted); online: ``actor_lr``."""
+        cfg = self.cfg
+        if self.phase is Phase.ONLINE:
+            set_lr(self.actor_optimizer, cfg.actor_lr)
+            return
+        set_lr(
+            self.actor_optimizer,
+            cosine_decay(cfg.actor_lr, int(self.offline_updates), cfg.actor_lr_decay_steps),
+        )
+        self.offline_updates += 1
+
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        self._set_actor_lr()
         target_q, metrics = value_step(self.iql, batch, cfg.expectile)
         with torch.no_grad():
             v = self.iql.value(batch.obs)

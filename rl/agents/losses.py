@@ -16,9 +16,15 @@ from torch.distributions import Normal, kl_divergence
 
 
 def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``sum_e mean_b (q[e, b] - target[b])^2``: each member's gradient does not shrink with the
-    ensemble size."""
-    return (q - target).pow(2).mean(1).sum()
+    """``mean_{e, b} (q[e, b] - target[b])^2``: the mean over members *and* rows.
+
+    As the official WSRL/CQL code (jaxrl_m ``critic_loss_fn``: ``jnp.mean((predicted_qs - target_qs) ** 2)``)
+    and CORL's IQL. With ``conservative_loss`` also a mean over its members, each critic of a
+    10-critic ensemble whose CQL term touches 2 gets 5x the CQL weight relative to its TD error that
+    a sum over members would give it: the official balance. (The official IQL sums its two critics'
+    errors, a factor of 2 that Adam's normalisation removes.)
+    """
+    return (q - target).pow(2).mean()
 
 
 def subset_min_target(
@@ -82,8 +88,9 @@ def cql_gap(
 def conservative_loss(
     gap: torch.Tensor, weight: torch.Tensor | float, target_gap: float = 0.0
 ) -> torch.Tensor:
-    """``weight * sum_e (gap_e - target_gap)``; ``target_gap`` is non-zero only with the Lagrange multiplier."""
-    return weight * (gap - target_gap).sum()
+    """``weight * mean_e (gap_e - target_gap)``: the mean over the members the gap was measured on, as
+    the official ``cql_q_diff.mean()``; ``target_gap`` is non-zero only with the Lagrange multiplier."""
+    return weight * (gap - target_gap).mean()
 
 
 # -- IQL and advantage-weighted regression -----------------------------------------------------------

@@ -10,7 +10,7 @@ Losses (spec §1.3, ``losses.py``):
 - target  ``y = r + gamma (1 - terminated) min_{k in K} Qbar_k(s', a')``, ``a' ~ pi(.|s')``, with K a
   random subset of ``subset_size`` critics; no entropy term in the backup unless ``backup_entropy``;
   with ``max_target_backup`` (AntMaze) the max over ``backup_samples`` next actions of that min.
-- critic  ``td_loss(Q(s, a), y)``.
+- critic  ``mean_{e, b} (Q_e(s, a) - y)^2`` (``losses.td_loss``: the official mean over members).
 - actor   ``mean_s [alpha log pi(a~|s) - min_e Q_e(s, a~)]``, min over *all* critics (as WSRL).
 - alpha   ``alpha * (H_hat - H_target)``, ``H_hat = -mean log pi(a'|s')`` at next states,
   ``H_target = -|A|``, ``alpha = exp(log_alpha)``.

@@ -12,8 +12,8 @@ place (``UniO4.stage``); ``offline_steps`` tells the loop how long the offline p
     ``j* = argmax_{j != i} pi_j(a|s)`` (``losses.ensemble_bc_loss``);
   - dynamics while ``k < dynamics_steps``: a Gaussian ensemble (``dynamics_members`` = 7) of
     ``(s' - s, r)``, and its ``dynamics_elites`` = 5 best members on held-out rows (``amq.py``).
-  After the last FIT update, the behaviour policies take the BC weights, ``pi_old_i <- pi_i``, and
-  ``J*_i <- AM-Q(pi_i)``.
+  After the last FIT update, the behaviour policies take the BC weights, ``pi_old_i <- pi_i``, that
+  batch's states become AM-Q's start states for the whole stage, and ``J*_i <- AM-Q(pi_i)``.
 - ``Stage.IMPROVE``, updates ``[improvement_start, improvement_start + improve_steps)``, step j:
   - every step: for every member, ``a ~ pi_old_i(.|s)``, ``A = zscore_batch(min_e Q_e(s, a) - V(s))``,
     PPO-clip ``-mean min(rho A, clip(rho, 1 +- eps_j) A)`` with ``rho = pi_i(a|s) / pi_old_i(a|s)``;
@@ -62,8 +62,12 @@ Decisions on the official code's pitfalls (spec §2.3, §2.6, §2.8, §7):
   reward scale for both phases.
 - The online log-probability is that of the clamped action (official), so the stored action is
   exactly what the env executed.
-- AM-Q starts from the current batch's ``batch_size`` states (the official samples 512 fresh ones);
-  all members are scored on the same states, so their comparison is not blurred by state sampling.
+- AM-Q's start states: the official samples 512 fresh states for each member at each evaluation, so
+  a candidate's J_i is compared with a J*_i measured from other states, and the members with each
+  other on different ones: the gate then also accepts steps that only drew easier states. Here one
+  set of ``batch_size`` states (the last stage-1 batch, saved) serves every evaluation of every
+  member, so the gate compares policies, not state samples. A deliberate deviation: it changes
+  which steps are accepted, towards the ones the paper's gate means to accept.
 - The BC members are trained simultaneously on one batch (the official updates them one after
   another in a random order); per-member Adam and per-member gradient clipping keep the members'
   updates independent even though their weights are stacked.
@@ -213,6 +217,7 @@ class UniO4(Agent):
         # Counters live on the CPU: Python reads them to choose a stage without a device sync.
         self.updates = torch.zeros((), dtype=torch.long)
         self.online_env_steps = torch.zeros((), dtype=torch.long)
+        self.amq_start = torch.zeros(cfg.batch_size, obs_dim, device=device)
         self.best_score = torch.full((n,), -torch.inf, device=device)
         self.last_score = torch.full((n,), -torch.inf, device=device)
         self.replacements = torch.zeros(n, device=device)
@@ -230,6 +235,7 @@ class UniO4(Agent):
             "online_value_optimizer": self.online_value_optimizer,
             "updates": self.updates,
             "online_env_steps": self.online_env_steps,
+            "amq_start": self.amq_start,
             "best_score": self.best_score,
             "last_score": self.last_score,
             "replacements": self.replacements,
@@ -288,9 +294,11 @@ class UniO4(Agent):
         return metrics
 
     def _start_improvement(self, obs: torch.Tensor) -> None:
-        """The behaviour policies take the BC weights and their AM-Q becomes the best so far."""
+        """The behaviour policies take the BC weights, ``obs`` become AM-Q's start states, and the BC
+        policies' AM-Q the best so far."""
         self.behaviour.load_state_dict(self.actor.state_dict())
-        self.best_score.copy_(self.amq_scores(obs))
+        self.amq_start.copy_(obs)
+        self.best_score.copy_(self.amq_scores(self.amq_start))
         self.last_score.copy_(self.best_score)
 
     def amq_scores(self, obs: torch.Tensor) -> torch.Tensor:
@@ -324,7 +332,7 @@ class UniO4(Agent):
         }
 
         if (j + 1) % cfg.ope_every == 0:
-            score = self.amq_scores(obs)
+            score = self.amq_scores(self.amq_start)
             improved = score > self.best_score  # NaN never improves
             self.best_score.copy_(torch.where(improved, score, self.best_score))
             self.behaviour.copy_members_from(self.actor, improved)

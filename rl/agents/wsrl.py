@@ -18,7 +18,9 @@ Decisions on the official code's pitfalls (spec §1.6):
 - Warm-up actions come from the pre-trained policy (``steps.warmup_actions=policy``), never random.
 - Rewards are scaled once, by the buffer (``env.reward_scale``/``env.reward_bias``), so the
   double-scaling bug fixed upstream in 0e70202 cannot occur.
-- The target entropy is -|A| and the TD target a random-subset min of 2 of the 10 critics (sac.py).
+- The target entropy is -|A| and the TD target a random-subset min of 2 of the 10 critics (sac.py);
+  pre-training takes the max of that min over 10 next actions (CQL's ``max_target_backup``), the
+  online SAC step does not (``online_max_target_backup``, official: AntMaze only).
 Reductions for small machines are config values; the paper-scale settings are this file's defaults.
 """
 
@@ -59,6 +61,9 @@ class WSRLConfig(CQLConfig):
     actor_layer_norm: bool = True
     actor_hidden: list[int] = field(default_factory=lambda: [256, 256])
     critic_hidden: list[int] = field(default_factory=lambda: [256, 256])
+    online_max_target_backup: bool = False
+    """The online SAC step's max backup (official: AntMaze only). ``max_target_backup`` (on, CQL's) is
+    the pre-training step's: the official flags are two as well (SAC's and CQL's)."""
 
 
 class WSRL(Agent):
@@ -111,6 +116,6 @@ class WSRL(Agent):
             return metrics | actor_temperature_step(self.ac, batch)
         # online: the SAC step, with the UTD ratio
         for minibatch in batch.split(cfg.utd):
-            loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.max_target_backup)
+            loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.online_max_target_backup)
             apply_critic_loss(self.ac, loss, cfg.tau)
         return metrics | actor_temperature_step(self.ac, batch)
