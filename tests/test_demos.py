@@ -184,3 +184,15 @@ def test_malformed_demo_datasets_are_refused_naming_dataset_and_field(store) -> 
         ValueError, match=r"^demo dataset o2otest/lift/absent-v0: neither a dataset directory"
     ):
         check_demo_dataset("o2otest/lift/absent-v0", need_success=False, action_dim=7)
+
+
+def test_cli_refuses_bad_demo_arguments_in_one_line(capsys) -> None:
+    from rl.data.__main__ import main
+
+    assert main(["generate", "env=lift", "level=superb"]) == 2
+    assert (
+        capsys.readouterr().err
+        == "o2o: error: generate: level='superb' is not one of ['expert', 'mixed'] for env=lift\n"
+    )
+    assert main(["generate", "env=can", "episodes=many"]) == 2
+    assert capsys.readouterr().err.strip().endswith("episodes='many': not a valid int")

@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rl.generate.demos import ENVS as DEMO_ENVS
+from rl.generate.demos import DemoConfig, generate_demos
 from rl.generate.locomotion import (
     GenerateConfig,
     ReferenceConfig,
@@ -21,6 +23,8 @@ from rl.generate.locomotion import (
 USAGE = (
     "usage: python -m rl.data generate env=<hopper|halfcheetah|walker2d> level=<random|medium|expert|"
     "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID]\n"
+    "       python -m rl.data generate env=<lift|can> level=<expert|mixed> [episodes=N] [seed=N] "
+    "[image_size=N] [dataset_id=ID]\n"
     "       python -m rl.data reference env=<hopper|halfcheetah|walker2d> [episodes=N] [seed=N]\n"
     "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>\n"
     "       python -m rl.data export-medium-replay <run/checkpoints/last.pt> <env> <rows>"
@@ -29,6 +33,10 @@ USAGE = (
 
 def main(argv: list[str]) -> int:
     try:
+        if argv[:1] == ["generate"] and any(f"env={env}" in argv[1:] for env in DEMO_ENVS):
+            dataset_id = generate_demos(parse_key_values(argv[1:], DemoConfig))
+            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            return 0
         if argv[:1] == ["generate"]:
             dataset_id = generate(parse_key_values(argv[1:], GenerateConfig))
             print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
