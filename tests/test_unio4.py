@@ -585,3 +585,17 @@ def test_every_am_q_gate_scores_the_members_from_the_same_saved_start_states():
     clone = make(seed=5, improve_steps=4, ope_every=1)
     clone.load_state_dict(agent.state_dict())
     assert torch.equal(clone.amq_start, last_fit)  # saved: a resumed run keeps comparing on them
+
+
+def test_fine_tuning_from_a_pretrained_unio4_has_no_offline_updates_left():
+    pretrained = make(improve_steps=2)
+    _offline(pretrained, [[1.0, 1.0], [0.5, 3.0], [0.7, 2.0]])  # member 1 certified at the first gate
+    agent = make(seed=4, improve_steps=2)
+    assert agent.offline_steps == pretrained.offline_steps == agent.stages_end
+    agent.load_pretrained(pretrained.state_dict())
+    assert (agent.offline_steps, agent.stage, agent.phase) == (0, Stage.DONE, Phase.OFFLINE)
+    agent.set_phase(Phase.ONLINE)
+    assert _same([p[0] for p in agent.online_actor.parameters()], _member(pretrained.behaviour, 1))
+    resumed = make(seed=5, improve_steps=2)
+    resumed.load_state_dict(agent.state_dict())
+    assert resumed.offline_steps == 0

@@ -22,6 +22,8 @@ place (``UniO4.stage``); ``offline_steps`` tells the loop how long the offline p
   - every ``ope_every`` steps, the AM-Q gate: ``J_i = AM-Q(pi_i)``; where ``J_i > J*_i``:
     ``J*_i <- J_i`` and ``pi_old_i <- pi_i``. Elsewhere pi_i keeps improving against the same ``pi_old_i``.
 - ``Stage.DONE``: updates change nothing.
+A run started from a pre-trained Uni-O4 (``checkpoint=``, ``load_pretrained``) continues its stage
+counter, so fine-tuning from a finished offline phase has no offline updates left.
 
 Online (``set_phase(Phase.ONLINE)``, once: a resumed online run keeps its fine-tuned actor). PPO with
 GAE, started from the member with the highest ``J*`` (its behaviour-policy weights, the ones AM-Q
@@ -78,6 +80,7 @@ from __future__ import annotations
 import copy
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -216,6 +219,7 @@ class UniO4(Agent):
 
         # Counters live on the CPU: Python reads them to choose a stage without a device sync.
         self.updates = torch.zeros((), dtype=torch.long)
+        self.start_updates = torch.zeros((), dtype=torch.long)
         self.online_env_steps = torch.zeros((), dtype=torch.long)
         self.amq_start = torch.zeros(cfg.batch_size, obs_dim, device=device)
         self.best_score = torch.full((n,), -torch.inf, device=device)
@@ -234,6 +238,7 @@ class UniO4(Agent):
             "online_actor_optimizer": self.online_actor_optimizer,
             "online_value_optimizer": self.online_value_optimizer,
             "updates": self.updates,
+            "start_updates": self.start_updates,
             "online_env_steps": self.online_env_steps,
             "amq_start": self.amq_start,
             "best_score": self.best_score,
@@ -249,8 +254,14 @@ class UniO4(Agent):
         return max(cfg.critic_steps, cfg.bc_steps, cfg.dynamics_steps)
 
     @property
-    def offline_steps(self) -> int:
+    def stages_end(self) -> int:
         return self.improvement_start + self.cfg.improve_steps
+
+    @property
+    def offline_steps(self) -> int:
+        """The updates still due when this run started: every stage, or none after ``load_pretrained``
+        from a Uni-O4 that finished them (fine-tuning from its own offline stages)."""
+        return max(0, self.stages_end - int(self.start_updates))
 
     @property
     def stage(self) -> Stage:
@@ -258,7 +269,13 @@ class UniO4(Agent):
         k = int(self.updates)
         if k < self.improvement_start:
             return Stage.FIT
-        return Stage.IMPROVE if k < self.offline_steps else Stage.DONE
+        return Stage.IMPROVE if k < self.stages_end else Stage.DONE
+
+    def load_pretrained(self, checkpoint: dict[str, Any]) -> None:
+        """Start from another Uni-O4 run's agent: its parts and stage progress; this run's offline phase
+        is what remains of the stages."""
+        self.load_parts(checkpoint)
+        self.start_updates.copy_(self.updates)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         if self.phase is Phase.ONLINE:
