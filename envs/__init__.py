@@ -1,8 +1,8 @@
 """Environments: ``make(cfg)`` builds one env with actions in [-1, 1]; ``make_vec(cfg, n, device)``
 builds n copies behind one batched step whose tensors live on the policy's device.
 
-Families register a builder in ``FAMILIES`` (gymnasium, robotics, robosuite; ``real`` is the robot
-bridge's). ``get_env_state``/``set_env_state`` snapshot a MuJoCo env exactly, for resume.
+Families register a builder in ``FAMILIES`` (gymnasium, robotics, robosuite); a package that brings
+its own env (the robot bridge) is named by import path in its config instead (``envs.factory``). ``get_env_state``/``set_env_state`` snapshot a MuJoCo env exactly, for resume.
 """
 
 import os

@@ -3,10 +3,16 @@
 Families register a builder in ``FAMILIES``; every builder returns an env with a Box action space,
 and ``make`` rescales that space to [-1, 1] so agents never see the simulator's own bounds. Builders
 of heavy simulators import them inside the builder, so importing ``envs`` stays cheap.
+
+A package that provides its own env and must not be known here names it by import path instead,
+as gymnasium's ``entry_point`` does: ``family: "package.module:factory"``, called with
+``**cfg.kwargs``. The arm bridge is such a package (``conf/env/real.yaml`` names
+``real_robot.client_env:make_bridge_env``), so ``envs`` never imports ``real_robot``.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -34,29 +40,38 @@ def make_gymnasium(cfg: EnvConfig) -> gym.Env:
     return terminate_on_success(env, cfg, family_default=False)
 
 
-def make_real(cfg: EnvConfig) -> gym.Env:
-    """The arm behind the o2o bridge (``real_robot``); ``cfg.kwargs`` go to ``make_bridge_env``
-    (address, keys_dir, key_name, timeouts, max_episode_steps, pixels)."""
-    from real_robot.client_env import make_bridge_env
-
+def import_path_builder(path: str) -> Builder:
+    """The builder of a ``"package.module:factory"`` family: ``factory(**cfg.kwargs)``."""
+    module_name, _, attribute = path.partition(":")
     try:
-        return make_bridge_env(**cfg.kwargs)
-    except TypeError as e:
-        raise ValueError(f"env.kwargs: the bridge env rejected {sorted(cfg.kwargs)}: {e}") from None
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"env.family: cannot import {path!r} ({e})") from None
+
+    def build(cfg: EnvConfig) -> gym.Env:
+        try:
+            return factory(**cfg.kwargs)
+        except TypeError as e:
+            raise ValueError(f"env.kwargs: {path} rejected {sorted(cfg.kwargs)}: {e}") from None
+
+    return build
 
 
 FAMILIES: dict[str, Builder] = {
     "gymnasium": make_gymnasium,
     "robotics": make_robotics,
     "robosuite": make_robosuite,
-    "real": make_real,
 }
 
 
 def family_builder(cfg: EnvConfig) -> Builder:
-    """The registered builder for ``cfg.family``, or a ValueError naming the field."""
+    """The registered builder for ``cfg.family`` (or its import path), or a ValueError naming the field."""
+    if ":" in cfg.family:
+        return import_path_builder(cfg.family)
     if cfg.family not in FAMILIES:
-        raise ValueError(f"env.family: unknown family {cfg.family!r}; known: {sorted(FAMILIES)}")
+        raise ValueError(
+            f"env.family: unknown family {cfg.family!r}; known: {sorted(FAMILIES)} or 'package.module:factory'"
+        )
     return FAMILIES[cfg.family]
 
 

@@ -27,9 +27,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from rl.config import register_configs
-from rl.loops.checkpoint import load_checkpoint
-from rl.loops.trainer import LAST_CHECKPOINT, Trainer, _comparable_config, _config_differences, summary_line
+from rl.config import TrainConfig, register_configs
+from rl.loops import build_run, run_phases, run_state
+from rl.loops.run_state import LAST_CHECKPOINT, LoopState
 
 register_configs()
 
@@ -88,25 +88,6 @@ def _run_directory(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _check_existing_run(run_dir: Path, cfg: DictConfig) -> bool:
-    """True if ``run_dir`` holds a resumable run of this config; raise if it holds another config's."""
-    checkpoint = run_dir / LAST_CHECKPOINT
-    if checkpoint.is_file():
-        saved = load_checkpoint(checkpoint)
-        differences = _config_differences(saved.get("config"), _comparable_config(cfg))
-        if differences:
-            raise ValueError(
-                f"run directory {run_dir} holds a run with another config ({'; '.join(differences[:4])}); "
-                "change an override or remove that directory"
-            )
-        return True
-    if (run_dir / "metrics.csv").exists():
-        raise ValueError(
-            f"run directory {run_dir} holds metrics but no checkpoint; move it away to start again"
-        )
-    return False
-
-
 def _write_run_record(run_dir: Path, cfg: DictConfig) -> None:
     record = run_dir / ".hydra"
     record.mkdir(parents=True, exist_ok=True)
@@ -119,17 +100,42 @@ def _write_run_record(run_dir: Path, cfg: DictConfig) -> None:
 def train(cfg: DictConfig, run_dir: Path) -> dict:
     """Build, resume if possible, run; the single code path behind the CLI and the tests."""
     started = time.perf_counter()
-    resuming = _check_existing_run(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir)
-    if resuming:
-        trainer.restore(run_dir / LAST_CHECKPOINT)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _write_run_record(run_dir, cfg)
-        trainer.save()  # step 0: from here on the directory always holds a resumable checkpoint
-    summary = trainer.run()
+    saved = run_state.read_run_checkpoint(run_dir, cfg)  # before building: a refusal touches nothing
+    run = build_run(cfg)
+    try:
+        if saved is not None:
+            state = run_state.restore(run, saved)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_run_record(run_dir, cfg)
+            state = LoopState.start(run)
+            run_state.save(run, state, run_dir)  # step 0: from here on the directory always resumes
+        summary = run_phases(run, state, run_dir)
+    finally:
+        run.close()
     print(summary_line(run_dir, cfg, summary, time.perf_counter() - started), flush=True)
     return summary
+
+
+def summary_line(
+    run_dir: Path, cfg: TrainConfig, summary: dict[str, dict[str, float]], seconds: float
+) -> str:
+    parts = [
+        f"o2o: {run_dir}",
+        f"agent {cfg.agent.name}",
+        f"env {cfg.env.name}",
+        f"dataset {cfg.dataset.name}",
+    ]
+    for phase in ("offline", "online"):
+        if phase in summary:
+            result = summary[phase]
+            score = result.get("normalized_score")
+            shown = f"score {score:.1f}" if score is not None else f"return {result['return']:.1f}"
+            if cfg.steps.eval_episodes == 0:
+                shown += " (mean of the last 10 training episodes)"
+            parts.append(f"after {phase}: {shown}")
+    parts.append(f"{seconds:.0f}s")
+    return " | ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl.buffers import Batch, MixedSampler, ObsSpec, ReplayBuffer
+from rl.buffers import Batch, MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
 from rl.data import Dataset, DatasetInfo, mc_return_to_go
 
 SPEC = ObsSpec({"_": ((2,), torch.float32)}, False)
@@ -78,7 +78,7 @@ def test_add_dataset_computes_mc_returns_per_episode_on_scaled_rewards():
         info=DatasetInfo("test"),
     )
     buf = ReplayBuffer(10, SPEC, action_dim=1, gamma=0.5, reward_bias=1.0)
-    buf.add_dataset(dataset)
+    fill_from_dataset(buf, dataset)
     assert buf.mc_return[:5].tolist() == [3.0, 2.0, 3.5, 3.0, 2.0]
 
 
@@ -403,7 +403,7 @@ def test_pixel_dataset_shares_frames_and_grows_the_ring_when_episodes_are_short(
     dataset, truth = _pixel_dataset([3] * 100)  # 300 rows, 400 distinct frames
     buf = ReplayBuffer(len(dataset), PIXELS, action_dim=1, gamma=0.5)
     assert buf.ring.slots == 300 + 64
-    buf.add_dataset(dataset, chunk=64)  # chunks cross episodes; frames chain across them
+    fill_from_dataset(buf, dataset, chunk=64)  # chunks cross episodes; frames chain across them
     assert len(buf) == 300 and buf.ring.slots == 400 and buf.ring.ptr == 0  # exactly the distinct frames
     batch = buf.gather(torch.arange(300))
     assert torch.equal(_frame_ids(batch.obs["pixels"]), torch.tensor(truth)[:, 0])
@@ -418,7 +418,7 @@ def test_pixel_dataset_added_to_a_filled_buffer_keeps_the_earlier_rows():
     for _ in range(100):
         stream.step(buf)
     dataset, truth = _pixel_dataset([2] * 100, first_id=10_000)  # 200 rows, 300 frames: 500 > 300 slots
-    buf.add_dataset(dataset)
+    fill_from_dataset(buf, dataset)
     assert len(buf) == 400 and buf.ring.slots >= 500
     online = buf.gather(torch.arange(200))
     _check_rows(buf, stream, online)

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 
 import rl.generate.locomotion as gen
 from rl.agents.sac import SAC, SACConfig
+from rl.checkpoint import load_checkpoint, save_checkpoint
 from rl.data import load_dataset
-from rl.loops.checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture
@@ -294,5 +294,5 @@ def test_select_policies_takes_the_final_agent_from_the_runs_last_checkpoint(tmp
     chosen = select.main(run, "hopper")
     assert (chosen["expert_step"], chosen["medium_step"]) == (30, 20)
     exported = load_checkpoint(tmp_path / "behaviour" / "hopper-expert.pt")
-    for name, tensor in agents[30].actor.state_dict().items():
+    for name, tensor in agents[30].ac.actor.state_dict().items():
         assert torch.equal(exported["actor"][name], tensor), name

@@ -226,7 +226,7 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
     from hydra import compose, initialize_config_dir
 
     import rl.train  # noqa: F401  (registers the configs)
-    from rl.loops.trainer import Trainer
+    from rl.loops import LoopState, build_run, run_phases
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(
@@ -241,9 +241,9 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
                 *TINY,
             ],
         )
-    trainer = Trainer(cfg, tmp_path / "run")
+    run = build_run(cfg)
     calls = {"act": [], "update": 0}
-    act, update = trainer.agent.act, trainer.agent.update
+    act, update = run.agent.act, run.agent.update
 
     def spy_act(obs, deterministic=False):
         if not deterministic:
@@ -254,14 +254,15 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
         calls["update"] += 1
         return update(batch)
 
-    trainer.agent.act, trainer.agent.update = spy_act, spy_update
-    trainer.run()
+    run.agent.act, run.agent.update = spy_act, spy_update
+    state = LoopState.start(run)
+    run_phases(run, state, tmp_path / "run")
     assert calls["act"] == [(4, 11)] * 10  # one batched call per vector step
     assert calls["update"] == 40 - 8  # one update per env step after the warm-up
-    assert len(trainer.online_buffer) == 40 and trainer.env_steps == 40
+    assert len(run.online_buffer) == 40 and state.env_steps == 40
     with pytest.raises(ValueError, match=r"steps.online=42 must be a multiple of num_envs=4"):
         cfg.steps.online = 42
-        Trainer(cfg, tmp_path / "other")
+        build_run(cfg)
 
 
 def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_episode_ends():
@@ -271,7 +272,7 @@ def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_epis
 
     import envs
     from rl.buffers import ObsSpec, ReplayBuffer
-    from rl.loops.trainer import collect_step
+    from rl.loops.off_policy import collect_step
 
     torch.manual_seed(0)
     n, gamma = 2, 0.9
@@ -305,14 +306,14 @@ def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_epis
             assert torch.isinf(buffer.mc_return[copy_rows]).all()
 
 
-def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file):
+def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file, monkeypatch):
     """Uni-O4: offline stages through update(), then rollouts of rollout_steps env steps, each
     followed by one update_rollout(); checkpoints only between rollouts."""
     from hydra import compose, initialize_config_dir
 
     import rl.train  # noqa: F401  (registers the configs)
     from rl.agents.unio4 import UniO4
-    from rl.loops.trainer import Trainer
+    from rl.loops import LoopState, build_run, run_phases, run_state
 
     stages = {"critic_steps": 4, "bc_steps": 4, "dynamics_steps": 4, "improve_steps": 4, "ope_every": 2}
     small = {
@@ -346,26 +347,28 @@ def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file)
                 "progress=false",
             ],
         )
-    trainer = Trainer(cfg, tmp_path / "run")
-    assert isinstance(trainer.agent, UniO4) and trainer.agent.on_policy
+    run = build_run(cfg)
+    assert isinstance(run.agent, UniO4) and run.agent.on_policy
+    state = LoopState.start(run)
     calls = {"update_rollout": [], "saved_at": []}
-    update_rollout, save = trainer.agent.update_rollout, trainer.save
+    update_rollout, save = run.agent.update_rollout, run_state.save
 
     def spy_update_rollout(rollout, last_obs):
-        calls["update_rollout"].append((trainer.step, rollout.t, tuple(last_obs.shape)))
+        calls["update_rollout"].append((state.step, rollout.t, tuple(last_obs.shape)))
         return update_rollout(rollout, last_obs)
 
-    def spy_save():
-        calls["saved_at"].append(trainer.step)
-        save()
+    def spy_save(run, state, run_dir):
+        calls["saved_at"].append(state.step)
+        save(run, state, run_dir)
 
-    trainer.agent.update_rollout, trainer.save = spy_update_rollout, spy_save
-    trainer.run()
-    offline = 8
+    run.agent.update_rollout = spy_update_rollout
+    monkeypatch.setattr(run_state, "save", spy_save)
+    run_phases(run, state, tmp_path / "run")
+    offline = run.schedule.offline
     assert calls["update_rollout"] == [(offline + 32 * k, 16, (2, 11)) for k in (1, 2, 3)]
     online_saves = [s for s in calls["saved_at"] if s > offline]
     assert online_saves and all((s - offline) % 32 == 0 for s in online_saves)
-    assert len(trainer.online_buffer) == 0  # on-policy: nothing went into the replay buffer
+    assert len(run.online_buffer) == 0  # on-policy: nothing went into the replay buffer
 
 
 def test_run_names_are_stable_and_fit_in_a_path_component():

@@ -18,8 +18,8 @@ import json
 import sys
 from pathlib import Path
 
+from rl.checkpoint import load_checkpoint
 from rl.generate.locomotion import BEHAVIOUR_DIR, export_medium_replay, export_policy
-from rl.loops.checkpoint import load_checkpoint
 
 
 def main(run_dir: Path, env: str) -> dict:

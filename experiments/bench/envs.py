@@ -34,7 +34,7 @@ from envs import EnvConfig  # noqa: E402
 from rl.agents import build_agent  # noqa: E402
 from rl.agents.sac import SACConfig  # noqa: E402
 from rl.buffers import ObsSpec, ReplayBuffer  # noqa: E402
-from rl.loops.trainer import collect_step  # noqa: E402
+from rl.loops.off_policy import collect_step  # noqa: E402
 
 HALFCHEETAH = EnvConfig(name="halfcheetah", id="HalfCheetah-v5", score_name="halfcheetah")
 LIFT = EnvConfig(name="lift", id="Lift", family="robosuite", score_name=None)
@@ -95,7 +95,7 @@ def vector(vec) -> Stepper:
 def online_loop(vec, agent, buffer: ReplayBuffer) -> Stepper:
     """The trainer's online phase without learning: one batched ``agent.act`` per vector step and
     ``collect_step`` (the vector step, the replay add, the episode rows and MC returns), the very
-    function ``Trainer.online_phase`` calls."""
+    function ``rl.loops.off_policy.online_phase`` calls."""
     state = {"obs": vec.reset(seed=0), "rows": [[] for _ in range(vec.num_envs)]}
 
     def step() -> None:

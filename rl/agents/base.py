@@ -76,10 +76,6 @@ class Agent(abc.ABC):
         """Enter ``phase``; calling it again with the same phase changes nothing."""
         self.phase = phase
 
-    def begin_online(self) -> None:
-        """The loop's call until it uses ``set_phase``."""
-        self.set_phase(Phase.ONLINE)
-
     @property
     def offline_steps(self) -> int | None:
         """The offline phase's length when the agent dictates it; None lets ``steps.offline`` decide."""

@@ -1,7 +1,14 @@
-"""Replay and rollout storage on the training device."""
+"""Replay and rollout storage on the training device.
+
+- ``replay``: ``ReplayBuffer``, rows in preallocated columns (pixel frames in ``frames.FrameRing``);
+- ``from_dataset``: ``fill_from_dataset``, a ``Dataset`` into a buffer;
+- ``sampler``: ``MixedSampler``, offline/online mixing; ``rollout``: ``RolloutBuffer`` (GAE).
+"""
 
 from rl.buffers.batch import Batch
-from rl.buffers.replay import MixedSampler, ObsSpec, ReplayBuffer
+from rl.buffers.from_dataset import fill_from_dataset
+from rl.buffers.replay import ObsSpec, ReplayBuffer
 from rl.buffers.rollout import RolloutBuffer
+from rl.buffers.sampler import MixedSampler
 
-__all__ = ["Batch", "MixedSampler", "ObsSpec", "ReplayBuffer", "RolloutBuffer"]
+__all__ = ["Batch", "MixedSampler", "ObsSpec", "ReplayBuffer", "RolloutBuffer", "fill_from_dataset"]

@@ -219,7 +219,7 @@ class FrameRing:
             if saved.shape[1:] != self.frames[key].shape[1:]:
                 raise ValueError(f"replay buffer: pixel column {key!r} has another shape in the checkpoint")
         if state["slots"] != self.slots:
-            # add_dataset may have grown the ring of the saved buffer.
+            # fill_from_dataset (reserve_frames) may have grown the ring of the saved buffer.
             for key in list(self.frames):
                 del self.frames[key]
                 self.frames[key] = self._zeros(state["slots"], self.columns[key])

@@ -1,4 +1,4 @@
-"""A replay buffer of preallocated tensors on the training device, and offline/online mixing.
+"""A replay buffer of preallocated tensors on the training device.
 
 Transitions enter only through ``ReplayBuffer.add``, which is therefore the one place where
 ``reward * scale + bias`` is applied; Monte-Carlo returns-to-go are computed from the stored,
@@ -13,6 +13,9 @@ same copy's following one, so storing both per row would keep every frame twice.
 bounded, so a pixel buffer drops its oldest rows early when their frames are overwritten (only with
 episodes shorter than ``1 / FRAME_SLACK`` steps); ``len()`` always counts the rows that may be
 sampled, which are the newest ``len()`` rows added.
+
+Datasets enter through ``fill_from_dataset`` (``from_dataset.py``), which appends in chunks with
+``extend``; ``sampler.py`` mixes an offline and an online buffer.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ import numpy as np
 import torch
 
 from rl.buffers.batch import Batch, Obs
-from rl.buffers.frames import CHAIN, NO_FRAME, FrameRing
-from rl.data.dataset import Dataset, mc_return_to_go
+from rl.buffers.frames import FrameRing
+from rl.data.dataset import mc_return_to_go
 
 ARRAY_KEY = "_"  # internal key for array (non-dict) observations
 FRAME_SLACK = 0.05
@@ -60,7 +63,7 @@ class ReplayBuffer:
     """Rows in a ring of ``capacity``; pixel frames in a ``FrameRing`` (see the module docstring).
 
     ``frame_capacity``: the frame ring's slots (pixel buffers only); default ``capacity`` plus
-    ``FRAME_SLACK``, at least ``MIN_EXTRA_FRAMES``. ``add_dataset`` grows it when a dataset needs more.
+    ``FRAME_SLACK``, at least ``MIN_EXTRA_FRAMES``. ``reserve_frames`` grows it when a dataset needs more.
     """
 
     def __init__(
@@ -133,13 +136,13 @@ class ReplayBuffer:
         n = action.shape[0]
         if n > self.capacity:
             raise ValueError(f"adding {n} transitions to a buffer of capacity {self.capacity}")
-        obs_columns, next_columns = self._on_device(obs), self._on_device(next_obs)
+        obs_columns, next_columns = self.columns_on_device(obs), self.columns_on_device(next_obs)
         prev = None
         if self.ring is not None:
             prev = self.ring.candidates({k: obs_columns[k] for k in self.ring.columns})
-        return self._append(obs_columns, action, raw_reward, next_columns, terminated, prev)
+        return self.extend(obs_columns, action, raw_reward, next_columns, terminated, prev)
 
-    def _append(
+    def extend(
         self,
         obs: dict[str, torch.Tensor],
         action: torch.Tensor,
@@ -148,6 +151,9 @@ class ReplayBuffer:
         terminated: torch.Tensor,
         prev: np.ndarray | None,
     ) -> torch.Tensor:
+        """Append rows given as columns already on the device (``columns_on_device``); ``prev`` says,
+        per row, which stored frame its pixel obs repeats (``FrameRing.write``; None without pixels).
+        Returns the rows' indices (CPU int64)."""
         n = action.shape[0]
         index = (self.ptr + torch.arange(n)) % self.capacity
         dev_index = index.to(self.device)
@@ -184,54 +190,25 @@ class ReplayBuffer:
         returns = mc_return_to_go(rewards, ends, self.gamma)
         self.mc_return[episode_rows.to(self.device)] = torch.from_numpy(returns).to(self.device)
 
-    def add_dataset(self, dataset: Dataset, chunk: int = 65536) -> None:
-        """Append a whole dataset, with MC returns computed per episode on the scaled rewards.
+    def set_mc_returns(self, rows: torch.Tensor, returns: torch.Tensor) -> None:
+        """Write precomputed returns-to-go for ``rows`` (a dataset's, computed per episode)."""
+        self.mc_return[rows.to(self.device)] = returns.to(self.device, torch.float32)
 
-        Rows are one stream in file order: a row's pixel obs reuses the previous row's next frame when
-        the two are equal. The frame ring grows if the dataset's distinct frames do not fit beside the
-        frames the buffer's rows already use, so no row is dropped (the rows must fit, as before).
-        """
-        n = len(dataset)
-        if n > self.capacity - self.size:
-            raise ValueError(
-                f"dataset {dataset.info.source}: {n} rows do not fit in the buffer's free {self.capacity - self.size}"
-            )
-        prev_all = None
-        if self.ring is not None:
-            same = _continues_previous_row(dataset, list(self.ring.columns))
-            needed = n + int((~same).sum())
-            if self.size == 0:
-                if needed > self.ring.slots:
-                    self.ring.resize(needed, keep=False)
-            else:
-                live = self.obs_idx.index_select(0, self._window_rows()).cpu().numpy()
-                in_use = int(self.ring.age(live.astype(np.int64)).max()) + 1
-                if in_use + needed > self.ring.slots:
-                    remap = torch.from_numpy(self.ring.resize(in_use + needed, keep=True)).to(self.device)
-                    for name in ("obs_idx", "next_idx"):
-                        column = getattr(self, name)
-                        column.copy_(remap.index_select(0, column.long()).to(torch.int32))
-            prev_all = np.where(same, CHAIN, NO_FRAME)
-        first = self.ptr
-        for start in range(0, n, chunk):
-            stop = min(start + chunk, n)
-            prev = None
-            if prev_all is not None:
-                prev = prev_all[start:stop].copy()
-                if prev[0] == CHAIN:  # continues the previous chunk's last row
-                    prev[0] = self.ring.last_next[-1]
-            self._append(
-                self._on_device(_obs_rows(dataset.observations, start, stop)),
-                torch.from_numpy(dataset.actions[start:stop]),
-                torch.from_numpy(dataset.rewards[start:stop]),
-                self._on_device(_obs_rows(dataset.next_observations, start, stop)),
-                torch.from_numpy(dataset.terminated[start:stop]),
-                prev,
-            )
-        scaled = dataset.rewards.astype(np.float32) * self.reward_scale + self.reward_bias
-        returns = mc_return_to_go(scaled, dataset.episode_ends, self.gamma)
-        rows = ((first + torch.arange(n)) % self.capacity).to(self.device)
-        self.mc_return[rows] = torch.from_numpy(returns).to(self.device)
+    def reserve_frames(self, needed: int) -> None:
+        """Grow the frame ring, if needed, so ``needed`` new frames fit beside those the buffer's rows
+        still use; rows keep pointing at their frames."""
+        if self.ring is None:
+            return
+        if self.size == 0:
+            if needed > self.ring.slots:
+                self.ring.resize(needed, keep=False)
+            return
+        live = self.obs_idx.index_select(0, self._window_rows()).cpu().numpy()
+        in_use = int(self.ring.age(live.astype(np.int64)).max()) + 1
+        if in_use + needed > self.ring.slots:
+            remap = torch.from_numpy(self.ring.resize(in_use + needed, keep=True)).to(self.device)
+            for column in (self.obs_idx, self.next_idx):
+                column.copy_(remap.index_select(0, column.long()).to(torch.int32))
 
     def sample(self, n: int) -> Batch:
         if self.size == 0:
@@ -268,7 +245,7 @@ class ReplayBuffer:
 
     def _window_start(self) -> int:
         """Ring position of the oldest sampleable row: 0 unless a pixel buffer dropped rows early
-        (a full buffer is the whole ring, taken from position 0, as before frames were shared)."""
+        (a full buffer is the whole ring, taken from position 0)."""
         if self.size == self.capacity:
             return 0
         return (self.rows_added - self.size) % self.capacity
@@ -279,7 +256,7 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         """Only the sampleable rows (and the frames they use) are saved, so a checkpoint's size follows
-        the data, not the capacity. A buffer without pixel columns keeps the earlier format."""
+        the data, not the capacity."""
         start = self._window_start()
         window = None if start == 0 else self._window_rows()
 
@@ -320,10 +297,7 @@ class ReplayBuffer:
             or state["action"].shape[1:] != self.action.shape[1:]
         ):
             raise ValueError("replay buffer: checkpoint observation/action columns do not match this buffer")
-        size, ptr = state["size"], state["ptr"]
-        # Checkpoints from before frame sharing hold neither: their rows start at position 0.
-        rows_added = state.get("rows_added", ptr + (self.capacity if size == self.capacity else 0))
-        start = state.get("row_start", 0)
+        size, ptr, rows_added, start = state["size"], state["ptr"], state["rows_added"], state["row_start"]
         positions = (start + np.arange(size)) % self.capacity
         window = torch.from_numpy(positions).to(self.device)
 
@@ -348,7 +322,7 @@ class ReplayBuffer:
         self.ptr, self.size, self.rows_added = ptr, size, rows_added
         self.generator.set_state(state["generator"])
 
-    def _on_device(self, obs: Obs) -> dict[str, torch.Tensor]:
+    def columns_on_device(self, obs: Obs) -> dict[str, torch.Tensor]:
         """The observation's columns on the buffer's device, in their stored dtypes."""
         return {
             key: value.to(self.device, self.obs_spec.columns[key][1])
@@ -364,55 +338,3 @@ class ReplayBuffer:
 
     def _as_obs(self, columns: dict[str, torch.Tensor]) -> Obs:
         return columns if self.obs_spec.is_dict else columns[ARRAY_KEY]
-
-
-class MixedSampler:
-    """Draws ``round(n * offline_ratio)`` rows from the offline buffer and the rest from the online one.
-
-    ``offline_ratio = 0`` samples online data only (WSRL); ``0.5`` is the symmetric RLPD/Cal-QL
-    sampling; ``1`` keeps training on the dataset alone. The split is exact in every batch, so the
-    ratio holds for each update, not just on average. ``offline`` may be None when the ratio is 0.
-    """
-
-    def __init__(self, offline: ReplayBuffer | None, online: ReplayBuffer, offline_ratio: float) -> None:
-        if not 0.0 <= offline_ratio <= 1.0:
-            raise ValueError(f"offline_ratio must lie in [0, 1], got {offline_ratio}")
-        if offline_ratio > 0 and (offline is None or len(offline) == 0):
-            raise ValueError(f"offline_ratio={offline_ratio} needs offline data, but the run has no dataset")
-        self.offline, self.online, self.offline_ratio = offline, online, offline_ratio
-
-    def sample(self, n: int) -> Batch:
-        n_offline = round(n * self.offline_ratio)
-        parts = []
-        if n_offline:
-            parts.append(self.offline.sample(n_offline))
-        if n - n_offline:
-            parts.append(self.online.sample(n - n_offline))
-        return Batch.cat(parts)
-
-
-def _obs_rows(obs: np.ndarray | dict, start: int, stop: int) -> Obs:
-    if isinstance(obs, dict):
-        return {k: torch.from_numpy(np.ascontiguousarray(v[start:stop])) for k, v in obs.items()}
-    return torch.from_numpy(np.ascontiguousarray(obs[start:stop]))
-
-
-def _continues_previous_row(dataset: Dataset, keys: list[str], max_bytes: int = 1 << 26) -> np.ndarray:
-    """(n,) bool: row t's observation equals row t-1's next observation in every column of ``keys``
-    (row 0: False). Compared in pieces of at most ``max_bytes`` per column."""
-    n = len(dataset)
-    same = np.ones(n, dtype=bool)
-    same[:1] = False
-    for key in keys:
-        obs = dataset.observations[key] if isinstance(dataset.observations, dict) else dataset.observations
-        following = (
-            dataset.next_observations[key]
-            if isinstance(dataset.next_observations, dict)
-            else dataset.next_observations
-        )
-        step = max(1, max_bytes // max(1, obs[0].nbytes if n else 1))
-        for start in range(1, n, step):
-            stop = min(start + step, n)
-            equal = (obs[start:stop] == following[start - 1 : stop - 1]).reshape(stop - start, -1).all(1)
-            same[start:stop] &= equal
-    return same

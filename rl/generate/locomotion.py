@@ -97,7 +97,7 @@ def export_policy(agent_checkpoint: Path, out: Path) -> None:
     Takes an agent checkpoint (``checkpoints/agent_*.pt``) or a run's resume checkpoint
     (``checkpoints/last.pt``, whose agent is the run's agent at its last saved step).
     """
-    from rl.loops.checkpoint import load_checkpoint, save_checkpoint
+    from rl.checkpoint import load_checkpoint, save_checkpoint
 
     payload = load_checkpoint(agent_checkpoint)
     if payload.get("kind") == "agent":
@@ -126,7 +126,7 @@ def export_policy(agent_checkpoint: Path, out: Path) -> None:
 
 
 def load_policy(env: str, name: str, seed: int) -> Policy:
-    from rl.loops.checkpoint import load_checkpoint
+    from rl.checkpoint import load_checkpoint
 
     path = BEHAVIOUR_DIR / f"{env}-{name}.pt"
     if not path.is_file():

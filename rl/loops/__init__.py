@@ -1,1 +1,44 @@
-"""Phases, evaluation, checkpoints and logging."""
+"""The schedule of a run: build it, run its phases, keep its state.
+
+- ``build``: ``build_run(cfg) -> Run``, everything a run trains with;
+- ``run_state``: the loop's counters and the run's one checkpoint (save, read once, restore);
+- ``off_policy`` / ``on_policy``: the phase loops; ``bookkeeping``: logging, evaluation and
+  checkpoints between steps; ``evaluate``, ``logger``.
+Loops own steps, evaluation, checkpoints and logging, never a loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rl.loops import off_policy, on_policy
+from rl.loops.bookkeeping import Bookkeeper
+from rl.loops.build import Run, build_run
+from rl.loops.logger import RunLogger
+from rl.loops.run_state import LoopState
+
+
+def run_phases(run: Run, state: LoopState, run_dir: Path) -> dict[str, dict[str, float]]:
+    """Run whatever is left of the schedule from ``state``: the offline phase, then the online one
+    (on-policy rollouts for agents that learn from them). Returns the summary of each phase's end."""
+    schedule = run.schedule
+    logger = RunLogger(run_dir, schedule.total, state.step, run.cfg.progress)
+    books = Bookkeeper(run, state, run_dir, logger)
+    try:
+        if state.step < schedule.offline:
+            off_policy.offline_phase(run, state, books)
+        if state.step < schedule.total:
+            online = on_policy.online_phase if run.agent.on_policy else off_policy.online_phase
+            online(run, state, books)
+            if run.eval_env is None and state.recent_returns:
+                state.summary["online"] = {
+                    "step": state.step,
+                    "return": sum(state.recent_returns) / len(state.recent_returns),
+                }
+            books.save_agent("agent_final.pt")
+    finally:
+        logger.close()
+    return state.summary
+
+
+__all__ = ["LoopState", "Run", "build_run", "run_phases"]

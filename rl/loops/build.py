@@ -1,0 +1,136 @@
+"""``build_run(cfg) -> Run``: everything a run trains with, built once from its config.
+
+A ``Run`` is a plain record (envs, dataset, buffers, sampler, agent, schedule); the loops read it and
+never build anything themselves. The schedule's offline length comes from the agent when the agent
+dictates it (Uni-O4's stages, ``Agent.offline_steps``), so nobody copies that number by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import envs
+from rl.agents import Agent, build_agent
+from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
+from rl.checkpoint import load_checkpoint, seed_everything
+from rl.config import TrainConfig
+from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Step counts of the two phases on the run's one step axis (offline updates, then env steps)."""
+
+    offline: int
+    online: int
+
+    @property
+    def total(self) -> int:
+        return self.offline + self.online
+
+
+@dataclass
+class Run:
+    cfg: TrainConfig
+    device: torch.device
+    env: envs.VecEnv
+    eval_env: gym.Env | None
+    """A second env to evaluate in; None when ``steps.eval_episodes=0`` (a real arm has no second copy)."""
+    dataset: Dataset | None
+    normalizer: ScoreNormalizer | None
+    offline_buffer: ReplayBuffer | None
+    online_buffer: ReplayBuffer
+    sampler: MixedSampler
+    agent: Agent
+    schedule: Schedule
+    obs_dim: int
+    action_dim: int
+
+    def close(self) -> None:
+        self.env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available on this machine (use device=cpu)")
+    return device
+
+
+def build_run(cfg: TrainConfig) -> Run:
+    """Build envs, dataset, buffers, sampler and agent for ``cfg``; a bad value is a ValueError naming it."""
+    device = resolve_device(cfg.device)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    seed_everything(cfg.seed)
+    if cfg.steps.online % cfg.num_envs:
+        raise ValueError(f"steps.online={cfg.steps.online} must be a multiple of num_envs={cfg.num_envs}")
+    env = envs.make_vec(cfg.env, cfg.num_envs, device, cfg.env_mode)
+    eval_env = envs.make(cfg.env) if cfg.steps.eval_episodes > 0 else None
+    obs_space, action_space = env.single_observation_space, env.single_action_space
+    obs_dim, action_dim = int(np.prod(obs_space.shape)), int(action_space.shape[0])
+
+    dataset = None
+    if cfg.dataset.source is not None:
+        dataset = check_dataset(
+            load_dataset(cfg.dataset.source), obs_space, action_space, cfg.dataset.clip_actions
+        )
+    info = dataset.info if dataset is not None else None
+    normalizer = ScoreNormalizer.for_run(
+        cfg.env.score_name, info and info.ref_min_score, info and info.ref_max_score
+    )
+    buffer_args = dict(
+        obs_spec=ObsSpec.from_space(obs_space),
+        action_dim=action_dim,
+        device=device,
+        reward_scale=cfg.env.reward_scale,
+        reward_bias=cfg.env.reward_bias,
+        gamma=cfg.agent.gamma,
+    )
+    offline_buffer, obs_stats = None, None
+    if dataset is not None:
+        offline_buffer = ReplayBuffer(len(dataset), seed=cfg.seed + 1, **buffer_args)
+        fill_from_dataset(offline_buffer, dataset)
+        if not isinstance(dataset.observations, dict):
+            obs_stats = tuple(torch.from_numpy(s) for s in dataset.observation_stats())
+    online_buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, **buffer_args)
+    sampler = MixedSampler(offline_buffer, online_buffer, cfg.offline_ratio)
+
+    agent = build_agent(cfg.agent, obs_dim, action_dim, device, obs_stats)
+    if cfg.checkpoint is not None:
+        payload = load_checkpoint(Path(cfg.checkpoint))
+        if payload.get("kind") != "agent":
+            raise ValueError(
+                f"checkpoint={cfg.checkpoint}: not an agent checkpoint (use checkpoints/agent_*.pt)"
+            )
+        agent.load_pretrained(payload["agent"])
+    if cfg.compile:
+        agent.compile_update()
+    schedule = Schedule(offline=offline_length(cfg, agent), online=cfg.steps.online)
+    if schedule.offline > 0 and offline_buffer is None:
+        raise ValueError(f"steps.offline={schedule.offline} needs a dataset (dataset=<source:id>)")
+    return Run(
+        cfg, device, env, eval_env, dataset, normalizer, offline_buffer, online_buffer, sampler, agent,
+        schedule, obs_dim, action_dim,
+    )  # fmt: skip
+
+
+def offline_length(cfg: TrainConfig, agent: Agent) -> int:
+    """``steps.offline``, or the agent's own offline length when it dictates one (then a different
+    nonzero ``steps.offline`` is refused rather than silently ignored)."""
+    dictated = agent.offline_steps
+    if dictated is None:
+        return cfg.steps.offline
+    if cfg.steps.offline not in (0, dictated):
+        raise ValueError(
+            f"steps.offline={cfg.steps.offline}: agent {cfg.agent.name} sets its own offline length "
+            f"({dictated} updates, from its stage sizes); drop steps.offline"
+        )
+    return dictated

@@ -1,0 +1,80 @@
+"""The off-policy schedule: offline updates on the dataset, then online collection with updates.
+
+1. offline: ``schedule.offline`` agent updates on batches from the dataset's buffer;
+2. online: ``steps.online`` env steps, taken ``num_envs`` at a time by a vector env with one batched
+   ``agent.act`` per vector step; each transition enters the online buffer, and after ``steps.warmup``
+   env steps every env step is matched by one ``agent.update`` on a batch the ``MixedSampler`` draws
+   (``offline_ratio`` of it from the dataset). During warm-up the policy or uniform noise acts
+   (``steps.warmup_actions``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import envs
+from envs.vector import TensorObs
+from rl.agents import Phase
+from rl.buffers import ReplayBuffer
+from rl.loops.bookkeeping import Bookkeeper
+from rl.loops.build import Run
+from rl.loops.run_state import LoopState
+
+WARMUP_ACTIONS = ("random", "policy")
+
+
+def offline_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
+    offline = run.schedule.offline
+    while state.step < offline:
+        metrics = run.agent.update(run.offline_buffer.sample(run.agent.batch_size))
+        state.step += 1
+        books.after_step("offline", state.step, metrics, phase_end=state.step == offline)
+    if offline > 0:
+        books.save_agent("agent_offline.pt")
+
+
+def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
+    steps, n, schedule = run.cfg.steps, run.cfg.num_envs, run.schedule
+    if steps.warmup_actions not in WARMUP_ACTIONS:
+        raise ValueError(
+            f"steps.warmup_actions must be one of {WARMUP_ACTIONS}, got {steps.warmup_actions!r}"
+        )
+    run.agent.set_phase(Phase.ONLINE)
+    while state.step < schedule.total:
+        online_step = state.step - schedule.offline  # env steps taken so far in this phase
+        if online_step < steps.warmup and steps.warmup_actions == "random":
+            action = torch.rand(n, run.action_dim, device=run.device) * 2.0 - 1.0
+        else:
+            action = run.agent.act(state.obs)
+        result = collect_step(run.env, state.obs, action, run.online_buffer, state.episode_rows)
+        metrics: dict[str, Any] = books.finish_episodes(result.episodes) if result.episodes else {}
+        state.obs = result.obs
+        state.env_steps += n
+        if online_step + n > steps.warmup:
+            for _ in range(n):  # one update per env step, whatever the number of copies
+                metrics |= run.agent.update(run.sampler.sample(run.agent.batch_size))
+        state.step += n
+        books.after_step("online", online_step + n, metrics, state.step == schedule.total, stride=n)
+
+
+def collect_step(
+    env: envs.VecEnv,
+    obs: TensorObs,
+    action: torch.Tensor,
+    buffer: ReplayBuffer,
+    episode_rows: list[list[torch.Tensor]],
+) -> envs.VecStep:
+    """One vector step of off-policy collection, learning left out: step every copy with ``action``
+    (chosen in ``obs``), add the n transitions to ``buffer``, append each transition's row to its
+    copy's ``episode_rows``, and write the MC returns of the episodes that ended (clearing their
+    rows). Returns the step; act on its ``obs`` next."""
+    result = env.step(action)
+    rows = buffer.add(obs, action, result.reward, result.next_obs, result.terminated)
+    for copy_rows, row in zip(episode_rows, rows.unsqueeze(1).unbind(), strict=True):
+        copy_rows.append(row)  # a (1,) view, as split(1) gives, at half its cost
+    for episode in result.episodes:
+        buffer.write_mc_returns(torch.cat(episode_rows[episode.env_index]))
+        episode_rows[episode.env_index] = []
+    return result
