@@ -162,6 +162,7 @@ def _write_tiny(dataset_id: str, action_dim: int, infos: dict | None) -> None:
     )
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # minari asks tiny test datasets for authors and specs
 def test_malformed_demo_datasets_are_refused_naming_dataset_and_field(store) -> None:
     _write_tiny("o2otest/lift/six-actions-v0", action_dim=6, infos={"success": np.zeros(4, bool)})
     with pytest.raises(

@@ -47,6 +47,7 @@ reward classifier, pixel agents) verifies before using one.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -231,20 +232,24 @@ def generate_demos(cfg: DemoConfig) -> str:
         f"seed={cfg.seed} image_size={cfg.image_size}"
     )
     try:
-        dataset = minari.create_dataset_from_buffers(
-            dataset_id=dataset_id,
-            buffer=episodes(),  # written one episode at a time: only one episode's frames in memory
-            observation_space=observation_space,
-            action_space=env.action_space,
-            algorithm_name=f"o2o scripted waypoint expert ({cfg.level})",
-            author="o2o",
-            author_email="o2o@users.noreply.github.com",
-            code_permalink="rl/generate/demos.py",
-            description=f"Scripted {cfg.level} demonstrations on robosuite {ENVS[cfg.env]} with "
-            f"{cfg.image_size}x{cfg.image_size} agentview and eye-in-hand frames; made by '{command}'",
-            data_format="hdf5",
-            jpeg_encoding=False,
-        )
+        with warnings.catch_warnings():
+            # robosuite tasks are not Gymnasium-registered, so the dataset has no env spec (the
+            # metadata names the task instead); minari warns about that on every creation.
+            warnings.filterwarnings("ignore", message="`eval_env` is set to None|env_spec is None")
+            dataset = minari.create_dataset_from_buffers(
+                dataset_id=dataset_id,
+                buffer=episodes(),  # written one episode at a time: only one episode's frames in memory
+                observation_space=observation_space,
+                action_space=env.action_space,
+                algorithm_name=f"o2o scripted waypoint expert ({cfg.level})",
+                author="o2o",
+                author_email="o2o@users.noreply.github.com",
+                code_permalink="rl/generate/demos.py",
+                description=f"Scripted {cfg.level} demonstrations on robosuite {ENVS[cfg.env]} with "
+                f"{cfg.image_size}x{cfg.image_size} agentview and eye-in-hand frames; made by '{command}'",
+                data_format="hdf5",
+                jpeg_encoding=False,
+            )
         dataset.storage.update_episode_metadata(outcomes)
         dataset.storage.update_metadata(_metadata(cfg, recipe, outcomes, env, first, command))
     except BaseException:
