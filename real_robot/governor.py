@@ -41,6 +41,7 @@ therefore a centre and half-width per angle, and clipping works on the wrapped d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -128,12 +129,18 @@ class Governor:
         self._rotation = _PathLimiter(
             limits.max_speed_rad_s, limits.max_accel_rad_s2, limits.max_jerk_rad_s3, "rotation"
         )
+        self._low, self._high = np.asarray(limits.workspace_low), np.asarray(limits.workspace_high)
+        self._rpy_center, self._rpy_halfwidth = (
+            np.asarray(limits.rpy_center),
+            np.asarray(limits.rpy_halfwidth),
+        )
         self._prev_target: Pose | None = None
+        self._prev_rot = np.eye(3)
         self._prev_ns: int | None = None
 
     def anchor(self, pose: Pose, now_ns: int | None = None) -> None:
         """Re-anchor to the measured pose, at rest (after a reset, a hold or an e-stop clear), so nothing jumps."""
-        self._prev_target = pose
+        self._prev_target, self._prev_rot = pose, quat_to_mat(pose.quat)
         self._prev_ns = now_ns
         self._translation.stop()
         self._rotation.stop()
@@ -170,38 +177,38 @@ class Governor:
         rot = rotvec_to_mat(drot) @ r_measured
 
         dt = self.period if self._prev_ns is None else min((now_ns - self._prev_ns) / 1e9, self.period)
-        prev = self._prev_target
+        prev, prev_rot = self._prev_target, self._prev_rot
         if prev is not None:
-            prev_rot = quat_to_mat(prev.quat)
             pos = prev.pos + self._translation.limit(pos - prev.pos, dt, clipped)
             rot = rotvec_to_mat(self._rotation.limit(mat_to_rotvec(rot @ prev_rot.T), dt, clipped)) @ prev_rot
 
-        low, high = np.asarray(lim.workspace_low), np.asarray(lim.workspace_high)
-        if np.any(pos < low) or np.any(pos > high):
+        if np.any(pos < self._low) or np.any(pos > self._high):
             clipped.append("workspace_xyz")
-            pos = np.clip(pos, low, high)
+            pos = np.clip(pos, self._low, self._high)
         rpy = mat_to_euler(rot)
-        rpy_boxed = clip_angles(rpy, np.asarray(lim.rpy_center), np.asarray(lim.rpy_halfwidth))
-        if not np.allclose(wrap_angle(rpy_boxed - rpy), 0.0):  # roll π and -π are the same angle
+        rpy_boxed = clip_angles(rpy, self._rpy_center, self._rpy_halfwidth)
+        if np.abs(wrap_angle(rpy_boxed - rpy)).max() > 1e-9:  # roll π and -π are the same angle
             clipped.append("workspace_rpy")
             rot = euler_to_mat(rpy_boxed)
 
+        turn = mat_to_rotvec(rot @ r_measured.T)  # the rotation from the measured pose
         if self.joint_limits is not None:
-            fraction = self._joint_fraction(state, pos - measured.pos, mat_to_rotvec(rot @ r_measured.T))
+            fraction = self._joint_fraction(state, pos - measured.pos, turn)
             if fraction < 1.0:
                 clipped.append("joint_limit")
                 pos = measured.pos + fraction * (pos - measured.pos)
-                rot = rotvec_to_mat(fraction * mat_to_rotvec(rot @ r_measured.T)) @ r_measured
+                turn = fraction * turn
+                rot = rotvec_to_mat(turn) @ r_measured
 
         target = Pose(pos, mat_to_quat(rot))
         applied = np.empty(ACTION_DIM, np.float32)
         applied[:3] = (pos - measured.pos) / lim.action_scale_m
-        applied[3:6] = mat_to_rotvec(rot @ r_measured.T) / lim.action_scale_rad
+        applied[3:6] = turn / lim.action_scale_rad
         applied[6] = a[6]
         if prev is not None:
             self._translation.moved(pos - prev.pos, dt)
             self._rotation.moved(mat_to_rotvec(rot @ prev_rot.T), dt)
-        self._prev_target, self._prev_ns = target, now_ns
+        self._prev_target, self._prev_rot, self._prev_ns = target, rot, now_ns
         return Decision(target, float(a[6]), applied, tuple(clipped))
 
     def _joint_fraction(self, state: ArmState, dpos: np.ndarray, drot: np.ndarray) -> float:
@@ -210,7 +217,8 @@ class Governor:
             return 0.0  # a backend that reports joint limits but no Jacobian: no step can be checked
         margin = self.limits.joint_margin_rad
         lower, upper = self.joint_limits.lower + margin, self.joint_limits.upper - margin
-        dq = np.linalg.pinv(state.jacobian, rcond=1e-3) @ np.concatenate([dpos, drot])
+        # The minimum-norm joint motion for the twist, i.e. pinv(J) @ twist (singular directions cut at 1e-3).
+        dq = np.linalg.lstsq(state.jacobian, np.concatenate([dpos, drot]), rcond=1e-3)[0]
         fraction = 1.0
         for q, step, low, high in zip(state.q, dq, lower, upper, strict=True):
             if step > 0 and q + step > high:
@@ -249,7 +257,7 @@ class _PathLimiter:
 
 
 def _cap_norm(v: np.ndarray, cap: float, name: str, clipped: list[str]) -> np.ndarray:
-    norm = float(np.linalg.norm(v))
+    norm = math.sqrt(float(v @ v))
     if norm > cap:
         clipped.append(name)
         return v * (cap / norm)

@@ -6,7 +6,8 @@ Keys (all optional except where a backend needs one):
   max_action_age_ms=   lease_timeout_s=3   stale_frames_to_estop=0   fsync_interval_s=1
   workspace_low=0.25,-0.25,0.15   workspace_high=0.7,0.25,0.6   max_step_m=0.025 ... (any SafetyLimits field)
   home_xyz=0.307,0,0.491   home_rpy=3.14159,0,0
-  sim:      lockstep=false camera=false camera_size=64 latency_ms=0 freeze_camera_after= fault_after_commands=
+  sim:      lockstep=false inner_loop=process|thread camera=false camera_size=64 latency_ms=0
+            freeze_camera_after= fault_after_commands=
             obstacle=x,y,z,hx,hy,hz (a fixed box: centre and half-sizes, to test the force guard)
             drop_every=0 (fault injection: drop every N-th inbound message)
   franky:   host=<robot ip>   relative_dynamics_factor=0.1
@@ -77,6 +78,7 @@ def build(overrides: dict[str, str]) -> ArmServer:
         "freeze_camera_after": int | None,
         "fault_after_commands": int | None,
         "obstacle": tuple[float, ...] | None,
+        "inner_loop": str,
         "relative_dynamics_factor": float,
         "frequency": float,
         "host": str,
