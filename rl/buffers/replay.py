@@ -59,6 +59,29 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.uint8 if dtype == np.uint8 else torch.float32
 
 
+class _RowWriter:
+    """Writes ``n`` consecutive ring rows from ``start``: through a slice when they do not wrap (one
+    ``copy_`` per column, converting dtype and device on the way), else through an index. Acting adds
+    a few rows per env step, where a handful of small torch ops cost as much as the env."""
+
+    def __init__(self, start: int, n: int, capacity: int, device: torch.device) -> None:
+        self.index = (start + torch.arange(n)) % capacity  # CPU int64: the rows, returned to callers
+        self.slice = slice(start, start + n) if start + n <= capacity else None
+        self.dev_index = None if self.slice is not None else self.index.to(device)
+
+    def write(self, column: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        if self.slice is not None:
+            return column[self.slice].copy_(values)
+        column[self.dev_index] = values.to(column.device, column.dtype)
+        return column[self.dev_index]
+
+    def fill(self, column: torch.Tensor, value: float) -> None:
+        if self.slice is not None:
+            column[self.slice].fill_(value)
+        else:
+            column[self.dev_index] = value
+
+
 class ReplayBuffer:
     """Rows in a ring of ``capacity``; pixel frames in a ``FrameRing`` (see the module docstring).
 
@@ -155,11 +178,10 @@ class ReplayBuffer:
         per row, which stored frame its pixel obs repeats (``FrameRing.write``; None without pixels).
         Returns the rows' indices (CPU int64)."""
         n = action.shape[0]
-        index = (self.ptr + torch.arange(n)) % self.capacity
-        dev_index = index.to(self.device)
+        rows = self._rows(n)
         for key in self.obs:
-            self.obs[key][dev_index] = obs[key]
-            self.next_obs[key][dev_index] = next_obs[key]
+            rows.write(self.obs[key], obs[key])
+            rows.write(self.next_obs[key], next_obs[key])
         oldest = self.rows_added - self.size  # serial of the oldest sampleable row
         if self.ring is not None:
             pixels = self.ring.columns
@@ -169,18 +191,22 @@ class ReplayBuffer:
                 {k: next_obs[k] for k in pixels},
                 prev,
             )
-            self.obs_idx[dev_index] = torch.from_numpy(obs_slots).to(self.device, torch.int32)
-            self.next_idx[dev_index] = torch.from_numpy(next_slots).to(self.device, torch.int32)
+            rows.write(self.obs_idx, torch.from_numpy(obs_slots))
+            rows.write(self.next_idx, torch.from_numpy(next_slots))
             oldest = max(oldest, evicted + 1)
-        self.action[dev_index] = action.to(self.device, torch.float32)
-        reward = raw_reward.to(self.device, torch.float32)
-        self.reward[dev_index] = reward * self.reward_scale + self.reward_bias
-        self.terminated[dev_index] = terminated.to(self.device, torch.float32)
-        self.mc_return[dev_index] = -torch.inf
+        rows.write(self.action, action)
+        reward = rows.write(self.reward, raw_reward)
+        if (self.reward_scale, self.reward_bias) != (1.0, 0.0):
+            rows.write(self.reward, reward * self.reward_scale + self.reward_bias)
+        rows.write(self.terminated, terminated)
+        rows.fill(self.mc_return, -torch.inf)
         self.rows_added += n
         self.ptr = self.rows_added % self.capacity
         self.size = self.rows_added - max(oldest, self.rows_added - self.capacity)
-        return index
+        return rows.index
+
+    def _rows(self, n: int) -> _RowWriter:
+        return _RowWriter(self.ptr, n, self.capacity, self.device)
 
     def write_mc_returns(self, episode_rows: torch.Tensor) -> None:
         """Fill the return-to-go of one finished episode, given its row indices in time order."""

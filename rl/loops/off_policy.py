@@ -64,7 +64,7 @@ def collect_step(
     obs: TensorObs,
     action: torch.Tensor,
     buffer: ReplayBuffer,
-    episode_rows: list[list[torch.Tensor]],
+    episode_rows: list[list[int]],
 ) -> envs.VecStep:
     """One vector step of off-policy collection, learning left out: step every copy with ``action``
     (chosen in ``obs``), add the n transitions to ``buffer``, append each transition's row to its
@@ -72,9 +72,10 @@ def collect_step(
     rows). Returns the step; act on its ``obs`` next."""
     result = env.step(action)
     rows = buffer.add(obs, action, result.reward, result.next_obs, result.terminated)
-    for copy_rows, row in zip(episode_rows, rows.unsqueeze(1).unbind(), strict=True):
-        copy_rows.append(row)  # a (1,) view, as split(1) gives, at half its cost
+    # Host integers: one conversion per step instead of a tensor view per copy.
+    for copy_rows, row in zip(episode_rows, rows.tolist(), strict=True):
+        copy_rows.append(row)
     for episode in result.episodes:
-        buffer.write_mc_returns(torch.cat(episode_rows[episode.env_index]))
+        buffer.write_mc_returns(torch.tensor(episode_rows[episode.env_index]))
         episode_rows[episode.env_index] = []
     return result

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from omegaconf import OmegaConf
 
 from envs.vector import TensorObs
@@ -40,7 +39,7 @@ class LoopState:
     """The loop's counters and the episodes in progress; everything else lives in the ``Run``."""
 
     obs: TensorObs
-    episode_rows: list[list[torch.Tensor]]
+    episode_rows: list[list[int]]
     """Buffer rows of each copy's episode in progress: their MC returns are written when it ends."""
     step: int = 0
     env_steps: int = 0
