@@ -58,9 +58,9 @@ def make_agent(critics: int, looped: bool = False) -> SAC:
     torch.manual_seed(0)
     agent = SAC(SACConfig(num_critics=critics, subset_size=2), OBS, ACT, torch.device("cpu"))
     if looped:  # same critic module, its stacked network swapped for a loop of separate ones
-        agent.critic.net = LoopedMembers(critics, OBS + ACT, agent.cfg.critic_hidden)
-        agent.target_critic = copy.deepcopy(agent.critic).requires_grad_(False)
-        agent.critic_optimizer = adam(agent.critic.parameters(), agent.cfg.critic_lr)
+        agent.ac.critic.net = LoopedMembers(critics, OBS + ACT, agent.cfg.critic_hidden)
+        agent.ac.target_critic = copy.deepcopy(agent.ac.critic).requires_grad_(False)
+        agent.ac.critic_optimizer = adam(agent.ac.critic.parameters(), agent.cfg.critic_lr)
     return agent
 
 

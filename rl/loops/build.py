@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import envs
+from envs import termination
 from rl.agents import Agent, build_agent
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
 from rl.checkpoint import load_checkpoint, seed_everything
@@ -43,6 +44,10 @@ class Run:
     """A second env to evaluate in; None when ``steps.eval_episodes=0`` (a real arm has no second copy)."""
     dataset: Dataset | None
     normalizer: ScoreNormalizer | None
+    reward_scale: float
+    reward_bias: float
+    """What every buffer applies to the env's rewards (``env.reward_scale``, times the agent's
+    ``return_range_scale`` normalisation when it asks for one; ``env.reward_bias``)."""
     offline_buffer: ReplayBuffer | None
     online_buffer: ReplayBuffer
     sampler: MixedSampler
@@ -86,11 +91,12 @@ def build_run(cfg: TrainConfig) -> Run:
     normalizer = ScoreNormalizer.for_run(
         cfg.env.score_name, info and info.ref_min_score, info and info.ref_max_score
     )
+    reward_scale = cfg.env.reward_scale * return_range_factor(cfg, dataset)
     buffer_args = dict(
         obs_spec=ObsSpec.from_space(obs_space),
         action_dim=action_dim,
         device=device,
-        reward_scale=cfg.env.reward_scale,
+        reward_scale=reward_scale,
         reward_bias=cfg.env.reward_bias,
         gamma=cfg.agent.gamma,
     )
@@ -103,7 +109,9 @@ def build_run(cfg: TrainConfig) -> Run:
     online_buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, **buffer_args)
     sampler = MixedSampler(offline_buffer, online_buffer, cfg.offline_ratio)
 
-    agent = build_agent(cfg.agent, obs_dim, action_dim, device, obs_stats)
+    agent = build_agent(
+        cfg.agent, obs_dim, action_dim, device, obs_stats, termination=termination.for_env(cfg.env)
+    )
     if cfg.checkpoint is not None:
         payload = load_checkpoint(Path(cfg.checkpoint))
         if payload.get("kind") != "agent":
@@ -117,9 +125,29 @@ def build_run(cfg: TrainConfig) -> Run:
     if schedule.offline > 0 and offline_buffer is None:
         raise ValueError(f"steps.offline={schedule.offline} needs a dataset (dataset=<source:id>)")
     return Run(
-        cfg, device, env, eval_env, dataset, normalizer, offline_buffer, online_buffer, sampler, agent,
-        schedule, obs_dim, action_dim,
+        cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
+        online_buffer, sampler, agent, schedule, obs_dim, action_dim,
     )  # fmt: skip
+
+
+def return_range_factor(cfg: TrainConfig, dataset: Dataset | None) -> float:
+    """``agent.return_range_scale / (max - min)`` of the dataset's episode returns when the agent asks
+    for that normalisation (IQL's and CORL's locomotion rewards: 1000 over the return range), else 1.
+    Episodes end at terminals and time limits, as in the dataset."""
+    scale = cfg.agent.return_range_scale
+    if scale is None:
+        return 1.0
+    if dataset is None:
+        raise ValueError(
+            f"agent.return_range_scale={scale} scales rewards by the dataset's return range: it needs a dataset"
+        )
+    returns = dataset.episode_returns
+    spread = float(returns.max() - returns.min())
+    if spread <= 0:
+        raise ValueError(
+            f"dataset {cfg.dataset.source}: every episode has the same return, so agent.return_range_scale cannot scale by the range"
+        )
+    return scale / spread
 
 
 def offline_length(cfg: TrainConfig, agent: Agent) -> int:

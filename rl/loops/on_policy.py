@@ -23,11 +23,11 @@ from rl.loops.run_state import LoopState
 
 
 def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
-    n, schedule, agent, env_cfg = run.cfg.num_envs, run.schedule, run.agent, run.cfg.env
+    n, schedule, agent = run.cfg.num_envs, run.schedule, run.agent
     agent.set_phase(Phase.ONLINE)
     rollout = RolloutBuffer(
         run.cfg.rollout_steps // n, n, run.obs_dim, run.action_dim, run.device,
-        env_cfg.reward_scale, env_cfg.reward_bias,
+        run.reward_scale, run.reward_bias,
     )  # fmt: skip
     while state.step < schedule.total:
         action, log_prob, value = agent.policy_step(state.obs)

@@ -1,0 +1,59 @@
+"""What ``build_run`` decides from a config: reward normalisation, the schedule, the termination rule."""
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import rl.train  # noqa: F401  (registers the configs)
+from rl.data import load_dataset
+from rl.loops import build_run
+from tests.conftest import REPO
+
+SMALL_IQL = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.eval_episodes=0", "threads=1"]
+
+
+def compose_run(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_return_range_scale_multiplies_every_buffers_reward_by_1000_over_the_return_range(hopper_d4rl_file):
+    cfg = compose_run(*SMALL_IQL, f"dataset.source=d4rl:{hopper_d4rl_file}", "env.reward_scale=2.0")
+    returns = load_dataset(f"d4rl:{hopper_d4rl_file}").episode_returns
+    run = build_run(cfg)
+    try:
+        expected = 2.0 * 1000.0 / (returns.max() - returns.min())
+        assert run.reward_scale == pytest.approx(expected)
+        assert run.offline_buffer.reward_scale == run.online_buffer.reward_scale == run.reward_scale
+        raw = load_dataset(f"d4rl:{hopper_d4rl_file}").rewards[:5]
+        np.testing.assert_allclose(run.offline_buffer.reward[:5].numpy(), raw * expected, rtol=1e-5)
+    finally:
+        run.close()
+
+
+def test_return_range_scale_without_a_dataset_is_refused_by_name():
+    cfg = compose_run(*SMALL_IQL, "agent.normalize_obs=false", "steps.online=10")
+    with pytest.raises(ValueError, match=r"agent.return_range_scale=1000.0 .* needs a dataset"):
+        build_run(cfg)
+
+
+def test_an_agent_without_the_normalisation_keeps_the_envs_scale_and_uni_o4_gets_the_fall_rule(
+    hopper_d4rl_file,
+):
+    cfg = compose_run("agent=sac", "env.reward_scale=3.0", "steps.eval_episodes=0", "steps.online=10")
+    run = build_run(cfg)
+    assert run.reward_scale == 3.0 and run.schedule.offline == 0
+    run.close()
+    stages = ["agent.critic_steps=2", "agent.bc_steps=2", "agent.dynamics_steps=2", "agent.improve_steps=2"]
+    cfg = compose_run(
+        "agent=unio4", *stages, f"dataset.source=d4rl:{hopper_d4rl_file}", "steps.eval_episodes=0"
+    )
+    run = build_run(cfg)
+    assert run.schedule.offline == run.agent.offline_steps == 4  # the agent's stages, not steps.offline
+    assert run.agent.model.termination is not None  # Hopper's fall rule reached the model rollouts
+    run.close()
+    cfg.steps.offline = 7
+    with pytest.raises(
+        ValueError, match=r"steps.offline=7: agent unio4 sets its own offline length \(4 updates"
+    ):
+        build_run(cfg)
