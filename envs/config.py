@@ -42,3 +42,8 @@ class EnvConfig:
     """robosuite: the arm."""
     controller: str = "OSC_POSE"
     """robosuite: the arm's part controller (OSC_POSE, OSC_POSITION, JOINT_VELOCITY, ...)."""
+    action_chunk: int = 1
+    """Actions per agent step, executed open loop (``envs/chunking.py``): the agent's action is a flat
+    chunk of ``action_chunk`` env actions. 1: no chunking."""
+    obs_history: int = 1
+    """Observations the agent sees per step, oldest first (``envs/chunking.py``). 1: the current one."""

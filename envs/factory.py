@@ -18,6 +18,7 @@ from collections.abc import Callable
 import gymnasium as gym
 import numpy as np
 
+from envs.chunking import chunked
 from envs.config import EnvConfig
 from envs.robosuite_adapter import make_robosuite
 from envs.robotics import make_robotics
@@ -89,4 +90,4 @@ def make_with(builder: Builder, cfg: EnvConfig) -> gym.Env:
         raise ValueError(f"env {cfg.id!r}: o2o agents need a Box action space, got {space}")
     if not (np.all(space.low == -1.0) and np.all(space.high == 1.0)):
         env = gym.wrappers.RescaleAction(env, -1.0, 1.0)
-    return env
+    return chunked(env, cfg.action_chunk, cfg.obs_history)

@@ -8,6 +8,7 @@ from rl.agents.base import AGENT_FORMAT, Agent, AgentConfig, Phase
 from rl.agents.cql import CQL, CalQLConfig, CQLConfig
 from rl.agents.famo2o import FamO2OCQL, FamO2OCQLConfig, FamO2OIQL, FamO2OIQLConfig
 from rl.agents.iql import IQL, IQLConfig
+from rl.agents.reinflow import ReinFlow, ReinFlowConfig
 from rl.agents.sac import SAC, SACConfig
 from rl.agents.unio4 import UniO4, UniO4Config
 from rl.agents.wsrl import WSRL, WSRLConfig
@@ -24,6 +25,7 @@ AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
     "unio4": (UniO4, UniO4Config),
     "famo2o_iql": (FamO2OIQL, FamO2OIQLConfig),
     "famo2o_cql": (FamO2OCQL, FamO2OCQLConfig),
+    "reinflow": (ReinFlow, ReinFlowConfig),
 }
 
 

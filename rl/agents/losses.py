@@ -8,6 +8,7 @@ FamO2O and Uni-O4 ones, in tests/test_famo2o.py and tests/test_unio4.py).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -177,3 +178,80 @@ def clipped_value_loss(
     """``mean(max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2))``."""
     clipped = old_value + (value - old_value).clamp(-clip, clip)
     return torch.maximum((value - returns).pow(2), (clipped - returns).pow(2)).mean()
+
+
+# -- flow matching, shortcut models and chains of Gaussian steps (ReinFlow, DPPO) --------------------
+
+Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``velocity(x, t, d, cond) -> (B, A)``: a flow network evaluated on rows of ``cond``."""
+
+
+def flow_matching_loss(
+    velocity: Velocity, cond: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
+    """Rectified flow: ``mean((v(x_t, t) - (x1 - x0))^2)`` with ``x_t = t x1 + (1 - t) x0``; ``x0`` is
+    noise, ``x1`` data, ``t`` ``(B,)``. The step size handed to ``velocity`` is 0 (the flow itself)."""
+    tt = t.unsqueeze(-1)
+    predicted = velocity(tt * x1 + (1.0 - tt) * x0, t, torch.zeros_like(t), cond)
+    return (predicted - (x1 - x0)).pow(2).mean()
+
+
+def shortcut_loss(
+    velocity: Velocity,
+    cond: torch.Tensor,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    t: torch.Tensor,
+    d: torch.Tensor,
+    flow_rows: int,
+    delta: float = 1e-5,
+) -> torch.Tensor:
+    """Shortcut models' loss over one batch: ``mean((s(x_t, t, d) - target)^2)`` over all rows, with
+    ``x_t = (1 - (1 - delta) t) x0 + t x1``.
+
+    - rows ``[:flow_rows]``: flow matching, ``d = 0`` (their ``d`` is ignored), target ``x1 - (1 - delta) x0``;
+    - the other rows: self-consistency, target (no gradient) ``(s1 + s2) / 2`` with
+      ``s1 = s(x_t, t, d/2)``, ``s2 = s(x_t + s1 d/2, t + d/2, d/2)``: one step of size d must land where
+      two half steps do.
+    """
+    tt = t.unsqueeze(-1)
+    xt = (1.0 - (1.0 - delta) * tt) * x0 + tt * x1
+    d = torch.cat([torch.zeros_like(d[:flow_rows]), d[flow_rows:]])
+    with torch.no_grad():
+        x, ts, half = xt[flow_rows:], t[flow_rows:], d[flow_rows:] / 2.0
+        c = cond[flow_rows:]
+        first = velocity(x, ts, half, c)
+        second = velocity(x + first * half.unsqueeze(-1), ts + half, half, c)
+        target = torch.cat([x1[:flow_rows] - (1.0 - delta) * x0[:flow_rows], (first + second) / 2.0])
+    return (velocity(xt, t, d, cond) - target).pow(2).mean()
+
+
+def gaussian_chain_log_prob(
+    mean: torch.Tensor, std: torch.Tensor, chain: torch.Tensor, initial: bool = True
+) -> torch.Tensor:
+    """Log-likelihood of a chain ``x^0..x^K`` ``(B, K + 1, A)`` whose steps are Gaussian,
+    ``x^{k+1} ~ N(mean_k, std_k^2)`` (``mean``, ``std``: ``(B, K, A)``), with ``x^0 ~ N(0, I)`` counted
+    when ``initial``; divided by the number of terms and by ``A``: a per-number, per-step log-density
+    (ReinFlow's normalisation, so one clip range and one entropy weight fit every K and chunk size)."""
+    terms = torch.distributions.Normal(mean, std).log_prob(chain[:, 1:]).sum((-2, -1))
+    steps = mean.shape[1]
+    if initial:
+        terms = terms + torch.distributions.Normal(0.0, 1.0).log_prob(chain[:, 0]).sum(-1)
+        steps += 1
+    return terms / (steps * chain.shape[-1])
+
+
+def gaussian_chain_entropy(std: torch.Tensor, initial: bool = True) -> torch.Tensor:
+    """ReinFlow's entropy-rate estimate ``[H(N(0, I)) + sum_k H(N(mean_k, std_k^2))] / (terms A)``, ``(B,)``,
+    normalised like ``gaussian_chain_log_prob``."""
+    entropy = (0.5 * math.log(2.0 * math.pi * math.e) + std.log()).sum((-2, -1))
+    steps = std.shape[1]
+    if initial:
+        entropy = entropy + 0.5 * math.log(2.0 * math.pi * math.e) * std.shape[-1]
+        steps += 1
+    return entropy / (steps * std.shape[-1])
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """``mean((rho - 1) - log rho)``: the low-variance KL(old || new) estimate PPO stops early on."""
+    return (log_ratio.exp() - 1.0 - log_ratio).mean()

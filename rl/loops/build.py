@@ -16,11 +16,13 @@ import torch
 
 import envs
 from envs import termination
+from envs.chunking import single_step_spaces
 from rl.agents import Agent, build_agent
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
 from rl.checkpoint import load_checkpoint, seed_everything
 from rl.config import TrainConfig
 from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
+from rl.data.chunks import chunk_dataset
 
 
 @dataclass(frozen=True)
@@ -84,9 +86,11 @@ def build_run(cfg: TrainConfig) -> Run:
 
     dataset = None
     if cfg.dataset.source is not None:
-        dataset = check_dataset(
-            load_dataset(cfg.dataset.source), obs_space, action_space, cfg.dataset.clip_actions
-        )
+        # Recorded step by step: checked against one env step, then made chunk rows (envs/chunking.py).
+        steps, history = cfg.env.action_chunk, cfg.env.obs_history
+        step_spaces = single_step_spaces(obs_space, action_space, steps, history)
+        dataset = check_dataset(load_dataset(cfg.dataset.source), *step_spaces, cfg.dataset.clip_actions)
+        dataset = chunk_dataset(dataset, steps, history)
     info = dataset.info if dataset is not None else None
     normalizer = ScoreNormalizer.for_run(
         cfg.env.score_name, info and info.ref_min_score, info and info.ref_max_score
