@@ -49,7 +49,8 @@ class SimFaults:
     freeze_camera_after: int | None = None
     """After this many frames the camera keeps returning its last frame (id and timestamp frozen)."""
     fault_after_commands: int | None = None
-    """After this many commands the arm reports a reflex until ``recover``."""
+    """After this many commands (counted from the start or the last ``recover``) the arm reports a
+    reflex until ``recover``: a reflex every N commands, for tests and the soak."""
 
 
 class InProcess:
@@ -68,7 +69,7 @@ class InProcess:
         self.arm.command(target, gripper, duration_s)
 
     def send(self, method: str, *args: Any) -> None:
-        getattr(self.arm, method)(*args)
+        self.call(method, *args)
 
     def call(self, method: str, *args: Any) -> Any:
         return getattr(self.arm, method)(*args)
@@ -97,7 +98,9 @@ class SimBackend(Backend):
         self.lockstep = lockstep
         self.faults = faults or SimFaults()
         settings = SimSettings(inner_hz, camera, obstacle, self.faults.fault_after_commands)
-        self._arm = InProcess(settings) if lockstep else InnerLoop(settings, inner_loop)
+        self._arm: InProcess | InnerLoop = (
+            InProcess(settings) if lockstep else InnerLoop(settings, inner_loop)
+        )
         self._limits = self._arm.call("joint_limits")
         self._camera_size = camera_size if camera else 0
         self._frame: Frame | None = None
@@ -127,7 +130,7 @@ class SimBackend(Backend):
         return self._arm.call("begin_reset", target)
 
     def advance(self, seconds: float) -> None:
-        if not self.lockstep:
+        if not isinstance(self._arm, InProcess):
             raise NotImplementedError("sim: advance() is for lock-step mode")
         self._arm.advance(seconds)
 

@@ -125,7 +125,7 @@ class SimArm:
     def command(self, target: Pose, gripper: float, duration_s: float) -> None:
         self._commands += 1
         if self._fault_after is not None and self._commands > self._fault_after and not self._fault:
-            self._fault = f"injected reflex after {self._fault_after} commands"
+            self._fault = f"injected reflex after {self._fault_after} commands since the last recovery"
         if self._fault:
             return  # a faulted arm ignores commands, as libfranka does until recovery
         self._start_segment(target, duration_s)
@@ -141,7 +141,7 @@ class SimArm:
 
     def recover(self) -> None:
         self._fault = ""
-        self._fault_after = None  # an injected reflex happens once
+        self._commands = 0  # an injected reflex comes again after as many commands
         self._start_segment(self._ee_pose(), 0.0)
 
     def begin_reset(self, target: Pose) -> float:
