@@ -6,6 +6,7 @@ import torch
 
 from rl.agents.base import AGENT_FORMAT, Agent, AgentConfig, Phase
 from rl.agents.cql import CQL, CalQLConfig, CQLConfig
+from rl.agents.dppo import DPPO, DPPOConfig
 from rl.agents.famo2o import FamO2OCQL, FamO2OCQLConfig, FamO2OIQL, FamO2OIQLConfig
 from rl.agents.iql import IQL, IQLConfig
 from rl.agents.reinflow import ReinFlow, ReinFlowConfig
@@ -26,6 +27,7 @@ AGENTS: dict[str, tuple[type[Agent], type[AgentConfig]]] = {
     "famo2o_iql": (FamO2OIQL, FamO2OIQLConfig),
     "famo2o_cql": (FamO2OCQL, FamO2OCQLConfig),
     "reinflow": (ReinFlow, ReinFlowConfig),
+    "dppo": (DPPO, DPPOConfig),
 }
 
 

@@ -255,3 +255,16 @@ def gaussian_chain_entropy(std: torch.Tensor, initial: bool = True) -> torch.Ten
 def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     """``mean((rho - 1) - log rho)``: the low-variance KL(old || new) estimate PPO stops early on."""
     return (log_ratio.exp() - 1.0 - log_ratio).mean()
+
+
+def ddpm_loss(
+    predict_noise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    clean: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_bar: torch.Tensor,
+) -> torch.Tensor:
+    """DDPM's simple loss ``mean((eps(sqrt(ab_t) x + sqrt(1 - ab_t) e, t) - e)^2)``; ``t`` ``(B,)``
+    integer steps into ``alpha_bar`` (the cumulative products of ``1 - beta``)."""
+    ab = alpha_bar[t].unsqueeze(-1)
+    return (predict_noise(ab.sqrt() * clean + (1.0 - ab).sqrt() * noise, t) - noise).pow(2).mean()
