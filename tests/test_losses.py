@@ -5,6 +5,7 @@ import math
 import torch
 
 from rl.agents.base import polyak_update
+from rl.agents.encoding import Encoded
 from rl.agents.iql import cosine_decay
 from rl.agents.losses import (
     advantage_weights,
@@ -16,7 +17,7 @@ from rl.agents.losses import (
     temperature_loss,
 )
 from rl.agents.sac import ActorCritic, SACConfig, td_target
-from rl.buffers import Batch, RolloutBuffer
+from rl.buffers import RolloutBuffer
 from rl.nets.actors import tanh_log_det_jacobian
 
 
@@ -186,13 +187,14 @@ def test_max_target_backup_takes_the_best_sampled_next_action_of_the_subset_min(
         temperature_optimizer=None,
         target_entropy=-1.0,
     )
-    batch = Batch(
+    batch = Encoded(
         torch.zeros(2, 1),
         torch.zeros(2, 1),
         torch.tensor([1.0, 2.0]),
         torch.zeros(2, 1),
         torch.zeros(2),
         torch.zeros(2),
+        target_next_obs=torch.zeros(2, 1),
     )
     cfg = SACConfig(gamma=0.9, backup_samples=3)
     target = td_target(ac, cfg, batch, torch.tensor([0, 1]), batch.next_obs, max_backup=True)

@@ -1,6 +1,7 @@
 """The contract between an agent and the loops, and the checkpoint format every agent shares.
 
-An agent is built from its config, the observation and action sizes and the device; it knows
+An agent is built from its config, the observation and action sizes and the device (and, for
+camera observations, the image encoder ``build_agent`` makes from the observation space); it knows
 nothing about envs, files or loops. The loops use:
 - ``phase`` / ``set_phase(Phase.ONLINE)``: the loop calls it when the online phase starts and again
   after a resume into it (idempotent); the phase is saved with the agent;
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from rl.buffers.batch import Batch
+from rl.nets import EncoderConfig
 
 AGENT_FORMAT = 2
 """Version of ``Agent.state_dict()``'s layout. 2: explicit parts, the saved phase."""
@@ -55,6 +57,9 @@ class AgentConfig:
     """If set, the loop scales every reward (dataset and online, once, where ``env.reward_scale``
     applies) by ``return_range_scale / (max - min)`` of the dataset's episode returns: IQL's and
     CORL's locomotion normalisation, with 1000 (the episode length). Needs an offline dataset."""
+    encoder: EncoderConfig | None = None
+    """The image encoder, for ``Dict`` observations with cameras (agents with ``takes_images``); None
+    means ``EncoderConfig()``'s defaults (DrQ's conv encoder, 50 features per camera, random shift 4)."""
 
 
 class Agent(abc.ABC):
@@ -67,6 +72,9 @@ class Agent(abc.ABC):
     uses_termination: ClassVar[bool] = False
     """True for agents that roll out a learned model (Uni-O4): ``build_agent`` passes them the env's
     termination rule (``termination=``)."""
+    takes_images: ClassVar[bool] = False
+    """True for agents that take ``Dict`` observations with cameras: ``build_agent`` passes them an
+    ``ObservationEncoder`` (``encoder=``) and ``obs_dim`` is its feature size."""
 
     def __init__(self, cfg: AgentConfig, obs_dim: int, action_dim: int, device: torch.device) -> None:
         self.cfg, self.obs_dim, self.action_dim, self.device = cfg, obs_dim, action_dim, device

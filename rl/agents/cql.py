@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from rl.agents.base import Agent, Part, adam
+from rl.agents.encoding import Encoded
 from rl.agents.losses import conservative_loss, cql_gap, td_loss
 from rl.agents.sac import (
     ActorCritic,
@@ -40,8 +41,8 @@ from rl.agents.sac import (
     critic_subset,
     td_target,
 )
-from rl.buffers.batch import Batch
-from rl.nets import ObservationNormalizer
+from rl.buffers.batch import Batch, Obs
+from rl.nets import ObservationEncoder, ObservationNormalizer
 
 
 @dataclass
@@ -93,7 +94,7 @@ class CQLLagrange:
 def cql_critic_loss(
     ac: ActorCritic,
     cfg: CQLConfig,
-    batch: Batch,
+    batch: Encoded,
     policy_inputs: tuple[torch.Tensor, torch.Tensor],
     lagrange: CQLLagrange | None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -144,6 +145,7 @@ def cql_critic_loss(
 class CQL(Agent):
     name = "cql"
     config_class = CQLConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -152,9 +154,10 @@ class CQL(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
-        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, encoder=encoder)
         self.lagrange = CQLLagrange.build(cfg, device)
 
     def parts(self) -> dict[str, Part]:
@@ -164,13 +167,16 @@ class CQL(Agent):
     def batch_size(self) -> int:
         return self.cfg.batch_size * self.cfg.utd
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.ac.act(obs, deterministic)
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        return self.ac.act(self.ac.features(obs), deterministic)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        seen = []
         for minibatch in batch.split(cfg.utd):
+            minibatch = self.ac.encode(minibatch)
             inputs = (minibatch.obs, minibatch.next_obs)
             loss, metrics = cql_critic_loss(self.ac, cfg, minibatch, inputs, self.lagrange)
             apply_critic_loss(self.ac, loss, cfg.tau)
-        return metrics | actor_temperature_step(self.ac, batch)
+            seen.append(minibatch)
+        return metrics | actor_temperature_step(self.ac, Encoded.cat(seen))

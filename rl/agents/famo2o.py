@@ -60,6 +60,9 @@ Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the
   ``max_target_backup`` are refused), ``cql_alpha`` = 1.0 (its ``cql_min_q_weight``), all lrs 3e-4.
 - Updates are sequential (critic, then actor, then pi_b on the updated actor), not the official
   simultaneous JAX gradients; the order within the IQL step is the official one.
+
+Pixel observations (``rl/agents/encoding.py``): the critics own the image encoder and only their loss
+trains it; pi_u, pi_b, V and ``[s, e(beta)]`` are built on its features, detached.
 """
 
 from __future__ import annotations
@@ -72,11 +75,12 @@ from torch import nn
 
 from rl.agents.base import Agent, AgentConfig, Part, Phase, adam
 from rl.agents.cql import CQLConfig, cql_critic_loss
+from rl.agents.encoding import Encoded
 from rl.agents.iql import IQLCritics, critic_step, value_step
 from rl.agents.losses import awr_loss, balance_loss, family_sac_actor_loss, temperature_loss
 from rl.agents.sac import ActorCritic, apply_critic_loss, temperature_step
-from rl.buffers.batch import Batch
-from rl.nets import MLP, GaussianActor, ObservationNormalizer, TanhGaussianActor
+from rl.buffers.batch import Batch, Obs
+from rl.nets import MLP, GaussianActor, ObservationEncoder, ObservationNormalizer, TanhGaussianActor
 from rl.nets.actors import tanh_log_det_jacobian
 
 # -- the family: embedding, policy input, balance model ----------------------------------------------
@@ -201,6 +205,7 @@ class FamO2OIQLConfig(FamilyConfig, AgentConfig):
 class FamO2OIQL(Agent):
     name = "famo2o_iql"
     config_class = FamO2OIQLConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -209,6 +214,7 @@ class FamO2OIQL(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
         self.family_input = FamilyInput(obs_dim, cfg, obs_norm).to(device)
@@ -217,7 +223,9 @@ class FamO2OIQL(Agent):
         )
         self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
         hidden, lrs = (cfg.hidden, cfg.hidden), (cfg.critic_lr, cfg.value_lr)
-        self.iql = IQLCritics.build(obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm)
+        self.iql = IQLCritics.build(
+            obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm, encoder=encoder
+        )
         self.balance = BalanceModel(
             obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
         ).to(device)
@@ -240,14 +248,16 @@ class FamO2OIQL(Agent):
         }
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        obs = self.iql.features(obs)
         policy_input = self.family_input(obs, self.balance.deterministic(obs))
         return self.actor.deterministic(policy_input) if deterministic else self.actor.sample(policy_input)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg, obs = self.cfg, batch.obs
+        cfg, batch = self.cfg, self.iql.encode(batch)
+        obs = batch.obs.detach()  # pixels: only the critics' loss trains the encoder
         with torch.no_grad():
-            target_q = self.iql.target_critic(obs, batch.action).min(0).values
+            target_q = self.iql.target_critic(batch.target_obs, batch.action).min(0).values
             # Drawn before pi_b's step on this batch (online: the official uses the pre-step pi_b).
             beta = self.balance.policy_beta(obs, self.phase)
 
@@ -256,7 +266,9 @@ class FamO2OIQL(Agent):
         alpha_b = self.log_balance_alpha.exp().detach()
         beta_b, log_prob_b = self.balance.sample(obs)
         action_b = self.actor.dist(self.family_input(obs, beta_b)).rsample()
-        b_loss = balance_loss(self.iql.target_critic(obs, action_b).min(0).values, log_prob_b, alpha_b)
+        b_loss = balance_loss(
+            self.iql.target_critic(batch.target_obs, action_b).min(0).values, log_prob_b, alpha_b
+        )
         self.balance_optimizer.zero_grad(set_to_none=True)
         # The gradient reaches beta through pi_u's reparameterised action; only pi_b's weights step.
         b_loss.backward(inputs=list(self.balance.parameters()))
@@ -304,6 +316,7 @@ class FamO2OCQLConfig(FamilyConfig, CQLConfig):
 class FamO2OCQL(Agent):
     name = "famo2o_cql"
     config_class = FamO2OCQLConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -312,6 +325,7 @@ class FamO2OCQL(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         if cfg.cql_lagrange or cfg.max_target_backup or cfg.backup_entropy:
             raise ValueError(
@@ -323,7 +337,7 @@ class FamO2OCQL(Agent):
         actor = TanhGaussianActor(
             obs_dim + cfg.embedding_dim, action_dim, cfg.actor_hidden, cfg.actor_layer_norm
         )
-        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, actor)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, actor, encoder)
         self.balance = BalanceModel(
             obs_dim, cfg.balance_hidden, cfg.beta_low, cfg.beta_high, obs_norm=obs_norm
         ).to(device)
@@ -342,17 +356,22 @@ class FamO2OCQL(Agent):
         return self.cfg.batch_size * self.cfg.utd
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        obs = self.ac.features(obs)
         policy_input = self.family_input(obs, self.balance.deterministic(obs))
         return self.ac.act(policy_input, deterministic)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        seen = []
         for minibatch in batch.split(cfg.utd):
+            minibatch = self.ac.encode(minibatch)
             loss, metrics = cql_critic_loss(self.ac, cfg, minibatch, self._policy_inputs(minibatch), None)
             apply_critic_loss(self.ac, loss, cfg.tau)
+            seen.append(minibatch)
 
-        obs, ac = batch.obs, self.ac
+        # pixels: only the critics' loss trains the encoder
+        obs, ac = Encoded.cat(seen).obs.detach(), self.ac
         alpha = ac.log_alpha.exp().detach()
         beta = self.balance.policy_beta(obs, self.phase)
         action, log_prob = ac.actor(self.family_input(obs, beta))
@@ -382,7 +401,7 @@ class FamO2OCQL(Agent):
         }
 
     @torch.no_grad()
-    def _policy_inputs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _policy_inputs(self, batch: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
         """The universal policy's inputs at s (the row's policy-loss beta) and at s' (pi_b's beta there)."""
         obs_input = self.family_input(batch.obs, self.balance.policy_beta(batch.obs, self.phase))
         next_input = self.family_input(batch.next_obs, self.balance.sample(batch.next_obs)[0])

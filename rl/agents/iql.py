@@ -24,6 +24,11 @@ Settings that change learning, as the official IQL (ikostrikov, locomotion) and 
 The policy is CORL's: a Gaussian with tanh-bounded mean and a state-independent log-std, not a
 squashed distribution, so dataset actions have an exact log-density. ``act`` samples and clamps to
 [-1, 1]; evaluation uses the mean. Defaults are CORL's locomotion ones (expectile 0.7, beta 3).
+
+Pixel observations (``rl/agents/encoding.py``): the twin Q owns the image encoder and only its TD loss
+trains it; V and the actor read its features detached, and the target critics their own
+Polyak-averaged encoder's features of s (``IQLCritics.encode``). ``normalize_obs`` applies to state
+observations only: with an encoder, proprio vectors go through its LayerNorm projection instead.
 """
 
 from __future__ import annotations
@@ -35,9 +40,10 @@ from dataclasses import dataclass, field
 import torch
 
 from rl.agents.base import Agent, AgentConfig, Part, Phase, adam, polyak_update, set_lr
+from rl.agents.encoding import Encoded, encode, features
 from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, td_loss
-from rl.buffers.batch import Batch
-from rl.nets import CriticEnsemble, GaussianActor, ObservationNormalizer, ValueNet
+from rl.buffers.batch import Batch, Obs
+from rl.nets import CriticEnsemble, GaussianActor, ObservationEncoder, ObservationNormalizer, ValueNet
 
 
 @dataclass
@@ -84,9 +90,13 @@ class IQLCritics:
         hidden: tuple[list[int], list[int]],
         lrs: tuple[float, float],
         layer_norm: bool = False,
+        encoder: ObservationEncoder | None = None,
     ) -> IQLCritics:
-        """``hidden`` and ``lrs``: (critic's, value's)."""
-        critic = CriticEnsemble(obs_dim, action_dim, 2, hidden[0], layer_norm, obs_norm=obs_norm).to(device)
+        """``hidden`` and ``lrs``: (critic's, value's). With an image ``encoder`` (owned by the twin Q),
+        every network reads its features and ``obs_dim`` is their size."""
+        critic = CriticEnsemble(
+            obs_dim, action_dim, 2, hidden[0], layer_norm, obs_norm=obs_norm, encoder=encoder
+        ).to(device)
         value = ValueNet(obs_dim, hidden[1], layer_norm, obs_norm=obs_norm).to(device)
         return cls(
             value=value,
@@ -105,15 +115,23 @@ class IQLCritics:
             "critic_optimizer": self.critic_optimizer,
         }
 
+    def encode(self, batch: Batch) -> Encoded:
+        """``batch`` as IQL's networks read it; the target critics read s."""
+        return encode(self.critic, self.target_critic, batch, target_obs=True)
+
+    def features(self, obs: Obs) -> torch.Tensor:
+        """What the actor acts on (``obs`` itself for state observations)."""
+        return features(self.critic, obs)
+
 
 def value_step(
-    iql: IQLCritics, batch: Batch, expectile: float
+    iql: IQLCritics, batch: Encoded, expectile: float
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IQL's V step against the target critics; returns ``min_e Qbar_e(s, a)`` (for the advantages
     that follow) and metrics."""
     with torch.no_grad():
-        target_q = iql.target_critic(batch.obs, batch.action).min(0).values
-    v = iql.value(batch.obs)
+        target_q = iql.target_critic(batch.target_obs, batch.action).min(0).values
+    v = iql.value(batch.obs.detach())
     loss = expectile_loss(target_q - v, expectile)
     iql.value_optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -121,7 +139,7 @@ def value_step(
     return target_q, {"value_loss": loss.detach(), "v_mean": v.detach().mean()}
 
 
-def critic_step(iql: IQLCritics, batch: Batch, gamma: float, tau: float) -> dict[str, torch.Tensor]:
+def critic_step(iql: IQLCritics, batch: Encoded, gamma: float, tau: float) -> dict[str, torch.Tensor]:
     """IQL's twin-Q step towards ``r + gamma (1 - terminated) V(s')``, then the Polyak update."""
     with torch.no_grad():
         target = batch.reward + gamma * (1.0 - batch.terminated) * iql.value(batch.next_obs)
@@ -137,6 +155,7 @@ def critic_step(iql: IQLCritics, batch: Batch, gamma: float, tau: float) -> dict
 class IQL(Agent):
     name = "iql"
     config_class = IQLConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -145,6 +164,7 @@ class IQL(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
         self.actor = GaussianActor(obs_dim, action_dim, cfg.hidden, cfg.layer_norm, obs_norm=obs_norm).to(
@@ -152,7 +172,9 @@ class IQL(Agent):
         )
         self.actor_optimizer = adam(self.actor.parameters(), cfg.actor_lr)
         hidden, lrs = (cfg.hidden, cfg.hidden), (cfg.critic_lr, cfg.value_lr)
-        self.iql = IQLCritics.build(obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm)
+        self.iql = IQLCritics.build(
+            obs_dim, action_dim, device, obs_norm, hidden, lrs, cfg.layer_norm, encoder=encoder
+        )
         # On the CPU: Python reads it to set the learning rate without a device sync.
         self.offline_updates = torch.zeros((), dtype=torch.long)
 
@@ -165,7 +187,8 @@ class IQL(Agent):
         }
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        obs = self.iql.features(obs)
         return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
     @torch.compiler.disable
@@ -184,10 +207,12 @@ class IQL(Agent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         self._set_actor_lr()
+        batch = self.iql.encode(batch)
         target_q, metrics = value_step(self.iql, batch, cfg.expectile)
+        obs = batch.obs.detach()  # pixels: no actor gradient reaches the critic's encoder
         with torch.no_grad():
-            v = self.iql.value(batch.obs)
-        log_prob = self.actor.log_prob(batch.obs, batch.action)
+            v = self.iql.value(obs)
+        log_prob = self.actor.log_prob(obs, batch.action)
         actor_loss = awr_loss(log_prob, target_q, v, cfg.beta, cfg.max_weight)
         self.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()

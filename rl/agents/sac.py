@@ -19,6 +19,10 @@ The modules and optimizers live in an ``ActorCritic`` record, and the steps are 
 (``sac_critic_loss``, ``apply_critic_loss``, ``actor_temperature_step``, ``temperature_step``): CQL, Cal-QL,
 WSRL and FamO2O-CQL call them without inheriting from this agent.
 
+Pixel observations: the critic owns the image encoder and each critic step first encodes its
+minibatch (``ActorCritic.encode``); the actor reads those features detached and the target critic
+its own Polyak-averaged encoder's (``rl/agents/encoding.py``). State observations pass through.
+
 Decisions on the official code's pitfalls:
 - Subset K is drawn *without* replacement (RLPD's choice). WSRL's ``randint`` draws with
   replacement, so with 10 critics it sometimes takes the min over a single member, and with 2
@@ -34,9 +38,10 @@ from dataclasses import dataclass, field
 import torch
 
 from rl.agents.base import Agent, AgentConfig, Part, adam, polyak_update
+from rl.agents.encoding import Encoded, encode, features
 from rl.agents.losses import sac_actor_loss, subset_min_target, td_loss, temperature_loss
-from rl.buffers.batch import Batch
-from rl.nets import CriticEnsemble, ObservationNormalizer, TanhGaussianActor
+from rl.buffers.batch import Batch, Obs
+from rl.nets import CriticEnsemble, ObservationEncoder, ObservationNormalizer, TanhGaussianActor
 
 
 @dataclass
@@ -86,9 +91,11 @@ class ActorCritic:
         device: torch.device,
         obs_norm: ObservationNormalizer | None,
         actor: TanhGaussianActor | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> ActorCritic:
         """From ``cfg``: critics of ``(s, a)`` and, unless one is given (FamO2O's actor of ``[s, e(beta)]``),
-        an actor of ``s``."""
+        an actor of ``s``. With an image ``encoder`` (owned by the critics), ``s`` is its features and
+        ``obs_dim`` their size."""
         if not 1 <= cfg.subset_size <= cfg.num_critics:
             raise ValueError(
                 f"agent.subset_size={cfg.subset_size} must lie in [1, num_critics={cfg.num_critics}]"
@@ -99,7 +106,13 @@ class ActorCritic:
             )
         actor = actor.to(device)
         critic = CriticEnsemble(
-            obs_dim, action_dim, cfg.num_critics, cfg.critic_hidden, cfg.critic_layer_norm, obs_norm=obs_norm
+            obs_dim,
+            action_dim,
+            cfg.num_critics,
+            cfg.critic_hidden,
+            cfg.critic_layer_norm,
+            obs_norm=obs_norm,
+            encoder=encoder,
         ).to(device)
         log_alpha = torch.tensor(float(cfg.initial_temperature), device=device).log().requires_grad_(True)
         return cls(
@@ -112,6 +125,14 @@ class ActorCritic:
             temperature_optimizer=adam([log_alpha], cfg.temperature_lr),
             target_entropy=-float(action_dim) if cfg.target_entropy is None else cfg.target_entropy,
         )
+
+    def encode(self, batch: Batch) -> Encoded:
+        """``batch`` as the SAC family's networks read it; the target critic reads s'."""
+        return encode(self.critic, self.target_critic, batch, target_next_obs=True)
+
+    def features(self, obs: Obs) -> torch.Tensor:
+        """What the actor acts on (``obs`` itself for state observations)."""
+        return features(self.critic, obs)
 
     @torch.no_grad()
     def act(self, actor_input: torch.Tensor, deterministic: bool) -> torch.Tensor:
@@ -142,24 +163,25 @@ def critic_subset(cfg: SACConfig, device: torch.device) -> torch.Tensor:
 def td_target(
     ac: ActorCritic,
     cfg: SACConfig,
-    batch: Batch,
+    batch: Encoded,
     subset: torch.Tensor,
     next_input: torch.Tensor,
     max_backup: bool,
 ) -> torch.Tensor:
-    """The TD target ``y`` (B,) from the target critics in ``subset``, with ``a' ~ pi(.|next_input)``
-    (the actor's input at s': ``batch.next_obs``, or FamO2O's ``[s', e(beta')]``); ``max_backup``
-    takes the max over ``backup_samples`` next actions of the subset's min."""
+    """The TD target ``y`` (B,) from the target critics in ``subset`` at ``batch.target_next_obs``,
+    with ``a' ~ pi(.|next_input)`` (the actor's input at s': ``batch.next_obs``, or FamO2O's
+    ``[s', e(beta')]``); ``max_backup`` takes the max over ``backup_samples`` next actions of the
+    subset's min."""
     if max_backup:
         next_action, next_log_prob = ac.actor(next_input, cfg.backup_samples)  # (B, M, A)
-        next_q = ac.target_critic(batch.next_obs, next_action)[subset].min(0).values  # (B, M)
+        next_q = ac.target_critic(batch.target_next_obs, next_action)[subset].min(0).values  # (B, M)
         best = next_q.argmax(1, keepdim=True)
         next_q = next_q.gather(1, best).squeeze(1).unsqueeze(0)
         next_log_prob = next_log_prob.gather(1, best).squeeze(1)
         subset = torch.zeros(1, dtype=torch.long, device=next_q.device)
     else:
         next_action, next_log_prob = ac.actor(next_input)
-        next_q = ac.target_critic(batch.next_obs, next_action)
+        next_q = ac.target_critic(batch.target_next_obs, next_action)
     target = subset_min_target(next_q, subset, batch.reward, batch.terminated, cfg.gamma)
     if cfg.backup_entropy:
         target = target - cfg.gamma * (1.0 - batch.terminated) * ac.log_alpha.exp() * next_log_prob
@@ -167,7 +189,7 @@ def td_target(
 
 
 def sac_critic_loss(
-    ac: ActorCritic, cfg: SACConfig, batch: Batch, max_backup: bool
+    ac: ActorCritic, cfg: SACConfig, batch: Encoded, max_backup: bool
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SAC's critic loss: the TD error alone."""
     target = td_target(ac, cfg, batch, critic_subset(cfg, batch.reward.device), batch.next_obs, max_backup)
@@ -193,11 +215,12 @@ def temperature_step(ac: ActorCritic, log_prob: torch.Tensor) -> torch.Tensor:
     return loss.detach()
 
 
-def actor_temperature_step(ac: ActorCritic, batch: Batch) -> dict[str, torch.Tensor]:
+def actor_temperature_step(ac: ActorCritic, batch: Encoded) -> dict[str, torch.Tensor]:
     """SAC's actor step on ``batch.obs``, then the temperature step on the entropy at ``batch.next_obs``."""
     alpha = ac.log_alpha.exp().detach()
-    action, log_prob = ac.actor(batch.obs)
-    actor_loss = sac_actor_loss(log_prob, ac.critic(batch.obs, action).min(0).values, alpha)
+    obs = batch.obs.detach()  # pixels: no actor gradient reaches the critic's encoder
+    action, log_prob = ac.actor(obs)
+    actor_loss = sac_actor_loss(log_prob, ac.critic(obs, action).min(0).values, alpha)
     ac.actor_optimizer.zero_grad(set_to_none=True)
     # Gradients flow through the critics to the action, but only the actor's weights receive them.
     actor_loss.backward(inputs=list(ac.actor.parameters()))
@@ -220,6 +243,7 @@ def actor_temperature_step(ac: ActorCritic, batch: Batch) -> dict[str, torch.Ten
 class SAC(Agent):
     name = "sac"
     config_class = SACConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -228,9 +252,10 @@ class SAC(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
-        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, encoder=encoder)
 
     def parts(self) -> dict[str, Part]:
         return self.ac.parts()
@@ -239,12 +264,15 @@ class SAC(Agent):
     def batch_size(self) -> int:
         return self.cfg.batch_size * self.cfg.utd
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.ac.act(obs, deterministic)
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        return self.ac.act(self.ac.features(obs), deterministic)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
+        seen = []
         for minibatch in batch.split(cfg.utd):
+            minibatch = self.ac.encode(minibatch)
             loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.max_target_backup)
             apply_critic_loss(self.ac, loss, cfg.tau)
-        return metrics | actor_temperature_step(self.ac, batch)
+            seen.append(minibatch)
+        return metrics | actor_temperature_step(self.ac, Encoded.cat(seen))

@@ -298,8 +298,9 @@ class UniO4(Agent):
         cfg = self.cfg
         metrics: dict[str, torch.Tensor] = {}
         if k < cfg.critic_steps:
-            _, metrics = value_step(self.iql, batch, cfg.expectile)
-            metrics |= critic_step(self.iql, batch, cfg.gamma, cfg.tau)
+            rows = self.iql.encode(batch)  # the steps' input type; state observations pass through
+            _, metrics = value_step(self.iql, rows, cfg.expectile)
+            metrics |= critic_step(self.iql, rows, cfg.gamma, cfg.tau)
         if k < cfg.bc_steps:
             loss, kl = ensemble_bc_loss(self.actor.dist(batch.obs), batch.action, cfg.bc_alpha)
             self.bc_optimizer.zero_grad(set_to_none=True)

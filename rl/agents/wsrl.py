@@ -33,9 +33,10 @@ import torch
 
 from rl.agents.base import Agent, Part, Phase
 from rl.agents.cql import CQLConfig, CQLLagrange, cql_critic_loss
+from rl.agents.encoding import Encoded
 from rl.agents.sac import ActorCritic, actor_temperature_step, apply_critic_loss, sac_critic_loss
-from rl.buffers.batch import Batch
-from rl.nets import ObservationNormalizer
+from rl.buffers.batch import Batch, Obs
+from rl.nets import ObservationEncoder, ObservationNormalizer
 
 # pre-trained (CQL / Cal-QL) part -> WSRL part. Parts not listed are dropped on purpose.
 PRETRAINED_KEYS = {
@@ -69,6 +70,7 @@ class WSRLConfig(CQLConfig):
 class WSRL(Agent):
     name = "wsrl"
     config_class = WSRLConfig
+    takes_images = True
 
     def __init__(
         self,
@@ -77,9 +79,10 @@ class WSRL(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
-        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm)
+        self.ac = ActorCritic.build(cfg, obs_dim, action_dim, device, obs_norm, encoder=encoder)
         self.lagrange = CQLLagrange.build(cfg, device)
 
     def parts(self) -> dict[str, Part]:
@@ -103,19 +106,23 @@ class WSRL(Agent):
     def batch_size(self) -> int:
         return self.cfg.batch_size * (self.cfg.utd if self.phase is Phase.ONLINE else 1)
 
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        return self.ac.act(obs, deterministic)
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
+        return self.ac.act(self.ac.features(obs), deterministic)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         cfg = self.cfg
         if self.phase is Phase.OFFLINE:
             # offline: the CQL step
+            batch = self.ac.encode(batch)
             inputs = (batch.obs, batch.next_obs)
             loss, metrics = cql_critic_loss(self.ac, cfg, batch, inputs, self.lagrange)
             apply_critic_loss(self.ac, loss, cfg.tau)
             return metrics | actor_temperature_step(self.ac, batch)
         # online: the SAC step, with the UTD ratio
+        seen = []
         for minibatch in batch.split(cfg.utd):
+            minibatch = self.ac.encode(minibatch)
             loss, metrics = sac_critic_loss(self.ac, cfg, minibatch, cfg.online_max_target_backup)
             apply_critic_loss(self.ac, loss, cfg.tau)
-        return metrics | actor_temperature_step(self.ac, batch)
+            seen.append(minibatch)
+        return metrics | actor_temperature_step(self.ac, Encoded.cat(seen))

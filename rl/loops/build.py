@@ -55,7 +55,8 @@ class Run:
     sampler: MixedSampler
     agent: Agent
     schedule: Schedule
-    obs_dim: int
+    obs_dim: int | None
+    """Numbers in one observation; None for ``Dict`` observations (cameras and proprio)."""
     action_dim: int
 
     def close(self) -> None:
@@ -82,7 +83,8 @@ def build_run(cfg: TrainConfig) -> Run:
     env = envs.make_vec(cfg.env, cfg.num_envs, device, cfg.env_mode)
     eval_env = envs.make(cfg.env) if cfg.steps.eval_episodes > 0 else None
     obs_space, action_space = env.single_observation_space, env.single_action_space
-    obs_dim, action_dim = int(np.prod(obs_space.shape)), int(action_space.shape[0])
+    obs_dim = None if isinstance(obs_space, gym.spaces.Dict) else int(np.prod(obs_space.shape))
+    action_dim = int(action_space.shape[0])
 
     dataset = None
     if cfg.dataset.source is not None:
@@ -114,7 +116,13 @@ def build_run(cfg: TrainConfig) -> Run:
     sampler = MixedSampler(offline_buffer, online_buffer, cfg.offline_ratio)
 
     agent = build_agent(
-        cfg.agent, obs_dim, action_dim, device, obs_stats, termination=termination.for_env(cfg.env)
+        cfg.agent,
+        obs_dim,
+        action_dim,
+        device,
+        obs_stats,
+        termination=termination.for_env(cfg.env),
+        obs_space=obs_space,
     )
     if cfg.checkpoint is not None:
         payload = load_checkpoint(Path(cfg.checkpoint))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rl.nets.encoders import ObservationEncoder
 from rl.nets.mlp import MLP, EnsembleMLP, ObservationNormalizer
 
 
@@ -15,6 +16,11 @@ class CriticEnsemble(nn.Module):
 
     ``action`` may be ``(B, A)`` (one action per state) or ``(B, M, A)`` (M candidate actions per
     state, e.g. CQL's sampled actions); the latter returns ``(members, B, M)``.
+
+    ``encoder`` (pixel observations): the image encoder this critic owns, so the critic's optimizer,
+    its Polyak-averaged target copy and its checkpoint all cover it. ``forward`` takes its features
+    (``obs_dim = encoder.out_dim``): the agent encodes each batch once and hands the features to
+    every network (``rl.agents.encoding``).
     """
 
     def __init__(
@@ -25,9 +31,11 @@ class CriticEnsemble(nn.Module):
         hidden: Sequence[int],
         layer_norm: bool,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__()
         self.members = members
+        self.encoder = encoder
         self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
         self.net = EnsembleMLP(members, obs_dim + action_dim, hidden, 1, layer_norm)
 
