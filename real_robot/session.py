@@ -22,8 +22,6 @@ from real_robot.transport import Inbound, Role
 @dataclass
 class Lease:
     session: str
-    identity: bytes
-    """The holder's current connection (a restarted actor reconnects with a new one)."""
     user: str
     """The public key that took the lease: the only key that may use it."""
     last_seen_ns: int
@@ -53,7 +51,7 @@ class LeaseKeeper:
             left = (self.timeout_ns - (now_ns - held.last_seen_ns)) / 1e9
             return Refusal("busy", f"another client holds the lease (free in {left:.1f} s if silent)")
         assert inbound.message is not None
-        self.lease = Lease(secrets.token_hex(16), inbound.identity, inbound.user, now_ns, inbound.message.seq)
+        self.lease = Lease(secrets.token_hex(16), inbound.user, now_ns, inbound.message.seq)
         return self.lease
 
     def check(self, inbound: Inbound, now_ns: int) -> Refusal | None:
@@ -64,7 +62,7 @@ class LeaseKeeper:
             return Refusal("no_lease", "not the lease holder's key and session: send HELLO")
         if message.seq <= lease.last_seq:
             return Refusal("out_of_order", f"seq {message.seq} after {lease.last_seq}", counts_as_drop=True)
-        lease.identity, lease.last_seen_ns, lease.last_seq = inbound.identity, now_ns, message.seq
+        lease.last_seen_ns, lease.last_seq = now_ns, message.seq
         return None
 
     def release(self) -> None:
