@@ -87,7 +87,7 @@ def test_with_sigma_going_to_zero_the_chain_is_the_deterministic_euler_ode():
     agent.set_phase(Phase.ONLINE)
     obs = torch.randn(6, 3)
     torch.manual_seed(3)
-    chain = agent.sample_chain(obs)
+    chain, _, _ = agent.sample_chain(obs)
     torch.manual_seed(3)
     x = x0 = torch.randn(6, 4)  # the chain's first draw
     assert torch.equal(chain[:, 0], x0)

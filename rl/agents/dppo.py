@@ -24,7 +24,7 @@ advantage is the chunk's (z-scored per minibatch) times ``gamma_denoising^(ft_st
 (``k``: the step's index among the kept ones, the last step undiscounted); its clip ``clip_k``
 rises exponentially from ``clip_base`` to ``clip`` over k (``clip_rate``). No entropy term (the noise
 is fixed), no BC term. Evaluation: the same chain without noise.
-``policy_step``'s log-prob (stored in the rollout) is the kept steps' mean, a diagnostic only.
+The rollout's log-prob column stays 0: the per-step log-probs are computed before the epochs.
 
 Deviation: DPPO's deterministic sampling keeps a std of 1e-3 on all steps but the last; here it is 0.
 """
@@ -240,15 +240,14 @@ class DPPO(Agent):
 
     @torch.no_grad()
     def policy_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The executed chunk, a zero log-prob (DPPO scores its steps in ``update_rollout``, as the
+        official, so the rollout pays only the T denoising passes) and ``V(obs)``; the kept chain is
+        stored for the update."""
         if self.phase is not Phase.ONLINE:
             raise RuntimeError("dppo: call set_phase(Phase.ONLINE) before policy_step()")
         chain = self.sample_chain(obs, noisy=True)
         self.rollout_chains.add(chain)
-        k = self.cfg.ft_steps
-        log_prob = torch.stack(
-            [self.step_log_prob(obs, chain, torch.full((len(obs),), i)) for i in range(k)]
-        ).mean(0)
-        return chain[:, -1], log_prob, self.critic(obs)
+        return chain[:, -1], torch.zeros(len(obs), device=self.device), self.critic(obs)
 
     @torch.no_grad()
     def state_value(self, obs: torch.Tensor) -> torch.Tensor:

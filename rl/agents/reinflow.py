@@ -311,7 +311,7 @@ class ReinFlow(Agent):
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """The K-step Euler ODE from ``x^0 ~ N(0, I)``; online and not ``deterministic``, the noisy chain."""
         if self.phase is Phase.ONLINE and not deterministic:
-            return self.sample_chain(obs)[:, -1]
+            return self.sample_chain(obs)[0][:, -1]
         net = self._deployed()
         x0 = torch.randn(obs.shape[0], self.action_dim, device=self.device)
         return euler_sample(net, net.encode(obs), x0, self.cfg.denoising_steps, self.cfg.clip_intermediate)
@@ -349,11 +349,12 @@ class ReinFlow(Agent):
         return mean, self.noise(torch.cat([time_emb.detach(), cond], dim=-1), *bounds)
 
     @torch.no_grad()
-    def sample_chain(self, obs: torch.Tensor) -> torch.Tensor:
-        """``(N, K + 1, A)``: ``x^0 ~ N(0, I)``, then the noisy Euler steps; ``x^K`` in [-1, 1]."""
+    def sample_chain(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The chain ``(N, K + 1, A)`` (``x^0 ~ N(0, I)``, then the noisy Euler steps; ``x^K`` in
+        [-1, 1]) and each step's mean and std ``(N, K, A)``."""
         cond, bounds, steps = self.actor.encode(obs), self.sigma_bounds(), self.cfg.denoising_steps
         x = torch.randn(obs.shape[0], self.action_dim, device=self.device)
-        chain = [x]
+        chain, means, stds = [x], [], []
         for k in range(steps):
             mean, std = self._transition(x, k, cond, bounds)
             spread = self.cfg.randn_clip * std
@@ -363,7 +364,9 @@ class ReinFlow(Agent):
             if k == steps - 1:
                 x = x.clamp(-1.0, 1.0)
             chain.append(x)
-        return torch.stack(chain, dim=1)
+            means.append(mean)
+            stds.append(std)
+        return torch.stack(chain, dim=1), torch.stack(means, dim=1), torch.stack(stds, dim=1)
 
     def chain_log_prob(
         self, obs: torch.Tensor, chain: torch.Tensor
@@ -385,13 +388,15 @@ class ReinFlow(Agent):
 
     @torch.no_grad()
     def policy_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The executed chunk ``x^K`` ``(N, A)``, its chain's log-likelihood ``(N,)`` and ``V(obs)``;
+        """The executed chunk ``x^K`` ``(N, A)``, its chain's log-likelihood ``(N,)`` (from the means
+        and stds of the sampling pass, the same numbers ``chain_log_prob`` recomputes) and ``V(obs)``;
         the chain is kept for ``update_rollout``."""
         if self.phase is not Phase.ONLINE:
             raise RuntimeError("reinflow: call set_phase(Phase.ONLINE) before policy_step()")
-        chain = self.sample_chain(obs)
+        chain, mean, std = self.sample_chain(obs)
         self.rollout_chains.add(chain)
-        return chain[:, -1], self.chain_log_prob(obs, chain)[0], self.critic(obs)
+        log_prob = gaussian_chain_log_prob(mean, std, chain, self.cfg.initial_log_prob)
+        return chain[:, -1], log_prob, self.critic(obs)
 
     @torch.no_grad()
     def state_value(self, obs: torch.Tensor) -> torch.Tensor:
