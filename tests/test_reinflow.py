@@ -321,11 +321,15 @@ def test_a_policy_saved_by_the_official_code_loads_through_the_key_map(tmp_path)
     checkpoint = torch.load(path, weights_only=True)
 
     agent = reinflow(obs_dim=3, action_dim=2, hidden=[8, 8, 8], denoising_steps=2)
-    agent.load_official(checkpoint)  # the EMA weights, as the official fine-tuning loads
+    low, high = torch.tensor([0.0, -1.0, 2.0]), torch.tensor([1.0, 1.0, 6.0])
+    agent.load_official(
+        checkpoint, obs_range=(low, high)
+    )  # the EMA weights, as the official fine-tuning loads
     agent.set_phase(Phase.ONLINE)
     obs, x, t = torch.randn(5, 3), torch.randn(5, 2), torch.rand(5)
     ours, _ = agent.actor(x, t, None, agent.actor.encode(obs))
-    assert torch.allclose(ours, official_velocity(checkpoint["ema"], x, t, obs), atol=1e-5)
+    normalised = 2 * (obs - low) / (high - low + 1e-6) - 1  # what the official env wrapper feeds it
+    assert torch.allclose(ours, official_velocity(checkpoint["ema"], x, t, normalised), atol=1e-5)
 
     wrong = reinflow(obs_dim=3, action_dim=2, hidden=[16, 16, 16])
     with pytest.raises(ValueError, match=r"official checkpoint: head.input.weight has shape \(8, 21\)"):

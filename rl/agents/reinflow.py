@@ -488,12 +488,24 @@ class ReinFlow(Agent):
 
     # -- a policy trained elsewhere --------------------------------------------------------------------
 
-    def load_official(self, checkpoint: dict[str, Any], use_ema: bool = True) -> None:
+    def load_official(
+        self,
+        checkpoint: dict[str, Any],
+        use_ema: bool = True,
+        obs_range: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
         """Start from a policy pre-trained by ReinFlow's official code: ``checkpoint`` is its
         ``torch.load``-ed pre-training file (``{"epoch", "model", "ema"}``); the ``ema`` (or ``model``)
         weights go into this agent's BC policy and its EMA through ``from_official_state_dict``'s key map,
         so fine-tuning starts from them. Shapes must match this config (``hidden``, ``time_dim``,
-        ``cond_hidden``, ``model``, chunk and history sizes)."""
+        ``cond_hidden``, ``model``, chunk and history sizes).
+
+        ``obs_range``: the official normalisation's ``(obs_min, obs_max)`` (its ``normalization.npz``,
+        one entry per number of the flat history), which it applies outside the network as
+        ``2 (o - min) / (max - min + 1e-6) - 1``; it becomes the policy's fixed ``obs_norm``
+        (build the agent with ``normalize_obs=false``). Actions: the official maps [-1, 1] to the
+        dataset's action range, which is [-1, 1] for the D4RL locomotion data; o2o's env does the same
+        with the simulator's bounds, so other ranges need the data's own bounds in the env."""
         key = "ema" if use_ema else "model"
         if key not in checkpoint:
             raise ValueError(f"official checkpoint: no {key!r} entry (has {sorted(checkpoint)})")
@@ -515,6 +527,10 @@ class ReinFlow(Agent):
                     f"official checkpoint: {name} has shape {tuple(tensor.shape)}, this config expects {tuple(ours[name].shape)}"
                 )
         state = {**ours, **{k: v.to(self.device) for k, v in mapped.items()}}
+        if obs_range is not None:
+            low, high = (torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in obs_range)
+            half = (high - low + 1e-6) / 2.0
+            state["cond.obs_norm.mean"], state["cond.obs_norm.std"] = low + half, half
         self.policy.load_state_dict(state)
         self.ema.load_state_dict(state)
 
