@@ -2,16 +2,26 @@
 
 Every YAML option in ``conf/agent``, ``conf/env`` and ``conf/dataset`` starts from one of the
 schemas stored here (``defaults: [<name>_schema, _self_]``), so a misspelt key or a value of the wrong
-type fails at start-up with Hydra's own message, before anything is written.
+type fails at start-up with Hydra's own message, before anything is written. Values of the right type
+but outside their range (a negative step count, a ratio above 1) are refused by ``check_values``.
+
+The resolvers the config tree uses are registered here too: ``o2o_run_folder`` (run folder names),
+``o2o_dataset_name`` (a dataset named after its source) and ``o2o_path`` (a file shipped in the
+repository, e.g. ``tests/data``, as an absolute path, so a preset works from any working directory).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from envs.config import EnvConfig
 from rl.agents import AGENTS
@@ -82,7 +92,111 @@ class TrainConfig:
     """Show a progress bar (turn off in batch jobs)."""
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+"""The checkout ``conf/`` and shipped data live in (o2o is installed editable, see scripts/setup.sh)."""
+
+
+def _in_unit_interval(value: float) -> bool:
+    return 0 <= value <= 1
+
+
+def _non_negative(value: float) -> bool:
+    return value >= 0
+
+
+def _positive(value: float) -> bool:
+    return value > 0
+
+
+RANGE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
+    # (dotted key pattern, check, what the refusal says); the first pattern a key matches decides.
+    ("offline_ratio", _in_unit_interval, "a share of each batch, must be in [0, 1]"),
+    ("agent.gamma", _in_unit_interval, "a discount, must be in [0, 1]"),
+    ("agent.tau", _in_unit_interval, "a Polyak rate, must be in [0, 1]"),
+    ("agent.expectile", _in_unit_interval, "an expectile, must be in [0, 1]"),
+    ("agent.gae_lambda", _in_unit_interval, "must be in [0, 1]"),
+    ("agent.clip_ratio", _in_unit_interval, "must be in [0, 1]"),
+    ("agent.online_clip", _in_unit_interval, "must be in [0, 1]"),
+    ("steps.eval_every", _positive, "a cadence, must be > 0"),
+    ("steps.checkpoint_every", _positive, "a cadence, must be > 0"),
+    ("steps.log_every", _positive, "a cadence, must be > 0"),
+    ("steps.*", _non_negative, "a count, must be >= 0"),
+    ("threads", _non_negative, "must be >= 0 (0: torch's default)"),
+    ("buffer_capacity", _positive, "a size, must be > 0"),
+    ("rollout_steps", _positive, "a size, must be > 0"),
+    ("num_envs", _positive, "a size, must be > 0"),
+    ("env.image_size", _positive, "a size, must be > 0"),
+    ("env.max_episode_steps", _positive, "a size, must be > 0"),
+    ("agent.*_steps", _non_negative, "a count, must be >= 0"),
+    ("agent.*hidden.*", _positive, "a layer width, must be > 0"),
+    ("agent.*lr", _positive, "a learning rate, must be > 0"),
+    ("agent.batch_size", _positive, "a size, must be > 0"),
+    ("agent.num_*", _positive, "a size, must be > 0"),
+    ("agent.*_samples", _positive, "a size, must be > 0"),
+    ("agent.utd", _positive, "a size, must be > 0"),
+    ("agent.subset_size", _positive, "a size, must be > 0"),
+    ("agent.online_minibatch", _positive, "a size, must be > 0"),
+    ("agent.online_epochs", _positive, "a count, must be > 0"),
+    ("agent.dynamics_members", _positive, "a size, must be > 0"),
+    ("agent.dynamics_elites", _positive, "a size, must be > 0"),
+]
+CHOICES = {"steps.warmup_actions": ("random", "policy"), "env_mode": ("auto", "sync", "async")}
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Refuse the first value outside its range: ``ValueError('<key>=<value>: <why>')``.
+
+    Types are Hydra's business (the schemas); this checks what a type cannot say: step counts are
+    not negative, ratios lie in [0, 1], sizes, cadences and learning rates are positive.
+    """
+    for key, value in _leaves(OmegaConf.to_container(cfg, resolve=True)):
+        if key in CHOICES:
+            if value not in CHOICES[key]:
+                raise ValueError(f"{key}={value}: must be one of {', '.join(CHOICES[key])}")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        for pattern, check, why in RANGE_RULES:
+            if fnmatchcase(key, pattern):
+                if not check(value):
+                    raise ValueError(f"{key}={value}: {why}")
+                break
+
+
+def _leaves(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf; list items are keyed by their index."""
+    if isinstance(tree, dict):
+        return [leaf for k, v in tree.items() for leaf in _leaves(v, f"{prefix}{k}.")]
+    if isinstance(tree, list):
+        return [leaf for i, v in enumerate(tree) for leaf in _leaves(v, f"{prefix}{i}.")]
+    return [(prefix.rstrip("."), tree)]
+
+
+def run_folder(agent: str, env: str, overrides: str) -> str:
+    """``<agent>-<env>-<8 hex digits>``, the hex a hash of the command-line overrides (Hydra's
+    ``override_dirname``, which sorts them and leaves out settings that do not change results): short,
+    readable, and the same for the same command, which is how a re-run finds its checkpoint."""
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:8]
+    return re.sub(r"[^\w.-]", "_", f"{agent}-{env}") + f"-{digest}"
+
+
+def dataset_name(source: str | None) -> str:
+    """The name a dataset given only by its source goes by (plots, tables): a Minari id, or the file's stem."""
+    if source is None:
+        return "none"
+    scheme, _, target = source.partition(":")
+    return Path(target).stem if scheme == "d4rl" else target
+
+
+def repository_path(relative: str) -> str:
+    """A file shipped in the repository as an absolute path (``${o2o_path:tests/data/x.hdf5}``)."""
+    return str(REPOSITORY / relative)
+
+
 def register_configs() -> None:
+    OmegaConf.register_new_resolver("o2o_run_folder", run_folder, replace=True)
+    OmegaConf.register_new_resolver("o2o_dataset_name", dataset_name, replace=True)
+    OmegaConf.register_new_resolver("o2o_path", repository_path, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
     for name, (_, config_class) in AGENTS.items():

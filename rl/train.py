@@ -1,13 +1,21 @@
 """``python -m rl.train``: offline then online training, one run or a Hydra sweep.
 
     python -m rl.train agent=cql env=hopper dataset=minari:mujoco/hopper/medium-v0 steps.offline=1000 steps.online=1000
-    python -m rl.train -m seed=0,1,2 agent=cql,iql hydra/launcher=joblib
+    python -m rl.train -m seed=0,1,2 agent=cql,iql launcher=local
+    python -m rl.train -m seed=0,1,2 agent=cql,iql launcher=local +plan=true   (the jobs; launches nothing)
 
-Run directories are named from the command-line overrides (``runs/<overrides>``; sweeps under
-``runs/sweep/``), so starting the same command again finds the same directory:
+A run's folder is ``<agent>-<env>-<hash of the command-line overrides>`` (``rl.config.run_folder``;
+under ``runs/``, or a sweep's directory, ``runs/sweep`` by default, beside the sweep's ``index.csv``),
+so starting the same command again finds the same folder:
 - it holds a checkpoint of the same config: the run resumes from it (a finished run just reports);
 - it holds a run of another config: refused, nothing in it is touched;
 - ``resume=<run dir>`` continues that directory's run explicitly.
+The overrides are saved in the folder (``.hydra/overrides.yaml``). A SLURM job requeued after
+preemption or a timeout (submitit) is the same command again, so it resumes from ``last.pt``.
+
+Values are checked when the config is loaded (``rl.config.check_values``): a bad one stops the run
+with one line, ``o2o: error: <key>=<value>: <why>``, and exit status 2. In a sweep, a job that stops
+this way is marked failed in the index and the other jobs go on; the sweep exits 1 at its end.
 
 ``dataset=<source>:<id>`` is shorthand for ``dataset.source=<source>:<id>`` (``dataset`` is also a
 config group, e.g. ``dataset=door_human``); the shorthand is rewritten before Hydra parses argv.
@@ -16,7 +24,6 @@ config group, e.g. ``dataset=door_human``); the shorthand is rewritten before Hy
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import subprocess
 import sys
@@ -27,33 +34,26 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from rl.config import TrainConfig, register_configs
+from rl import sweep
+from rl.config import REPOSITORY, TrainConfig, check_values, register_configs
 from rl.loops import build_run, run_phases, run_state
 from rl.loops.run_state import LAST_CHECKPOINT, LoopState
 
+PLAN_FLAG = re.compile(r"^\+?plan=(true|True)$")
+CONFIG_GROUPS = ("agent", "env", "dataset", "launcher", "experiment")
+
+
+def config_groups() -> str:
+    """``--help``'s list of choices: each group's YAML presets in conf/, not the schemas behind them."""
+    lines = []
+    for group in CONFIG_GROUPS:
+        options = sorted(p.stem for p in (REPOSITORY / "conf" / group).glob("*.yaml"))
+        lines.append(f"{group}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
 register_configs()
-
-
-def run_name(overrides: str) -> str:
-    """A directory name from the command-line overrides: the same command always maps to the same
-    directory (that is how a re-run finds its checkpoint). Long names keep a readable head and end
-    in a hash of the whole, since a path component may not exceed 255 bytes."""
-    name = re.sub(r"[^\w=,.+-]", "_", overrides.replace("\\", "")) or "default"
-    if len(name) > 120:
-        name = f"{name[:100]}-{hashlib.sha1(name.encode()).hexdigest()[:12]}"
-    return name
-
-
-def dataset_name(source: str | None) -> str:
-    """The name a dataset given only by its source goes by (plots, tables): a Minari id, or the file's stem."""
-    if source is None:
-        return "none"
-    scheme, _, target = source.partition(":")
-    return Path(target).stem if scheme == "d4rl" else target
-
-
-OmegaConf.register_new_resolver("o2o_run_name", run_name, replace=True)
-OmegaConf.register_new_resolver("o2o_dataset_name", dataset_name, replace=True)
+OmegaConf.register_new_resolver("o2o_config_groups", config_groups, replace=True)
 DATASET_SHORTHAND = re.compile(r"^(\+{0,2})dataset=((?:minari|d4rl):.*)$")
 
 
@@ -140,13 +140,54 @@ def summary_line(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    job = sweep.current_job()
     try:
-        train(cfg, _run_directory(cfg))
+        check_values(cfg)
+        run_dir = _run_directory(cfg)
+        if job is not None:
+            sweep.mark(job, "running")
+        train(cfg, run_dir)
+    except ValueError as err:
+        print(f"o2o: error: {err}", file=sys.stderr)
+        _remove_if_untouched(Path(HydraConfig.get().runtime.output_dir))
+        if job is None:
+            sys.exit(2)
+        sweep.mark(job, f"failed: {err}")  # the sweep goes on; it exits 1 at its end (SweepIndex)
+        return
+    except BaseException as err:
+        if job is not None:  # a SLURM requeue exits here too: the next attempt marks it again
+            stopped = isinstance(err, SystemExit | KeyboardInterrupt)
+            sweep.mark(job, "interrupted" if stopped else f"failed: {type(err).__name__}: {err}")
+        raise
+    if job is not None:
+        sweep.mark(job, "finished")
+
+
+def _remove_if_untouched(run_dir: Path) -> None:
+    """Remove the folder Hydra made for a refused job if all it holds is Hydra's empty job log."""
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in entries):
+        for entry in entries:
+            entry.unlink()
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
+def plan_or_train(argv: list[str]) -> None:
+    """``+plan=true`` prints the jobs (``rl.sweep.plan``) instead of launching them."""
+    args = rewrite_dataset_shorthand(argv[1:])
+    if not any(PLAN_FLAG.match(arg) for arg in args):
+        sys.argv = [argv[0], *args]
+        main()
+        return
+    multirun = "-m" in args or "--multirun" in args
+    overrides = [a for a in args if not PLAN_FLAG.match(a) and a not in ("-m", "--multirun")]
+    try:
+        sys.exit(sweep.plan(overrides, multirun))
     except ValueError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         sys.exit(2)
 
 
 if __name__ == "__main__":
-    sys.argv = rewrite_dataset_shorthand(sys.argv)
-    main()
+    plan_or_train(sys.argv)

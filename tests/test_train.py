@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -133,8 +136,13 @@ def test_sigkill_then_the_same_command_continues_exactly(tmp_path, hopper_d4rl_f
     assert len(comparable(read_metrics(reference), after=140)) > 100
 
 
+def read_index(sweep: Path) -> dict[str, dict[str, str]]:
+    with (sweep / "index.csv").open(newline="") as f:
+        return {row["folder"]: row for row in csv.DictReader(f)}
+
+
 @pytest.mark.slow
-def test_joblib_sweep_runs_every_combination(tmp_path, minari_store):
+def test_joblib_sweep_runs_every_combination_into_short_indexed_folders(tmp_path, minari_store):
     result = run_cli(
         "-m",
         "seed=0,1",
@@ -155,10 +163,78 @@ def test_joblib_sweep_runs_every_combination(tmp_path, minari_store):
     assert result.returncode == 0, result.stderr
     runs = sorted(p.parent for p in (tmp_path / "sweep").glob("*/metrics.csv"))
     assert len(runs) == 4
-    names = {p.name for p in runs}
-    assert any("agent=iql" in n and "seed=1" in n for n in names)
+    assert all(re.fullmatch(r"(sac|iql)-hopper-[0-9a-f]{8}", run.name) for run in runs)
+    index = read_index(tmp_path / "sweep")
+    assert sorted(index) == [run.name for run in runs]
+    assert {row["status"] for row in index.values()} == {"finished"}
+    assert any("agent=iql" in row["overrides"] and "seed=1" in row["overrides"] for row in index.values())
     for run in runs:
         assert (run / ".hydra/config.yaml").is_file() and (run / "checkpoints/agent_final.pt").is_file()
+        saved = (run / ".hydra/overrides.yaml").read_text()
+        assert all(f"- {o}" in saved for o in index[run.name]["overrides"].split())
+    assert "o2o: sweep" in result.stderr and "4 of 4 jobs finished, 0 failed" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_half_failed_sweep_is_planned_then_rerun_skipping_what_finished(tmp_path, hopper_d4rl_file, capsys):
+    """One job's dataset is missing: it fails with one line, the other finishes, the sweep exits 1.
+    The plan then shows one finished job and one to run; once the file exists, the same command
+    reports the finished run without training it again and runs the other."""
+    from rl import sweep
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(hopper_d4rl_file, data / "a.hdf5")
+    command = [
+        "-m",
+        f"dataset.source=d4rl:{data}/a.hdf5,d4rl:{data}/b.hdf5",
+        "offline_ratio=0.5",
+        "steps.online=20",
+        "steps.warmup=10",
+        "steps.eval_every=20",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        *TINY,
+    ]
+    first = run_cli(*command)
+    assert first.returncode == 1
+    index = read_index(tmp_path / "sweep")
+    (done,) = [f for f, row in index.items() if row["status"] == "finished"]
+    (failed,) = [f for f, row in index.items() if row["status"] != "finished"]
+    message = f"dataset d4rl:{data}/b.hdf5: no such file"
+    assert index[failed]["status"] == f"failed: {message}"
+    assert f"o2o: error: {message}" in first.stderr
+    assert f"o2o: {tmp_path}/sweep/{failed}: failed: {message}" in first.stderr
+    assert not (tmp_path / "sweep" / failed).exists()  # a refused job leaves no folder behind
+    rows = read_metrics(tmp_path / "sweep" / done)
+
+    assert sweep.plan(command[1:], multirun=True) == 0  # what `rl.train ... +plan=true` prints
+    plan = capsys.readouterr().out
+    assert re.search(rf"{tmp_path}/sweep/{done}\s+finished\s+-", plan)
+    assert re.search(rf"{tmp_path}/sweep/{failed}\s+new\s+~", plan)
+    assert "total: 1 new, 0 to resume, 1 finished (skipped)" in plan
+    nothing_new = sorted([".index.lock", "index.csv", "multirun.yaml", done])
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == nothing_new
+
+    shutil.copyfile(hopper_d4rl_file, data / "b.hdf5")
+    second = run_cli(*command)
+    assert second.returncode == 0, second.stderr
+    assert {row["status"] for row in read_index(tmp_path / "sweep").values()} == {"finished"}
+    assert read_metrics(tmp_path / "sweep" / done) == rows  # reported, not trained again
+    assert (tmp_path / "sweep" / failed / "checkpoints" / "agent_final.pt").is_file()
+
+
+def test_plan_counts_the_offline_updates_an_agent_dictates(capsys):
+    """Uni-O4 sets its own offline length (its stage sizes): the plan counts those, not steps.offline."""
+    from rl import sweep
+
+    # stage 1 outlasts the plan's timed updates (at most 201), which never reach the AM-Q stage
+    stages = "agent.critic_steps=300 agent.bc_steps=200 agent.dynamics_steps=200 agent.improve_steps=50"
+    small = "agent.critic_hidden=[8,8] agent.value_hidden=[8,8] agent.policy_hidden=[8,8] agent.dynamics_hidden=[8,8]"
+    overrides = ["agent=unio4", *stages.split(), *small.split(), "agent.batch_size=16", "steps.online=0"]
+    assert sweep.plan(overrides, multirun=False) == 0
+    printed = capsys.readouterr().out
+    assert "1 job(s), launcher basic, one run" in printed
+    assert "unio4 on hopper:" in printed and "350 offline updates (cpu)" in printed
 
 
 # -- bad input: a one-line error, a non-zero exit, nothing earlier overwritten ---------------------------
@@ -370,11 +446,90 @@ def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file,
     assert len(run.online_buffer) == 0  # on-policy: nothing went into the replay buffer
 
 
-def test_run_names_are_stable_and_fit_in_a_path_component():
-    from rl.train import run_name
+def test_run_folders_are_short_readable_and_the_same_for_the_same_overrides():
+    from rl.config import run_folder
 
-    assert run_name("agent=sac,seed=0") == "agent=sac,seed=0"
-    assert run_name("") == "default"
+    digest = hashlib.sha1(b"agent=sac,seed=0").hexdigest()[:8]
+    assert run_folder("sac", "hopper", "agent=sac,seed=0") == f"sac-hopper-{digest}"
     long = ",".join(f"agent.option_{i}=[128,128]" for i in range(20))
-    assert run_name(long) == run_name(long) and len(run_name(long)) <= 120
-    assert run_name(long) != run_name(long.replace("option_19", "option_x"))
+    assert run_folder("cql", "door", long) == run_folder("cql", "door", long)
+    assert len(run_folder("cql", "antmaze-large-diverse", long)) == len("cql-antmaze-large-diverse-") + 8
+    assert run_folder("cql", "door", long) != run_folder("cql", "door", long.replace("option_19", "option_x"))
+    assert run_folder("my agent", "a/b", "") == f"my_agent-a_b-{hashlib.sha1(b'').hexdigest()[:8]}"
+
+
+def test_values_out_of_range_are_refused_at_load_with_one_line(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.config import check_values
+
+    refusals = {
+        "steps.online=-5": "steps.online=-5: a count, must be >= 0",
+        "steps.offline=-1": "steps.offline=-1: a count, must be >= 0",
+        "steps.eval_every=0": "steps.eval_every=0: a cadence, must be > 0",
+        "offline_ratio=1.5": "offline_ratio=1.5: a share of each batch, must be in [0, 1]",
+        "agent.gamma=-0.1": "agent.gamma=-0.1: a discount, must be in [0, 1]",
+        "agent.batch_size=0": "agent.batch_size=0: a size, must be > 0",
+        "agent.critic_hidden=[64,0]": "agent.critic_hidden.1=0: a layer width, must be > 0",
+        "agent.actor_lr=0": "agent.actor_lr=0.0: a learning rate, must be > 0",
+        "num_envs=0": "num_envs=0: a size, must be > 0",
+        "env_mode=fast": "env_mode=fast: must be one of auto, sync, async",
+    }
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        check_values(compose("config", overrides=["agent=iql", "offline_ratio=1", "steps.warmup=0"]))
+        for override, message in refusals.items():
+            with pytest.raises(ValueError) as refused:
+                check_values(compose("config", overrides=[override]))
+            assert str(refused.value) == message
+    result = run_cli("steps.online=-5", f"hydra.run.dir={tmp_path}/run")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "o2o: error: steps.online=-5: a count, must be >= 0"
+    assert not (tmp_path / "run").exists()
+
+
+def test_help_exits_0_and_offers_presets_not_schemas():
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    agents = sorted(p.stem for p in (REPO / "conf" / "agent").glob("*.yaml"))
+    assert {"cql", "iql", "sac", "wsrl"} <= set(agents)
+    assert f"agent: {', '.join(agents)}\n" in result.stdout
+    assert "launcher: local, ray, slurm\n" in result.stdout and "+plan=true" in result.stdout
+    assert "schema" not in result.stdout
+
+
+def test_every_dataset_preset_selects_its_env():
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+
+    presets = sorted(p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml") if p.stem != "none")
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        for preset in presets:
+            cfg = compose("config", overrides=[f"dataset={preset}"])
+            assert cfg.env.name == re.split(r"[-_]", preset)[0], preset  # hopper-medium -> hopper
+            assert cfg.dataset.name.replace("-", "_") == preset.replace("-", "_")
+        # the command line still chooses another env (e.g. pixels instead of state)
+        assert compose("config", overrides=["dataset=door_human", "env=pen"]).env.name == "pen"
+
+
+@pytest.mark.slow
+def test_door_human_preset_runs_from_any_working_directory(tmp_path):
+    result = run_cli(
+        "dataset=door_human",
+        "agent=iql",
+        "agent.hidden=[32,32]",
+        "agent.batch_size=32",
+        "steps.offline=10",
+        "steps.eval_every=10",
+        "steps.eval_episodes=1",
+        "threads=1",
+        "progress=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"iql-door-[0-9a-f]{8}", run.name)
+    assert "env door | dataset door-human | after offline: score" in result.stdout
+    source = f"source: d4rl:{REPO}/tests/data/door-human-demos-d4rl-layout.hdf5"
+    assert source in (run / ".hydra" / "config.yaml").read_text()
