@@ -97,6 +97,7 @@ class Run:
     agent: str
     env: str
     dataset: str
+    seed: int
     offline_steps: int
     config: dict[str, str]
     """Flattened config (dotted keys) without seed and the settings in ``SAME_RESULTS_KEYS``."""
@@ -121,7 +122,9 @@ def find_runs(dirs: Sequence[Path]) -> list[Path]:
 def load_run(path: Path) -> Run:
     cfg = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"))
     flat = _flatten(cfg)
-    missing = [k for k in ("agent.name", "env.name", "dataset.name", "steps.offline") if k not in flat]
+    missing = [
+        k for k in ("agent.name", "env.name", "dataset.name", "seed", "steps.offline") if k not in flat
+    ]
     if missing:
         raise fail(f"{path / '.hydra/config.yaml'}: no {', '.join(missing)}")
     csv_path = path / "metrics.csv"
@@ -136,6 +139,7 @@ def load_run(path: Path) -> Run:
         agent=str(flat["agent.name"]),
         env=str(flat["env.name"]),
         dataset=str(flat["dataset.name"]),
+        seed=int(flat["seed"]),
         offline_steps=int(flat["steps.offline"]),
         config={k: str(v) for k, v in flat.items() if k not in SAME_RESULTS_KEYS},
         evals=metrics[metrics["metric"].isin(SCORE_METRICS)],
@@ -448,6 +452,18 @@ def draw(panels: Sequence[Panel], x: str, path: Path) -> None:
 # -- the command ---------------------------------------------------------------------------------------
 
 
+def load_runs(paths: Sequence[Path]) -> list[Run]:
+    """The runs at ``paths`` that have an evaluation (the others are named on stderr and left out)."""
+    runs = []
+    for path in paths:
+        run = load_run(path)
+        if run.evals.empty:
+            note(f"{path}: no evaluation yet, left out")
+        else:
+            runs.append(run)
+    return runs
+
+
 def build(
     dirs: Sequence[Path],
     x: str = "step",
@@ -458,15 +474,22 @@ def build(
     last: int = 1,
 ) -> tuple[list[Panel], str]:
     """The panels to draw and the markdown table, from the runs under ``dirs``."""
-    runs = []
-    for path in find_runs(dirs):
-        run = load_run(path)
-        if run.evals.empty:
-            note(f"{path}: no evaluation yet, left out")
-        else:
-            runs.append(run)
+    runs = load_runs(find_runs(dirs))
     if not runs:
         raise fail(f"no run under {', '.join(map(str, dirs))} has an evaluation yet")
+    return build_from_runs(runs, x, online_at, overlays, match, overlay_steps, last)
+
+
+def build_from_runs(
+    runs: Sequence[Run],
+    x: str = "step",
+    online_at: Sequence[int] = (),
+    overlays: Sequence[Path] = (),
+    match: dict[str, str] | None = None,
+    overlay_steps: tuple[int, int] = (1_000_000, 1_000_000),
+    last: int = 1,
+) -> tuple[list[Panel], str]:
+    """The panels and the table of ``runs`` (each with an evaluation); see ``build``."""
     panels: dict[PanelKey, Panel] = {}
     rows = []
     for key, lines in group_lines(runs).items():
@@ -498,10 +521,8 @@ def _parse_steps(text: str) -> tuple[int, int]:
     return offline, online
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rl.plot", description=__doc__.splitlines()[0])
-    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
-    parser.add_argument("--out", type=Path, help="where curves.png and table.md go (default: the first dir)")
+def add_plot_options(parser: argparse.ArgumentParser) -> None:
+    """The options that shape the curves and the table (``rl.report`` takes the same)."""
     parser.add_argument("--x", choices=("step", "env_steps"), default="step", help="x axis (default: step)")
     parser.add_argument(
         "--online-at", nargs="+", type=int, default=[], metavar="N", help="table columns after N online steps"
@@ -537,23 +558,38 @@ def main(argv: Sequence[str] | None = None) -> None:
         metavar="K",
         help="table cells average each seed's last K evaluations of the phase (default: 1)",
     )
-    args = parser.parse_args(argv)
+
+
+def plot_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """``build``'s keyword arguments from parsed ``add_plot_options`` options (refused if out of range)."""
     if args.last < 1:
         parser.error(f"--last must be at least 1, got {args.last}")
+    return {
+        "x": args.x,
+        "online_at": args.online_at,
+        "overlays": args.overlay,
+        "match": dict(args.overlay_match),
+        "overlay_steps": args.overlay_steps,
+        "last": args.last,
+    }
 
-    panels, table = build(
-        args.dirs,
-        args.x,
-        args.online_at,
-        args.overlay,
-        dict(args.overlay_match),
-        args.overlay_steps,
-        args.last,
-    )
-    out = args.out or args.dirs[0]
+
+def write(panels: Sequence[Panel], table: str, x: str, out: Path) -> None:
+    """``curves.png`` and ``table.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
-    draw(panels, args.x, out / "curves.png")
+    draw(panels, x, out / "curves.png")
     (out / "table.md").write_text(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m rl.plot", description=__doc__.splitlines()[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="run or sweep directories")
+    parser.add_argument("--out", type=Path, help="where curves.png and table.md go (default: the first dir)")
+    add_plot_options(parser)
+    args = parser.parse_args(argv)
+    panels, table = build(args.dirs, **plot_options(parser, args))
+    out = args.out or args.dirs[0]
+    write(panels, table, args.x, out)
     print(table, end="")
     note(f"wrote {out / 'curves.png'} and {out / 'table.md'}")
 
