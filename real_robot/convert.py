@@ -4,6 +4,13 @@
 rewards, terminals, timeouts, next_observations, plus infos/intervened), which
 ``rl.train dataset=d4rl:<out.hdf5>`` reads.
 
+Observations are what ``env=real`` observes: the flat state vector of the spec's ``obs_keys``; from
+a server with a camera, a dict of that ``state`` and ``pixels``, the frame of the server's first
+camera that each observation carried (the camera ``BridgeEnv(pixels=True)`` observes; its name is
+in ``info.extra['camera']`` and the file's ``camera`` attribute), stored as the groups
+``observations/state`` and ``observations/pixels`` (frames gzip-compressed, losslessly). A state-only
+run can still train on such a file: ``rl.data.check_dataset`` takes its ``state``.
+
 A transition is ``(obs at step k, applied action, obs at step k+1)`` within one episode, where the
 action is the *applied* one from the log (after the governor's clipping, or the human's), not the
 one the policy asked for: that is what the arm did. Rejected commands moved nothing and make no
@@ -30,6 +37,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     obs_keys: list[str] | None = None
     task = None
+    camera: str | None = None
     columns: dict[str, list[Any]] = {
         k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "human")
     }
@@ -45,6 +53,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
         kind = record["kind"]
         if kind == "header":
             obs_keys, task = record["spec"]["obs_keys"], record["spec"]["task"]
+            camera = next(iter(record["spec"].get("cameras") or {}), None)
         elif kind == "applied":
             applied = record
         elif kind == "obs":
@@ -52,7 +61,10 @@ def log_to_dataset(path: str | Path) -> Dataset:
                 raise ValueError(f"{path}: observation before the header record")
             if record["episode"] == finished:
                 continue  # steps a client took after the task terminated are not the learner's episode
-            state = flatten_state(record["state"], obs_keys)
+            observation = flatten_state(record["state"], obs_keys)
+            if camera is not None:
+                frame = np.asarray(record["frames"][camera]["image"], np.uint8)
+                observation = {"state": observation, "pixels": frame}
             continues = (
                 previous is not None
                 and applied is not None
@@ -61,16 +73,16 @@ def log_to_dataset(path: str | Path) -> Dataset:
                 and applied["obs_id"] == previous["obs_id"]
             )
             if continues:
-                columns["obs"].append(previous["flat"])
+                columns["obs"].append(previous["observation"])
                 columns["action"].append(np.asarray(applied["applied"], np.float32))
                 columns["reward"].append(float(record["reward"]))
-                columns["next_obs"].append(state)
+                columns["next_obs"].append(observation)
                 columns["terminated"].append(bool(record["terminated"]))
                 columns["truncated"].append(False)
                 columns["human"].append(applied["source"] == "human")
             elif previous is None or record["episode"] != previous["episode"]:
                 close_episode()
-            previous, applied = {**record, "flat": state}, None
+            previous, applied = {**record, "observation": observation}, None
             if record["terminated"]:
                 finished, previous = record["episode"], None
     close_episode()
@@ -80,33 +92,44 @@ def log_to_dataset(path: str | Path) -> Dataset:
             f"{path}: no complete transitions (an episode needs a RESET and at least one applied ACT)"
         )
     return Dataset(
-        observations=np.stack(columns["obs"]),
+        observations=_stack(columns["obs"]),
         actions=np.stack(columns["action"]),
         rewards=np.asarray(columns["reward"], np.float32),
-        next_observations=np.stack(columns["next_obs"]),
+        next_observations=_stack(columns["next_obs"]),
         terminated=np.asarray(columns["terminated"]),
         truncated=np.asarray(columns["truncated"]),
         info=DatasetInfo(
             source=f"bridge:{path}",
             env_id=f"real-{task}",
-            extra={"intervened": np.asarray(columns["human"]), "obs_keys": obs_keys},
+            extra={"intervened": np.asarray(columns["human"]), "obs_keys": obs_keys, "camera": camera},
         ),
     )
+
+
+def _stack(observations: list[Any]) -> Any:
+    if isinstance(observations[0], dict):
+        return {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+    return np.stack(observations)
 
 
 def write_d4rl_hdf5(dataset: Dataset, out: str | Path) -> None:
     import h5py
 
     with h5py.File(out, "w") as f:
-        f["observations"] = dataset.observations
+        for name in ("observations", "next_observations"):
+            obs = getattr(dataset, name)
+            for key, column in obs.items() if isinstance(obs, dict) else [(None, obs)]:
+                path = name if key is None else f"{name}/{key}"
+                f.create_dataset(path, data=column, compression="gzip" if column.dtype == np.uint8 else None)
         f["actions"] = dataset.actions
         f["rewards"] = dataset.rewards
         f["terminals"] = dataset.terminated
         f["timeouts"] = dataset.truncated
-        f["next_observations"] = dataset.next_observations
         f["infos/intervened"] = dataset.info.extra["intervened"]
         f.attrs["source"] = dataset.info.source
         f.attrs["env_id"] = dataset.info.env_id
+        if dataset.info.extra.get("camera") is not None:
+            f.attrs["camera"] = dataset.info.extra["camera"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,8 +97,6 @@ def _observation_input(
 def encoder_config(cfg: AgentConfig) -> EncoderConfig:
     """``cfg.encoder`` as an ``EncoderConfig`` (Hydra hands a ``DictConfig``, where ``keys`` would be the
     mapping's method, so its items are copied into the dataclass)."""
-    if cfg.encoder is None:
-        return EncoderConfig()
     if isinstance(cfg.encoder, EncoderConfig):
         return cfg.encoder
     return EncoderConfig(**{key: cfg.encoder[key] for key in cfg.encoder})

@@ -25,7 +25,7 @@ import abc
 import copy
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -57,9 +57,10 @@ class AgentConfig:
     """If set, the loop scales every reward (dataset and online, once, where ``env.reward_scale``
     applies) by ``return_range_scale / (max - min)`` of the dataset's episode returns: IQL's and
     CORL's locomotion normalisation, with 1000 (the episode length). Needs an offline dataset."""
-    encoder: EncoderConfig | None = None
-    """The image encoder, for ``Dict`` observations with cameras (agents with ``takes_images``); None
-    means ``EncoderConfig()``'s defaults (DrQ's conv encoder, 50 features per camera, random shift 4)."""
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    """The image encoder, used with ``Dict`` observations with cameras (agents with ``takes_images``);
+    state observations leave it unused. Defaults: DrQ's conv encoder, 50 features per camera, random
+    shift of 4 pixels."""
 
 
 class Agent(abc.ABC):

@@ -5,9 +5,16 @@ Source specs:
   ``~/.minari/datasets``), read through minari's own API. Nothing is downloaded here: users with
   internet fetch datasets with ``minari download <id>`` first.
 - ``d4rl:<path to .hdf5>``: a file in D4RL's key layout: ``observations``, ``actions``, ``rewards``,
-  ``terminals``, ``timeouts`` and optionally ``next_observations``.
+  ``terminals``, ``timeouts`` and optionally ``next_observations``. Pixel data keeps the layout with
+  ``observations`` (and ``next_observations``) as a group of one dataset per key, as Minari and
+  ``real_robot.convert`` store a ``Dict`` observation: ``observations/<camera>`` uint8
+  ``(rows, H, W, C)`` frames, ``observations/state`` a float ``(rows, D)`` vector.
 
 Every error names the source and the field, so a bad file fails in one readable line.
+
+``check_dataset`` also fits a dataset's observations to the env's where the data says how (see
+``fit_observations``): the scripted demos record frames and the full state together, and serve both
+``env=lift`` (state) and ``env=lift-pixels`` (cameras plus proprio).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from rl.data.dataset import Dataset, DatasetInfo
+from rl.data.dataset import Dataset, DatasetInfo, Observation
 
 # Tanh-squashed policies have infinite log-density at |a| = 1; every official O2O code clips
 # dataset actions to this bound before training (spec §7).
@@ -66,12 +73,15 @@ def load_minari(dataset_id: str) -> Dataset:
         raise ValueError(f"dataset {source}: holds no episodes")
     metadata = ds.storage.metadata
     env_spec = ds.env_spec
+    extra = {"minari_version": str(ds.minari_version), "episodes": ds.total_episodes}
+    if "state_layout" in metadata:  # the scripted demos' (rl/generate/demos.py)
+        extra["state_layout"] = dict(metadata["state_layout"])
     info = DatasetInfo(
         source=source,
         env_id=env_spec.id if env_spec is not None else None,
         ref_min_score=_optional_float(metadata.get("ref_min_score")),
         ref_max_score=_optional_float(metadata.get("ref_max_score")),
-        extra={"minari_version": str(ds.minari_version), "episodes": ds.total_episodes},
+        extra=extra,
     )
     return Dataset(
         observations=_concat_obs(columns["obs"]),
@@ -92,6 +102,7 @@ def load_d4rl_hdf5(path: str | Path) -> Dataset:
     recorded successor, so it is dropped and the row before it becomes the truncated end, which is
     what ``d4rl.qlearning_dataset`` does; a terminal row keeps its own observation as a placeholder
     (its target is never bootstrapped). ``info.extra['file_steps']`` keeps the file's row count.
+    ``observations`` may be a group of per-key datasets (a ``Dict`` observation, module docstring).
     """
     import h5py
 
@@ -109,42 +120,54 @@ def load_d4rl_hdf5(path: str | Path) -> Dataset:
             raise ValueError(
                 f"dataset {source}: missing key(s) {missing}; a D4RL file has {list(D4RL_REQUIRED_KEYS)}"
             )
-        data = {k: np.asarray(handle[k]) for k in D4RL_REQUIRED_KEYS}
-        next_obs = np.asarray(handle["next_observations"]) if "next_observations" in handle else None
+        data = {k: _read_hdf5(source, handle, k) for k in D4RL_REQUIRED_KEYS}
+        next_obs = _read_hdf5(source, handle, "next_observations") if "next_observations" in handle else None
     n = len(data["rewards"])
     for key in D4RL_REQUIRED_KEYS:
-        if len(data[key]) != n:
-            raise ValueError(f"dataset {source}: '{key}' has {len(data[key])} rows, 'rewards' has {n}")
-    if data["observations"].ndim != 2 or data["actions"].ndim != 2:
-        raise ValueError(f"dataset {source}: 'observations' and 'actions' must be 2-D (rows, features)")
-    obs = data["observations"].astype(np.float32)
+        for name, column in _named_obs(key, data[key]):
+            if len(column) != n:
+                raise ValueError(f"dataset {source}: '{name}' has {len(column)} rows, 'rewards' has {n}")
+    if data["actions"].ndim != 2:
+        raise ValueError(f"dataset {source}: 'actions' must be 2-D (rows, features)")
+    for name, column in _named_obs("observations", data["observations"]):
+        if column.dtype != np.uint8 and column.ndim != 2:
+            raise ValueError(f"dataset {source}: '{name}' must be 2-D (rows, features)")
+        if column.dtype == np.uint8 and column.ndim != 4:
+            raise ValueError(f"dataset {source}: '{name}' holds uint8 images, which must be (rows, H, W, C)")
+    obs = _map_obs(data["observations"], _stored_dtype)
     terminals = data["terminals"].astype(bool).reshape(-1)
     timeouts = data["timeouts"].astype(bool).reshape(-1)
     keep = np.ones(n, dtype=bool)
     truncated = timeouts.copy()
     if next_obs is None:
-        next_obs = np.empty_like(obs)
-        next_obs[:-1] = obs[1:]
-        next_obs[-1] = obs[-1]
+        terminal_rows = np.flatnonzero(terminals)
+
+        def successor(column: np.ndarray) -> np.ndarray:
+            following = np.empty_like(column)
+            following[:-1] = column[1:]
+            following[-1] = column[-1]
+            following[terminal_rows] = column[terminal_rows]
+            return following
+
+        next_obs = _map_obs(obs, successor)
         ends_without_successor = timeouts & ~terminals
         ends_without_successor[-1] |= not terminals[-1]  # a file that stops mid-episode
         keep = ~ends_without_successor
         previous = np.flatnonzero(ends_without_successor) - 1
         truncated = np.zeros(n, dtype=bool)
         truncated[previous[previous >= 0]] = True
-        terminal_rows = np.flatnonzero(terminals)
-        next_obs[terminal_rows] = obs[terminal_rows]
     else:
-        next_obs = next_obs.astype(np.float32)
-        if next_obs.shape != obs.shape:
+        next_obs = _map_obs(next_obs, _stored_dtype)
+        if _obs_shapes(next_obs) != _obs_shapes(obs):
             raise ValueError(
-                f"dataset {source}: 'next_observations' shape {next_obs.shape} != observations {obs.shape}"
+                f"dataset {source}: 'next_observations' shapes {_obs_shapes(next_obs)} != "
+                f"observations {_obs_shapes(obs)}"
             )
     return Dataset(
-        observations=obs[keep],
+        observations=_map_obs(obs, lambda column: column[keep]),
         actions=data["actions"].astype(np.float32)[keep],
         rewards=data["rewards"].astype(np.float32).reshape(-1)[keep],
-        next_observations=next_obs[keep],
+        next_observations=_map_obs(next_obs, lambda column: column[keep]),
         terminated=terminals[keep],
         truncated=truncated[keep],
         info=DatasetInfo(source=source, extra={"file_steps": n, "dropped_rows": int((~keep).sum())}),
@@ -154,11 +177,14 @@ def load_d4rl_hdf5(path: str | Path) -> Dataset:
 def check_dataset(
     dataset: Dataset, observation_space: gym.Space, action_space: gym.spaces.Box, clip_actions: bool
 ) -> Dataset:
-    """Refuse data the env cannot have produced; return it with actions clipped for tanh policies.
+    """Refuse data the env cannot have produced; return it fitted to the env's observations
+    (``fit_observations``) and with actions clipped for tanh policies.
 
-    Checks: every column finite; observation and action shapes equal the env's; actions within the
-    env's [-1, 1] (beyond a 1e-4 tolerance) unless ``clip_actions``.
+    Checks: every column finite; observation and action shapes equal the env's (cameras and image
+    sizes refused in one line naming both sides); actions within the env's [-1, 1] (beyond a 1e-4
+    tolerance) unless ``clip_actions``.
     """
+    dataset = fit_observations(dataset, observation_space)
     source = dataset.info.source
     for name, column in _named_columns(dataset):
         if np.issubdtype(column.dtype, np.floating) and not np.all(np.isfinite(column)):
@@ -188,8 +214,63 @@ def check_dataset(
     )
 
 
+def fit_observations(dataset: Dataset, space: gym.Space) -> Dataset:
+    """``dataset`` with its observations as the env observes them, where the data says how:
+
+    - a flat ``Box`` env and ``Dict`` rows with a ``state`` vector of the env's size: that vector (the
+      scripted demos record frames beside the state ``env=lift`` observes);
+    - a ``Dict`` env: the env's keys, in its order; cameras the env does not observe are left out;
+      a ``state`` the env observes shorter than the dataset's is the proprio part of the demos' full
+      state when the dataset's ``state_layout`` says so (object state first, then proprio:
+      ``env=lift-pixels`` observes proprio only);
+    - anything else is returned unchanged, for ``check_dataset`` to compare and refuse.
+    """
+    obs = dataset.observations
+    if not isinstance(obs, dict):
+        return dataset
+    if isinstance(space, gym.spaces.Box):
+        if "state" not in obs or obs["state"].shape[1:] != space.shape:
+            return dataset
+
+        def fit(rows: Observation) -> Observation:
+            return rows["state"]
+    elif isinstance(space, gym.spaces.Dict) and set(space.spaces) <= set(obs):
+        proprio = _proprio_part(dataset, space)
+
+        def fit(rows: Observation) -> Observation:
+            out = {key: rows[key] for key in space.spaces}
+            if proprio is not None:
+                out["state"] = rows["state"][:, proprio:]
+            return out
+    else:
+        return dataset
+    return Dataset(
+        observations=fit(obs),
+        actions=dataset.actions,
+        rewards=dataset.rewards,
+        next_observations=fit(dataset.next_observations),
+        terminated=dataset.terminated,
+        truncated=dataset.truncated,
+        info=dataset.info,
+    )
+
+
+def _proprio_part(dataset: Dataset, space: gym.spaces.Dict) -> int | None:
+    """Where the proprio part of the dataset's ``state`` starts, when the env observes only that part."""
+    layout = dataset.info.extra.get("state_layout")
+    sub = space.spaces.get("state")
+    if layout is None or sub is None or len(sub.shape) != 1:
+        return None
+    stored = dataset.observations["state"].shape[1:]
+    start = int(layout["object_state_dim"])
+    if stored == (int(layout["state_dim"]),) and sub.shape == (stored[0] - start,):
+        return start
+    return None
+
+
 def _check_obs_shape(source: str, obs: np.ndarray | dict, space: gym.Space) -> None:
     if isinstance(space, gym.spaces.Dict):
+        _check_cameras(source, obs, space)
         if not isinstance(obs, dict) or set(obs) != set(space.spaces):
             got = sorted(obs) if isinstance(obs, dict) else "an array"
             raise ValueError(f"dataset {source}: observation keys {got} != the env's {sorted(space.spaces)}")
@@ -206,15 +287,72 @@ def _check_obs_shape(source: str, obs: np.ndarray | dict, space: gym.Space) -> N
         )
 
 
+def _check_cameras(source: str, obs: np.ndarray | dict, space: gym.spaces.Dict) -> None:
+    """Refuse, in one line naming both, a dataset whose camera images are not the env's."""
+    wanted = {key: sub.shape for key, sub in space.spaces.items() if sub.dtype == np.uint8}
+    if not wanted:
+        return
+    held = {}
+    if isinstance(obs, dict):
+        held = {key: column.shape[1:] for key, column in obs.items() if column.dtype == np.uint8}
+    if any(held.get(key) != shape for key, shape in wanted.items()):
+        raise ValueError(
+            f"dataset {source}: cameras {_describe(held)} do not match the env's {_describe(wanted)}"
+        )
+
+
+def _describe(cameras: dict[str, tuple[int, ...]]) -> str:
+    """``agentview 84x84x3, robot0_eye_in_hand 84x84x3`` (``none`` without cameras)."""
+    if not cameras:
+        return "none"
+    return ", ".join(f"{key} {'x'.join(str(d) for d in shape)}" for key, shape in cameras.items())
+
+
 def _named_columns(dataset: Dataset) -> list[tuple[str, np.ndarray]]:
     named = [("actions", dataset.actions), ("rewards", dataset.rewards)]
     for name in ("observations", "next_observations"):
-        obs = getattr(dataset, name)
-        if isinstance(obs, dict):
-            named += [(f"{name}/{k}", v) for k, v in obs.items()]
-        else:
-            named.append((name, obs))
+        named += _named_obs(name, getattr(dataset, name))
     return named
+
+
+def _read_hdf5(source: str, handle, key: str) -> np.ndarray | dict[str, np.ndarray]:
+    """One D4RL key: a dataset, or (observations) a group of one dataset per observation key."""
+    import h5py
+
+    item = handle[key]
+    if not isinstance(item, h5py.Group):
+        return np.asarray(item)
+    columns = {}
+    for name, value in item.items():
+        if not isinstance(value, h5py.Dataset):
+            raise ValueError(f"dataset {source}: '{key}/{name}' is a group; observation keys hold arrays")
+        columns[name] = np.asarray(value)
+    if not columns:
+        raise ValueError(f"dataset {source}: the group '{key}' is empty")
+    return columns
+
+
+def _map_obs(obs: Observation, fn) -> Observation:
+    if isinstance(obs, dict):
+        return {key: fn(column) for key, column in obs.items()}
+    return fn(obs)
+
+
+def _named_obs(name: str, obs: Observation) -> list[tuple[str, np.ndarray]]:
+    if isinstance(obs, dict):
+        return [(f"{name}/{key}", column) for key, column in obs.items()]
+    return [(name, obs)]
+
+
+def _obs_shapes(obs: Observation) -> dict[str, tuple[int, ...]] | tuple[int, ...]:
+    if isinstance(obs, dict):
+        return {key: column.shape for key, column in obs.items()}
+    return obs.shape
+
+
+def _stored_dtype(column: np.ndarray) -> np.ndarray:
+    """Frames stay uint8; everything else is float32."""
+    return column if column.dtype == np.uint8 else column.astype(np.float32)
 
 
 def _slice_obs(obs: np.ndarray | dict, start: int, stop: int) -> np.ndarray | dict:
@@ -226,8 +364,7 @@ def _slice_obs(obs: np.ndarray | dict, start: int, stop: int) -> np.ndarray | di
 def _concat_obs(parts: list) -> np.ndarray | dict:
     if isinstance(parts[0], dict):
         return {k: _concat_obs([p[k] for p in parts]) for k in parts[0]}
-    column = np.concatenate(parts)
-    return column if column.dtype == np.uint8 else column.astype(np.float32)
+    return _stored_dtype(np.concatenate(parts))
 
 
 def _optional_float(value: object) -> float | None:

@@ -23,8 +23,7 @@ def evaluate(
         obs, _ = env.reset(seed=seed + i)
         done, total, length = False, 0.0, 0
         while not done:
-            obs_t = torch.as_tensor(obs, dtype=torch.float32, device=agent.device).unsqueeze(0)
-            action = agent.act(obs_t, deterministic=True)[0].cpu().numpy()
+            action = agent.act(batch_of_one(obs, agent.device), deterministic=True)[0].cpu().numpy()
             obs, reward, terminated, truncated, info = env.step(action)
             # Envs whose score is not their return (Franka Kitchen: distinct subtasks done) say so.
             total += float(info.get("score_reward", reward))
@@ -40,3 +39,13 @@ def evaluate(
     if normalizer is not None:
         result["normalized_score"] = float(normalizer(result["return"]))
     return result
+
+
+def batch_of_one(obs: np.ndarray | dict, device: torch.device) -> torch.Tensor | dict[str, torch.Tensor]:
+    """One env observation as a batch of one on ``device``, typed as the vector env hands them:
+    camera frames stay uint8, everything else is float32."""
+    if isinstance(obs, dict):
+        return {key: batch_of_one(value, device) for key, value in obs.items()}
+    obs = np.asarray(obs)
+    dtype = torch.uint8 if obs.dtype == np.uint8 else torch.float32
+    return torch.as_tensor(obs, dtype=dtype, device=device).unsqueeze(0)
