@@ -229,6 +229,7 @@ class Estimate:
     updates_per_s: float
     env_steps_per_s: float
     device: str
+    threads: int
 
     def seconds(self, cfg: DictConfig) -> float:
         """Updates at the measured update rate plus online env steps at the measured step rate
@@ -267,7 +268,8 @@ def measure(cfg: DictConfig, seconds: float = 1.0) -> Estimate:
     while updates < 3 or (updates < 200 and time.perf_counter() - started < seconds):
         agent.update(buffer.sample(agent.batch_size))
         updates += 1
-    return Estimate(offline, updates / (time.perf_counter() - started), env_rate, str(device))
+    rate = updates / (time.perf_counter() - started)
+    return Estimate(offline, rate, env_rate, str(device), torch.get_num_threads())
 
 
 def plan(overrides: list[str], multirun: bool) -> int:
@@ -302,9 +304,11 @@ def plan(overrides: list[str], multirun: bool) -> int:
         if estimate is None:
             measured[f"{cfg.agent.name} on {cfg.env.name}"] = "not measured (not a simulator)"
         else:
+            elsewhere = f", the jobs ask for {cfg.device}" if cfg.device != estimate.device else ""
             measured[f"{cfg.agent.name} on {cfg.env.name}"] = (
                 f"{estimate.updates_per_s:.1f} updates/s, {estimate.env_steps_per_s:,.0f} env steps/s, "
-                f"{estimate.offline_updates} offline updates ({estimate.device})"
+                f"{estimate.offline_updates} offline updates (on {estimate.device}{elsewhere}, "
+                f"{estimate.threads} thread{'s' if estimate.threads != 1 else ''})"
             )
     for what, figures in measured.items():
         print(f"measured here: {what}: {figures}")

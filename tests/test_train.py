@@ -234,7 +234,7 @@ def test_plan_counts_the_offline_updates_an_agent_dictates(capsys):
     assert sweep.plan(overrides, multirun=False) == 0
     printed = capsys.readouterr().out
     assert "1 job(s), launcher basic, one run" in printed
-    assert "unio4 on hopper:" in printed and "350 offline updates (cpu)" in printed
+    assert "unio4 on hopper:" in printed and "350 offline updates (on cpu, 1 thread)" in printed
 
 
 # -- bad input: a one-line error, a non-zero exit, nothing earlier overwritten ---------------------------
