@@ -32,6 +32,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
 from rl import sweep
@@ -184,8 +185,9 @@ def plan_or_train(argv: list[str]) -> None:
     overrides = [a for a in args if not PLAN_FLAG.match(a) and a not in ("-m", "--multirun")]
     try:
         sys.exit(sweep.plan(overrides, multirun))
-    except ValueError as err:
-        print(f"o2o: error: {err}", file=sys.stderr)
+    except (ValueError, HydraException) as err:  # Hydra's: a wrong key, type or option, as in a run
+        message = f"{err}: {err.__cause__}" if isinstance(err, HydraException) and err.__cause__ else err
+        print(f"o2o: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 
