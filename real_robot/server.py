@@ -244,7 +244,7 @@ class ArmServer:
             self._stop_arm(now, "watchdog: no valid command", Mode.STOPPED)
         if self.mode in ARM_MAY_MOVE:
             self._check_state(self.backend.read_state(), now)
-        expired = self.leases.expire(now)
+        expired = None if self.pending is not None else self.leases.expire(now)  # it awaits our answer
         if expired is not None:
             self._event("lease_expired", f"session {expired.session[:8]} silent", now)
 
@@ -502,6 +502,9 @@ class ArmServer:
         t_applied = state.t_ns if applied is None else applied.t_applied_ns
         body = self.pipeline.observe(state, frames, t_applied, report, self._obs_status(report))
         self.transport.send(identity, protocol.Message(protocol.OBS, 0, body, re=re))
+        # The holder's silence counts from the server's answer: a reset or step that took longer
+        # than the lease timeout (a real arm homing, a loaded machine) must not cost it its lease.
+        self.leases.answered(time.monotonic_ns())
         if body["terminated"]:
             self.recorder.sync()
 

@@ -65,6 +65,11 @@ class LeaseKeeper:
         lease.last_seen_ns, lease.last_seq = now_ns, message.seq
         return None
 
+    def answered(self, now_ns: int) -> None:
+        """The server has just answered the holder: its silence counts from now."""
+        if self.lease is not None:
+            self.lease.last_seen_ns = now_ns
+
     def release(self) -> None:
         self.lease = None
 

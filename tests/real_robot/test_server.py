@@ -139,6 +139,23 @@ def test_one_lease_at_a_time_and_the_same_key_may_take_over(start_server, connec
     assert restarted.request(protocol.RESET, {"seed": 2}).type == protocol.OBS
 
 
+def test_a_reset_longer_than_the_lease_timeout_keeps_the_lease_and_silence_still_ends_it(
+    start_server, connect
+):
+    """The holder's silence counts from the server's last answer, not from its request: a slow reset
+    (a real arm homing) must not expire the lease of the client waiting for it."""
+    server = start_server(
+        lockstep=False, reset_settle_s=1.0, lease_timeout_s=0.4, hold_after_ms=5000.0, stop_after_ms=6000.0
+    )
+    client = connect(server)
+    obs = _start_episode(client)  # waits > 1 s for the reset's answer: longer than the lease timeout
+    obs = _act(client, obs)
+    assert obs.type == protocol.OBS
+    time.sleep(1.0)  # silent for longer than the timeout
+    with pytest.raises(BridgeError, match="no_lease"):
+        _act(client, obs)
+
+
 def test_bye_frees_the_lease_for_another_key(start_server, connect):
     server = start_server()
     first = connect(server)
