@@ -78,11 +78,11 @@ def test_slurm_preset_through_submitit_and_a_preempted_job_resumes_exactly(tmp_p
         "agent=sac",
         f"dataset.source=d4rl:{hopper_d4rl_file}",
         "offline_ratio=0.5",
-        "steps.online=200",
+        "steps.online=150",
         "steps.warmup=20",
         "steps.checkpoint_every=25",
-        "steps.eval_every=100",
-        "steps.log_every=1",
+        "steps.eval_every=50",
+        "steps.log_every=5",
         *ONE_THREAD_TINY,
     ]
     sweep = tmp_path / "sweep"
@@ -96,7 +96,7 @@ def test_slurm_preset_through_submitit_and_a_preempted_job_resumes_exactly(tmp_p
     while preempted is None and sweep_process.poll() is None and time.time() < deadline:
         for pid, run in task_processes(sweep).items():
             rows = read_metrics(run)
-            if rows and int(rows[-1]["step"]) >= 60:
+            if rows and int(rows[-1]["step"]) >= 50:
                 os.kill(pid, signal.SIGUSR2)  # what SLURM sends a job it is about to preempt
                 preempted = run
         time.sleep(0.02)
@@ -115,4 +115,4 @@ def test_slurm_preset_through_submitit_and_a_preempted_job_resumes_exactly(tmp_p
     train(cfg, tmp_path / "reference")
     reference = read_metrics(tmp_path / "reference")
     assert comparable(read_metrics(preempted), after=25) == comparable(reference, after=25)
-    assert int(read_metrics(preempted)[-1]["step"]) == 200
+    assert int(read_metrics(preempted)[-1]["step"]) == 150

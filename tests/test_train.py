@@ -513,23 +513,18 @@ def test_every_dataset_preset_selects_its_env():
         assert compose("config", overrides=["dataset=door_human", "env=pen"]).env.name == "pen"
 
 
-@pytest.mark.slow
-def test_door_human_preset_runs_from_any_working_directory(tmp_path):
-    result = run_cli(
-        "dataset=door_human",
-        "agent=iql",
-        "agent.hidden=[32,32]",
-        "agent.batch_size=32",
-        "steps.offline=10",
-        "steps.eval_every=10",
-        "steps.eval_episodes=1",
-        "threads=1",
-        "progress=false",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    (run,) = (tmp_path / "runs").iterdir()
-    assert re.fullmatch(r"iql-door-[0-9a-f]{8}", run.name)
-    assert "env door | dataset door-human | after offline: score" in result.stdout
-    source = f"source: d4rl:{REPO}/tests/data/door-human-demos-d4rl-layout.hdf5"
-    assert source in (run / ".hydra" / "config.yaml").read_text()
+def test_door_human_preset_runs_from_any_working_directory(tmp_path, monkeypatch, capsys):
+    from hydra import compose, initialize_config_dir
+
+    from rl.train import train
+
+    monkeypatch.chdir(tmp_path)  # the preset's file is found from the checkout, not from here
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        small = ["agent.hidden=[32,32]", "agent.batch_size=32", "steps.eval_episodes=1", "progress=false"]
+        cfg = compose(
+            "config",
+            overrides=["dataset=door_human", "agent=iql", "steps.offline=10", "steps.eval_every=10", *small],
+        )
+    assert cfg.dataset.source == f"d4rl:{REPO}/tests/data/door-human-demos-d4rl-layout.hdf5"
+    train(cfg, tmp_path / "run")
+    assert "env door | dataset door-human | after offline: score" in capsys.readouterr().out
