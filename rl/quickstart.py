@@ -77,6 +77,9 @@ def behaviour_fingerprint(env: str) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return 0
     own = {f.name for f in fields(QuickstartConfig)}
     train_overrides = [arg for arg in argv if arg.partition("=")[0] not in own]
     try:

@@ -296,3 +296,10 @@ def test_select_policies_takes_the_final_agent_from_the_runs_last_checkpoint(tmp
     exported = load_checkpoint(tmp_path / "behaviour" / "hopper-expert.pt")
     for name, tensor in agents[30].ac.actor.state_dict().items():
         assert torch.equal(exported["actor"][name], tensor), name
+
+
+def test_data_cli_help_prints_the_usage_and_exits_0(capsys):
+    from rl.data.__main__ import main
+
+    assert main(["--help"]) == 0 and "python -m rl.data generate" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2

@@ -20,7 +20,7 @@ MAY_IMPORT = {
     "envs": set(),
     "real_robot": {"rl.data"},  # the arm's log converts to a Dataset; never a learner
 }
-ENTRY_POINTS = {"rl.train", "rl.quickstart", "rl.plot", "rl.data.__main__"}
+ENTRY_POINTS = {"rl.train", "rl.sweep", "rl.report", "rl.quickstart", "rl.plot", "rl.data.__main__"}
 PACKAGES = ("rl", "envs", "real_robot")
 
 

@@ -1,5 +1,7 @@
 """The main job end to end at a tiny scale: data generation, WSRL pre-training and fine-tuning, table."""
 
+import pytest
+
 import rl.generate.locomotion as gen
 import rl.quickstart as quickstart
 from tests.test_generate import behaviour_dir  # noqa: F401  (fixture: fake medium/expert policies)
@@ -36,3 +38,10 @@ def test_quickstart_generates_trains_and_tabulates(behaviour_dir, tmp_path, monk
 def test_quickstart_refuses_a_bad_scale(capsys):
     assert quickstart.main(["scale=huge"]) == 2
     assert "scale='huge': choose demo or paper" in capsys.readouterr().err
+
+
+def test_quickstart_help_prints_its_usage_and_starts_nothing(capsys, monkeypatch):
+    from rl import quickstart
+
+    monkeypatch.setattr(quickstart, "generate", lambda *_: pytest.fail("--help must not generate data"))
+    assert quickstart.main(["--help"]) == 0 and "python -m rl.quickstart" in capsys.readouterr().out

@@ -32,6 +32,9 @@ USAGE = (
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     try:
         if argv[:1] == ["generate"] and any(f"env={env}" in argv[1:] for env in DEMO_ENVS):
             dataset_id = generate_demos(parse_key_values(argv[1:], DemoConfig))
