@@ -444,6 +444,9 @@ def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file,
     online_saves = [s for s in calls["saved_at"] if s > offline]
     assert online_saves and all((s - offline) % 32 == 0 for s in online_saves)
     assert len(run.online_buffer) == 0  # on-policy: nothing went into the replay buffer
+    # Each rollout's update metrics are logged at its step, though log_every (500) is not due there.
+    logged = {int(r["step"]) for r in read_metrics(tmp_path / "run") if r["metric"] == "approx_kl"}
+    assert logged == {offline + 32 * k for k in (1, 2, 3)}
 
 
 def test_run_folders_are_short_readable_and_the_same_for_the_same_overrides():

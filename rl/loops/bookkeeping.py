@@ -46,15 +46,17 @@ class Bookkeeper:
         phase_end: bool,
         stride: int = 1,
         may_save: bool = True,
+        log_metrics: bool = False,
     ) -> None:
         """Log, evaluate and checkpoint when ``phase_step`` crosses their intervals (or the phase ends);
-        ``stride`` is how many steps the last call advanced (``num_envs`` online)."""
+        ``stride`` is how many steps the last call advanced (``num_envs`` online). ``log_metrics``
+        logs this step's metrics whatever the interval: an on-policy update's come once a rollout."""
         steps, state, logger = self.run.cfg.steps, self.state, self.logger
 
         def due(every: int) -> bool:
             return every > 0 and phase_step // every != (phase_step - stride) // every
 
-        log_now = due(steps.log_every) or phase_end
+        log_now = due(steps.log_every) or phase_end or log_metrics
         if log_now and metrics:
             metrics = {**metrics, "steps_per_second": logger.steps_per_second(state.step)}
         if "episode_return" in metrics or log_now:

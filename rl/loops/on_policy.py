@@ -44,7 +44,8 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         state.obs = result.obs
         state.env_steps += n
         state.step += n
-        if rollout.full:
+        updated = rollout.full
+        if updated:
             metrics |= agent.update_rollout(rollout, state.obs)
             rollout.reset()
         books.after_step(
@@ -54,4 +55,5 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
             phase_end=state.step == schedule.total,
             stride=n,
             may_save=rollout.t == 0,
+            log_metrics=updated,
         )
