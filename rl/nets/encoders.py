@@ -17,8 +17,8 @@ Pieces, each usable alone:
 - ``draw_shifts`` / ``shift_images``: DrQ's random shift (replicate-pad ``pad`` pixels, crop back at a
   random integer offset), one gather per axis on the device, exact on uint8 frames.
 
-Intended use in the off-policy agents (DrQ's sharing; the agents wire it, this module does not):
-- The critic owns the ``ObservationEncoder``, and the critic's loss trains it.
+Use in the off-policy agents (DrQ's sharing; wired once in ``rl/agents/encoding.py``, not here):
+- The critic owns the ``ObservationEncoder`` (``CriticEnsemble.encoder``), and the critic's loss trains it.
 - Encode each augmented batch once; the actor reads those features ``.detach()``-ed, so no actor
   gradient reaches the encoder (DrQ-v2 detaches the whole encoder output; DrQ-v1 detaches the conv
   output and trains a separate actor head on the critic's tied conv weights).
