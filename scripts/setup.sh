@@ -2,11 +2,11 @@
 # Creates .venv and installs o2o into it. Safe to run again (it only installs what is missing).
 #   O2O_TORCH   the torch requirement to install first (default: torch==2.13.0, the CPU build);
 #               a GPU user sets e.g. O2O_TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
-#   O2O_EXTRAS  extras to install with the package (default: dev,robosuite,robotics,launchers,ray)
+#   O2O_EXTRAS  extras to install with the package (default: dev,robosuite,robotics,launchers,ray,vision)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 O2O_TORCH=${O2O_TORCH:-torch==2.13.0}
-O2O_EXTRAS=${O2O_EXTRAS:-dev,robosuite,robotics,launchers,ray}
+O2O_EXTRAS=${O2O_EXTRAS:-dev,robosuite,robotics,launchers,ray,vision}
 PYTHON=${PYTHON:-python3}
 
 if [ ! -x .venv/bin/python ]; then
