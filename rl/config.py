@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from envs.config import EnvConfig
 from rl.agents import AGENTS
+from rl.rewards import REWARD_MODELS, RewardConfig
 
 
 @dataclass
@@ -63,6 +64,9 @@ class TrainConfig:
     env: EnvConfig = MISSING
     dataset: DatasetConfig = MISSING
     steps: StepsConfig = field(default_factory=StepsConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """Who labels rewards: the env's own (``reward: env``, the default) or a reward model
+    (``conf/reward/``, docs/rewards.md). Defined in ``rl.rewards``, whose models are built from it."""
     offline_ratio: float = 0.0
     """Share of each online batch drawn from the offline data (0: online only; 0.5: RLPD/Cal-QL)."""
     buffer_capacity: int = 1_000_000
@@ -108,6 +112,10 @@ def _positive(value: float) -> bool:
     return value > 0
 
 
+def _below_one(value: float) -> bool:
+    return 0 <= value < 1
+
+
 RANGE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     # (dotted key pattern, check, what the refusal says); the first pattern a key matches decides.
     ("offline_ratio", _in_unit_interval, "a share of each batch, must be in [0, 1]"),
@@ -139,8 +147,23 @@ RANGE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("agent.online_epochs", _positive, "a count, must be > 0"),
     ("agent.dynamics_members", _positive, "a size, must be > 0"),
     ("agent.dynamics_elites", _positive, "a size, must be > 0"),
+    ("reward.threshold", _in_unit_interval, "a probability threshold, must be in [0, 1]"),
+    ("reward.shaping_scale", _below_one, "KAGI's c keeps shaping below a success, must be in [0, 1)"),
+    ("reward.image_size", _positive, "a size, must be > 0"),
+    ("reward.label_batch", _positive, "a size, must be > 0"),
+    ("reward.timeout_s", _positive, "a duration, must be > 0"),
+    ("reward.reach_radius", _positive, "a distance, must be > 0"),
+    ("reward.retries", _non_negative, "a count, must be >= 0"),
+    ("reward.backoff_s", _non_negative, "a duration, must be >= 0"),
+    ("reward.sanity_index", _non_negative, "an index, must be >= 0"),
 ]
-CHOICES = {"steps.warmup_actions": ("random", "policy"), "env_mode": ("auto", "sync", "async")}
+CHOICES = {
+    "steps.warmup_actions": ("random", "policy"),
+    "env_mode": ("auto", "sync", "async"),
+    "reward.name": tuple(REWARD_MODELS),
+    "reward.mode": ("sync", "async"),
+    "reward.base": tuple(name for name in REWARD_MODELS if not name.startswith("kagi")),
+}
 
 
 def check_values(cfg: DictConfig) -> None:
@@ -203,3 +226,4 @@ def register_configs() -> None:
         cs.store(group="agent", name=f"{name}_schema", node=config_class)
     cs.store(group="env", name="env_schema", node=EnvConfig)
     cs.store(group="dataset", name="dataset_schema", node=DatasetConfig)
+    cs.store(group="reward", name="reward_schema", node=RewardConfig)
