@@ -12,6 +12,8 @@ Shapes: batch 256, obs 17, act 6 (Hopper), 256x256 networks.
   mean reductions, no LayerNorm, 10 actions per CQL proposal);
 - ``wsrl_cql_10``: WSRL's offline step (the same CQL loss on its 10-critic LayerNorm ensemble);
 - ``iql``: ``agent=iql`` (twin Q, V, AWR actor);
+- with ``--only``, also ``calql_2``, ``famo2o_cql`` and ``famo2o_iql`` (the fidelity study's other
+  pre-training arms, for its cost table);
 - ``<name>_compiled``: the same after ``Agent.compile_update()`` (``compile=true``);
 - ``<name>_matmuls``: the **matmul ceiling**: every ``mm``/``addmm``/``bmm``/``baddbmm`` that one eager
   update calls, recorded with its operands' shapes and strides (a ``TorchDispatchMode``), replayed
@@ -43,7 +45,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from rl.agents import Phase, build_agent
-from rl.agents.cql import CQLConfig
+from rl.agents.cql import CalQLConfig, CQLConfig
+from rl.agents.famo2o import FamO2OCQLConfig, FamO2OIQLConfig
 from rl.agents.iql import IQLConfig
 from rl.agents.sac import SACConfig
 from rl.agents.wsrl import WSRLConfig
@@ -76,6 +79,9 @@ def our_update(name: str, batch: Batch, compiled: bool) -> Callable[[], object]:
         "cql_2": CQLConfig(),
         "wsrl_cql_10": WSRLConfig(),
         "iql": IQLConfig(normalize_obs=False),
+        "calql_2": CalQLConfig(),
+        "famo2o_cql": FamO2OCQLConfig(),
+        "famo2o_iql": FamO2OIQLConfig(normalize_obs=False),
     }
     torch.manual_seed(0)
     agent = build_agent(configs[name], OBS, ACT, torch.device("cpu"))
@@ -178,6 +184,8 @@ def rate(fn: Callable[[], object], seconds: float) -> tuple[float, float]:
 
 
 OURS = ("sac_2", "sac_10", "cql_2", "wsrl_cql_10", "iql")
+EXTRA = ("calql_2", "famo2o_cql", "famo2o_iql")
+"""Timed only when named with ``--only``: the other pre-training arms of the fidelity study's cost table."""
 D3RLPY = ("sac_2", "sac_10", "cql_2", "iql")
 
 
@@ -188,7 +196,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even if it is installed")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
-    parser.add_argument("--only", action="append", choices=OURS, help="time only these updates")
+    parser.add_argument("--only", action="append", choices=OURS + EXTRA, help="time only these updates")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
