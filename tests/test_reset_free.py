@@ -1,0 +1,261 @@
+"""Reset-free forward/backward practice (envs/reset_free.py, rl/loops/reset_free.py).
+
+Logic on a fake one-dimensional scene (a point on a line: forward = reach x >= 1, backward = come
+back to x <= 0), counted through its own reset calls; one short real robosuite Lift check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+
+import envs
+from envs import FAMILIES
+from envs.config import EnvConfig
+from envs.reset_free import BACKWARD, FORWARD, SCENES, ResetFreeConfig, ResetFreeEnv
+from rl.config import register_configs
+from rl.loops import Bookkeeper, LoopState, RunLogger, build_run
+from rl.loops import reset_free as reset_free_loop
+from tests.conftest import REPO
+
+UP, DOWN, STAY = np.array([1.0], np.float32), np.array([-1.0], np.float32), np.array([0.0], np.float32)
+
+
+class Line(gym.Env):
+    """x moves by the action; counts its own resets."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def __init__(self, cfg: EnvConfig | None = None) -> None:
+        self.x, self.resets = 0.0, 0
+
+    def reset(self, *, seed=None, options=None):
+        self.x, self.resets = 0.0, self.resets + 1
+        return np.array([self.x], np.float32), {}
+
+    def step(self, action):
+        self.x += float(action[0])
+        return np.array([self.x], np.float32), 0.0, False, False, {}
+
+
+class LineTasks:
+    def __init__(self, config: ResetFreeConfig) -> None:
+        self.human_resets = 0
+
+    def anchor(self, env):
+        pass
+
+    def success(self, env, task, info):
+        return env.unwrapped.x >= 1.0 if task == FORWARD else env.unwrapped.x <= 0.0
+
+    def human_reset(self, env):
+        env.unwrapped.x = 0.0
+        self.human_resets += 1
+        return np.array([0.0], np.float32)
+
+
+def practice(step_limit: int = 3, **options) -> tuple[ResetFreeEnv, Line]:
+    line = Line()
+    env = ResetFreeEnv(line, LineTasks(ResetFreeConfig()), ResetFreeConfig(**options), step_limit)
+    env.reset(seed=0)
+    return env, line
+
+
+def episode(env: ResetFreeEnv, action: np.ndarray) -> tuple[bool, bool, np.ndarray]:
+    """Act until the practice episode ends; (terminated, truncated, first obs of the next one)."""
+    while True:
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            return terminated, truncated, env.reset()[0]
+
+
+def test_success_switches_the_task_without_resetting_the_scene():
+    env, line = practice()
+    assert env.task == FORWARD and line.resets == 1
+    terminated, _, obs = episode(env, UP)
+    assert terminated and env.task == BACKWARD
+    np.testing.assert_array_equal(obs, [1.0, 0.0, 1.0])  # the scene kept x = 1; task one-hot: backward
+    terminated, _, obs = episode(env, DOWN)
+    assert terminated and env.task == FORWARD
+    np.testing.assert_array_equal(obs, [0.0, 1.0, 0.0])
+    assert line.resets == 1 and env.counts.env_resets == 1
+    assert env.counts.episodes == [1, 1] and env.counts.successes == [1, 1]
+
+
+def test_failure_retries_the_same_task_from_where_the_scene_is():
+    env, line = practice(step_limit=3, human_after=0, safety_after=0)
+    env.step(np.array([0.5], np.float32))
+    terminated, truncated, obs = episode(env, STAY)
+    assert truncated and not terminated and env.task == FORWARD
+    np.testing.assert_array_equal(obs, [0.5, 1.0, 0.0])
+    assert line.resets == 1 and env.counts.episodes == [1, 0] and env.failures == 1
+
+
+def test_safety_reset_after_n_consecutive_failures_is_a_counted_real_reset():
+    env, line = practice(step_limit=2, human_after=0, safety_after=3)
+    episode(env, UP)  # a forward success, then backward fails twice ...
+    episode(env, UP)
+    episode(env, UP)
+    assert line.resets == 1 and env.failures == 2
+    episode(env, UP)  # ... and a third time: the safety reset
+    assert line.resets == 2 and line.x == 0.0
+    assert env.counts.env_resets == 2 and env.counts.safety_resets == 1
+    assert env.task == FORWARD and env.failures == 0
+
+
+def test_human_fallback_every_k_failures_is_counted_and_restarts_forward():
+    env, line = practice(step_limit=2, human_after=2, safety_after=5)
+    episode(env, UP)  # forward succeeds at x = 1
+    episode(env, UP)  # backward fails (x = 3)
+    assert env.task == BACKWARD and env.counts.human_resets == 0
+    _, _, obs = episode(env, UP)  # second consecutive failure: the human puts it back
+    np.testing.assert_array_equal(obs, [0.0, 1.0, 0.0])
+    assert env.counts.human_resets == 1 and env.tasks.human_resets == 1 and line.resets == 1
+    assert env.failures == 2  # a human reset does not clear the count towards the safety reset
+
+
+def test_successes_per_reset_by_hand():
+    """human_after=2, safety_after=5, one step per episode:
+    1 fwd ok, 2 bwd ok, 3 fwd ok, 4 bwd fail, 5 bwd fail (2 in a row: human, back to fwd),
+    6 fwd fail, 7 fwd fail (4 in a row: human), 8 fwd fail (5: safety reset), 9 fwd ok.
+    Forward successes 3; env resets 2 (the first and the safety one), human resets 2 -> 3 / 4."""
+    env, line = practice(step_limit=1, human_after=2, safety_after=5)
+    for action in (UP, DOWN, UP, UP, UP, STAY, STAY, STAY, UP):
+        episode(env, action)
+    counts = env.counts
+    assert counts.successes == [3, 1] and counts.episodes == [6, 3]
+    assert (counts.env_resets, counts.human_resets, counts.safety_resets) == (2, 2, 1)
+    assert counts.successes_per_reset == pytest.approx(3 / 4)
+    assert counts.metrics()["successes_per_reset"] == pytest.approx(0.75)
+    assert line.resets == 2 and env.task == BACKWARD
+
+
+def test_episodic_mode_resets_every_episode_and_stays_forward():
+    env, line = practice(step_limit=2, mode="episodic")
+    episode(env, UP)
+    episode(env, STAY)
+    episode(env, UP)
+    assert line.resets == 4 and env.task == FORWARD
+    assert env.counts.episodes == [3, 0] and env.counts.successes == [2, 0]
+    assert env.counts.successes_per_reset == pytest.approx(2 / 4)
+
+
+def test_a_seeded_reset_is_always_real_and_starts_forward():
+    env, line = practice()
+    episode(env, UP)
+    assert env.task == BACKWARD
+    env.reset(seed=3)
+    assert line.resets == 2 and env.task == FORWARD and env.counts.env_resets == 2
+
+
+def test_a_labelled_success_replaces_the_predicate():
+    env, _ = practice(step_limit=5)
+    calls = []
+    env.set_success_fn(FORWARD, lambda obs, info: calls.append(float(obs[0])) or len(calls) == 2)
+    _, reward, terminated, _, info = env.step(STAY)
+    assert (reward, terminated, info["success"]) == (0.0, False, False)
+    _, reward, terminated, _, info = env.step(STAY)  # the predicate says no (x = 0); the labels say yes
+    assert (reward, terminated, info["success"]) == (1.0, True, True)
+    assert calls == [0.0, 0.0]
+    env.set_success_fn(FORWARD, None)
+    env.reset()
+    assert env.task == BACKWARD
+
+
+def test_bad_options_are_one_line():
+    with pytest.raises(ValueError, match=r"env.kwargs.reset_free: unknown keys \['humans'\]"):
+        ResetFreeConfig.from_kwargs({"humans": 1})
+    with pytest.raises(ValueError, match="mode: must be one of"):
+        ResetFreeConfig.from_kwargs({"mode": "forever"})
+
+
+@pytest.fixture
+def line_family(monkeypatch):
+    monkeypatch.setitem(FAMILIES, "line", lambda cfg: gym.wrappers.TimeLimit(Line(cfg), 10**9))
+    monkeypatch.setitem(SCENES, "Line", LineTasks)
+
+
+def test_no_env_reset_between_practice_episodes_through_the_vector_env(line_family):
+    cfg = EnvConfig(
+        name="line", id="Line", family="reset_free", score_name=None, max_episode_steps=2,
+        kwargs={"reset_free": {"family": "line", "human_after": 0, "safety_after": 0}},
+    )  # fmt: skip
+    vec = envs.make_vec(cfg, 1, "cpu", "sync")
+    vec.reset(seed=0)
+    for _ in range(9):  # forward succeeds at once, then four 2-step backward episodes fail
+        result = vec.step(np.array([[1.0]], np.float32))
+    line = vec._copies.envs[0].unwrapped
+    assert line.resets == 1 and line.x == 9.0  # retried from where it was, never reset
+    assert len(result.episodes) == 1 and result.next_obs[0, -2:].tolist() == [0.0, 1.0]
+
+
+def test_the_loop_logs_the_practice_counters(line_family, tmp_path):
+    register_configs()
+    overrides = [
+        "agent=sac", "agent.critic_hidden=[16,16]", "agent.actor_hidden=[16,16]", "agent.batch_size=8",
+        "env=lift", "env.name=line", "env.id=Line", "env.family=reset_free", "env.max_episode_steps=3",
+        "+env.kwargs.reset_free={family: line, human_after: 2, safety_after: 4}",
+        "steps.online=60", "steps.warmup=20", "steps.eval_episodes=0", "steps.log_every=20",
+        "buffer_capacity=100", "progress=false", "env_mode=sync",
+    ]  # fmt: skip
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    run = build_run(cfg)
+    assert reset_free_loop.applies(run)
+    state = LoopState.start(run)
+    logger = RunLogger(tmp_path, run.schedule.total, 0, False)
+    reset_free_loop.online_phase(run, state, Bookkeeper(run, state, tmp_path, logger))
+    logger.close()
+    practice_env = reset_free_loop.practice_env(run)
+    counts = practice_env.counts
+    assert sum(counts.episodes) == state.episodes > 0
+    assert counts.env_resets == practice_env.env.unwrapped.resets
+    summary = state.summary["reset_free"]
+    assert summary["successes_per_reset"] == pytest.approx(
+        counts.successes[FORWARD] / (counts.env_resets + counts.human_resets)
+    )
+    logged = Path(tmp_path / "metrics.csv").read_text()
+    assert "successes_per_reset" in logged and "human_resets" in logged
+
+
+def test_lift_forward_then_backward_without_a_reset_and_the_scripted_human():
+    """Real robosuite Lift: the scripted expert lifts the cube (forward success), the next practice
+    episode starts on the backward task from the lifted scene with no env.reset(); holding the cube
+    fails the backward task, and the scripted human puts the cube back at rest near its start."""
+    from envs.scripted import ScriptedExpert
+
+    cfg = EnvConfig(
+        name="lift", id="Lift", family="reset_free", score_name=None, max_episode_steps=60,
+        kwargs={"reset_free": {"human_after": 1, "safety_after": 0}},
+    )  # fmt: skip
+    env = envs.make(cfg)
+    counts, robosuite_env = env.get_wrapper_attr("counts"), env.unwrapped
+    resets = []
+    original_reset = robosuite_env.reset
+    robosuite_env.reset = lambda **kw: resets.append(1) or original_reset(**kw)
+    env.reset(seed=0)
+    expert = ScriptedExpert(env)
+    expert.reset(0)
+    terminated, truncated, info = False, False, {}
+    while not (terminated or truncated):
+        obs, reward, terminated, truncated, info = env.step(expert.act())
+    assert terminated and info["success"] and info["env_success"] and reward == 1.0
+    lifted = robosuite_env.suite.sim.data.body_xpos[robosuite_env.suite.cube_body_id].copy()
+    obs, _ = env.reset()
+    assert obs[-2:].tolist() == [0.0, 1.0] and len(resets) == 1 and counts.successes == [1, 0]
+    assert robosuite_env.suite.sim.data.body_xpos[robosuite_env.suite.cube_body_id][2] == lifted[2]
+    hold = np.zeros(7, np.float32)
+    hold[6] = 1.0  # gripper closed: the cube stays in the air
+    while not (terminated := env.step(hold)[2]) and env.get_wrapper_attr("steps") < 60:
+        pass
+    assert not terminated
+    obs, _ = env.reset()  # backward failed once: the scripted human (human_after=1)
+    assert counts.human_resets == 1 and counts.env_resets == 1 and len(resets) == 1
+    assert obs[-2:].tolist() == [1.0, 0.0]
+    tasks = env.get_wrapper_attr("tasks")
+    assert tasks.success(robosuite_env, BACKWARD, {}) and not tasks.success(robosuite_env, FORWARD, {})
