@@ -54,6 +54,9 @@ class StepBatch:
     terminated: np.ndarray
     truncated: np.ndarray
     episodes: tuple[EpisodeStats, ...]
+    reward_view: dict[str, np.ndarray] | None = None
+    """What the reward camera(s) and named state showed in each copy's ``next_obs`` state (the
+    final state where an episode ended, never the reset one); None when the env has no reward view."""
 
 
 def observation_layout(space: gym.Space) -> Layout:
@@ -105,6 +108,9 @@ class Copies:
         self.envs = envs
         self.first_index = first_index
         self.layout = observation_layout(envs[0].observation_space)
+        self.view_space: gym.spaces.Dict | None = getattr(envs[0].unwrapped, "reward_view_space", None)
+        """The layout of the env's ``info["reward_view"]`` (robosuite's reward camera), or None."""
+        self.view_layout = None if self.view_space is None else observation_layout(self.view_space)
         self.running = [RunningEpisode() for _ in envs]
 
     def reset(self, seed: int | None = None) -> Obs:
@@ -118,13 +124,15 @@ class Copies:
 
     def step(self, actions: np.ndarray) -> StepBatch:
         """Step every copy once with ``actions[j]``; reset the copies whose episode ended."""
-        observations, rewards, terminations, truncations, ended = [], [], [], [], []
+        observations, rewards, terminations, truncations, ended, views = [], [], [], [], [], []
         for j, (env, action, running) in enumerate(zip(self.envs, actions, self.running, strict=True)):
             observation, reward, terminated, truncated, info = env.step(action)
             observations.append(observation)
             rewards.append(reward)
             terminations.append(terminated)
             truncations.append(truncated)
+            if self.view_layout is not None:
+                views.append(info["reward_view"])
             running.episode_return += reward
             running.score_return += info.get("score_reward", reward)
             running.length += 1
@@ -135,12 +143,18 @@ class Copies:
         reward = np.array(rewards, dtype=np.float32)
         terminated = np.array(terminations, dtype=bool)
         truncated = np.array(truncations, dtype=bool)
+        view = None if self.view_layout is None else stack(views, self.view_layout)
         if not ended:
-            return StepBatch(next_obs, next_obs, reward, terminated, truncated, ())
+            return StepBatch(next_obs, next_obs, reward, terminated, truncated, (), view)
         episodes = tuple(self._finish(j) for j in ended)
         first_observations = [self.envs[j].reset()[0] for j in ended]
         obs = replace_rows(next_obs, ended, first_observations)
-        return StepBatch(obs, next_obs, reward, terminated, truncated, episodes)
+        return StepBatch(obs, next_obs, reward, terminated, truncated, episodes, view)
+
+    def reward_calibration(self) -> dict[str, dict[str, Any]] | None:
+        """The reward cameras' calibration (``RobosuiteEnv.reward_calibration``), None without one."""
+        calibrate = getattr(self.envs[0].unwrapped, "reward_calibration", None)
+        return None if calibrate is None else calibrate()
 
     def _finish(self, j: int) -> EpisodeStats:
         running, self.running[j] = self.running[j], RunningEpisode()

@@ -47,3 +47,14 @@ class EnvConfig:
     chunk of ``action_chunk`` env actions. 1: no chunking."""
     obs_history: int = 1
     """Observations the agent sees per step, oldest first (``envs/chunking.py``). 1: the current one."""
+    reward_cameras: list[str] = field(default_factory=list)
+    """The reward camera(s): rendered for the state each step reached and handed to the loop beside
+    the observation (``info["reward_view"]``), never to the policy. robosuite only; the run sets it
+    from ``reward.cameras`` when a reward model reads frames."""
+    reward_state: bool = False
+    """Also hand the loop the env's named state (``eef_pos``, ``gripper_qpos``, object poses such as
+    ``cube_pos``) beside the reward frames; set by the run when the reward model reads state."""
+    reward_image_size: int = 84
+    """Height and width of the reward camera images (the run sets it from ``reward.image_size``)."""
+    reward_depth: bool = False
+    """Also render each reward camera's depth (``<camera>_depth``, (H, W) float32 metres)."""

@@ -19,6 +19,18 @@ Conventions:
   left is vertex processing of the visual meshes (~350k vertices for Panda + table, ~12 ms a frame
   on llvmpipe); passing ``kwargs: {render_visual_mesh: false, render_collision_mesh: true}`` renders
   the coarse collision meshes instead (~2 ms a frame, different-looking images).
+- Reward view (``reward_cameras`` / ``reward_state``): what a reward model sees of the state each
+  step reached, apart from the observation (the policy may see state only while the reward model sees
+  a camera, as on a real cell). ``info["reward_view"]`` holds ``frames/<camera>`` (H, W, 3) uint8 in
+  the pixel observation's row order and render settings (the same render when that camera is also an
+  observation), ``frames/<camera>_depth`` (H, W) float32 metres with ``reward_depth``, and
+  ``state/<name>`` float32 vectors: ``eef_pos``, ``gripper_qpos`` and the task's object poses
+  (robosuite's object observables named ``*_pos`` / ``*_quat`` / ``*_qpos``, relative ones such as
+  ``gripper_to_cube_pos`` left out: Lift gives ``cube_pos`` and ``cube_quat``). ``reward_calibration``
+  gives each reward camera's pinhole model, with intrinsics for the frames *as stored*: in OpenGL row
+  order (row 0 at the bottom) the focal length's row component is negated, so ``K @ x_cam`` lands on
+  (column, row) of the stored array either way. Calibration is read once, after the first reset: fixed
+  cameras (``agentview``, ``frontview``) are exact; a camera on the arm moves and is not calibrated.
 - Randomness: robosuite samples object placements and joint noise from the *global* numpy
   generator; each env keeps its own generator state and swaps it in around robosuite calls, so copies
   in one process do not share a stream and ``reset(seed=s)`` fixes the episode.
@@ -46,6 +58,9 @@ from envs.wrappers import terminate_on_success
 
 DEFAULT_MAX_EPISODE_STEPS = 500
 OBS_MODES = ("state", "pixels")
+NAMED_STATE = {"robot0_eef_pos": "eef_pos", "robot0_gripper_qpos": "gripper_qpos"}
+"""Robot observables in the reward view's named state, under arm-neutral names."""
+OBJECT_POSE_SUFFIXES = ("_pos", "_quat", "_qpos")
 
 
 def _controller_config(robot: str, controller: str) -> dict[str, Any]:
@@ -76,7 +91,10 @@ class RobosuiteEnv(gym.Env):
         if cfg.obs_mode not in OBS_MODES:
             raise ValueError(f"env.obs_mode: must be one of {OBS_MODES}, got {cfg.obs_mode!r}")
         self.pixels = cfg.obs_mode == "pixels"
-        if self.pixels:
+        self.reward_cameras = list(cfg.reward_cameras)
+        self.reward_size, self.reward_depth = cfg.reward_image_size, cfg.reward_depth
+        renders = self.pixels or bool(self.reward_cameras)
+        if renders:
             os.environ.setdefault("MUJOCO_GL", "egl")  # read when robosuite is first imported
         import robosuite
 
@@ -89,7 +107,7 @@ class RobosuiteEnv(gym.Env):
             controller_configs=_controller_config(cfg.robot, cfg.controller),
             reward_shaping=False,
             has_renderer=False,
-            has_offscreen_renderer=self.pixels,
+            has_offscreen_renderer=renders,
             use_camera_obs=self.pixels,
             ignore_done=True,
             hard_reset=False,
@@ -109,13 +127,22 @@ class RobosuiteEnv(gym.Env):
                     f"env.kwargs: robosuite {cfg.id!r} rejected {sorted(cfg.kwargs)}: {e}"
                 ) from None
             observation = self.suite.reset()
-        self.fast_render = self.pixels and cfg.fast_render
+        self.fast_render = renders and cfg.fast_render
         self._fast_context = None
         self._apply_render_settings()
 
         low, high = self.suite.action_spec
         self.action_space = gym.spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         example = self._observation(observation)
+        self.reward_view_space: gym.spaces.Dict | None = None
+        """The layout of ``info["reward_view"]`` (None: no reward view), read by the vector envs."""
+        if self.reward_cameras or cfg.reward_state:
+            self._check_reward_cameras()
+            view = self._reward_view(observation)
+            self.reward_view_space = gym.spaces.Dict(
+                {k: gym.spaces.Box(0, 255, v.shape, np.uint8) if v.dtype == np.uint8 else
+                 gym.spaces.Box(-np.inf, np.inf, v.shape, np.float32) for k, v in view.items()}
+            )  # fmt: skip
         if self.pixels:
             self.observation_space = gym.spaces.Dict(
                 {
@@ -160,7 +187,7 @@ class RobosuiteEnv(gym.Env):
     def _make_context_current(self) -> None:
         """robosuite renders into whichever GL context is current; with several camera envs in one
         process, each would otherwise draw with the context of the last one built."""
-        if self.pixels and self.suite.sim._render_context_offscreen is not None:
+        if self.suite.sim._render_context_offscreen is not None:
             self.suite.sim._render_context_offscreen.gl_ctx.make_current()
 
     def _observation(self, observation: dict[str, np.ndarray]) -> Any:
@@ -168,6 +195,73 @@ class RobosuiteEnv(gym.Env):
             images = {camera: observation[f"{camera}_image"] for camera in self.cameras}
             return {**images, "state": observation["robot0_proprio-state"]}
         return np.concatenate([observation["object-state"], observation["robot0_proprio-state"]])
+
+    def _check_reward_cameras(self) -> None:
+        known = set(self.suite.sim.model.camera_names)
+        unknown = [camera for camera in self.reward_cameras if camera not in known]
+        if unknown:
+            raise ValueError(f"env.reward_cameras: {unknown} not in this scene's cameras {sorted(known)}")
+
+    def _reward_view(self, observation: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The reward view of the state robosuite just computed ``observation`` for (module docstring)."""
+        from robosuite import macros
+        from robosuite.utils.camera_utils import get_real_depth_map
+        from robosuite.utils.mjcf_utils import IMAGE_CONVENTION_MAPPING
+
+        rows = IMAGE_CONVENTION_MAPPING[macros.IMAGE_CONVENTION]
+        view: dict[str, np.ndarray] = {}
+        size = self.reward_size
+        for camera in self.reward_cameras:
+            key = f"{camera}_image"
+            if key in observation and observation[key].shape[:2] == (size, size) and not self.reward_depth:
+                view[f"frames/{camera}"] = observation[key]  # the observation's own render
+                continue
+            image = self.suite.sim.render(
+                camera_name=camera, width=size, height=size, depth=self.reward_depth
+            )
+            if self.reward_depth:
+                image, depth = image
+                metres = get_real_depth_map(self.suite.sim, depth[::rows])
+                view[f"frames/{camera}_depth"] = metres.astype(np.float32)
+            view[f"frames/{camera}"] = np.ascontiguousarray(image[::rows])
+        for name, value in observation.items():
+            named = NAMED_STATE.get(name)
+            if named is None and self._is_object_pose(name):
+                named = name
+            if named is not None:
+                view[f"state/{named}"] = np.asarray(value, dtype=np.float32)
+        return view
+
+    def _is_object_pose(self, name: str) -> bool:
+        observable = self.suite._observables.get(name)
+        return (
+            observable is not None
+            and observable.modality == "object"
+            and name.endswith(OBJECT_POSE_SUFFIXES)
+            and "_to_" not in name
+        )
+
+    def reward_calibration(self) -> dict[str, dict[str, Any]]:
+        """Each reward camera's pinhole model for its frames as stored (module docstring):
+        ``intrinsics`` (3, 3), ``extrinsics`` (4, 4, camera-to-world, OpenCV axes: x right, y down,
+        z forward), float64, and the image ``height`` and ``width``."""
+        from robosuite import macros
+        from robosuite.utils.camera_utils import get_camera_extrinsic_matrix, get_camera_intrinsic_matrix
+
+        size = self.reward_size
+        calibration = {}
+        for camera in self.reward_cameras:
+            intrinsics = get_camera_intrinsic_matrix(self.suite.sim, camera, size, size)
+            if macros.IMAGE_CONVENTION == "opengl":  # rows stored bottom-up: row = H - v
+                intrinsics = np.array([[1.0, 0.0, 0.0], [0.0, -1.0, size], [0.0, 0.0, 1.0]]) @ intrinsics
+            extrinsics = get_camera_extrinsic_matrix(self.suite.sim, camera)
+            calibration[camera] = {
+                "intrinsics": intrinsics,
+                "extrinsics": extrinsics,
+                "height": size,
+                "width": size,
+            }
+        return calibration
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
@@ -183,7 +277,9 @@ class RobosuiteEnv(gym.Env):
         self._make_context_current()
         with self._own_global_rng():
             observation, reward, _, _ = self.suite.step(action)
-        info = {"success": bool(self.suite._check_success())}
+        info: dict[str, Any] = {"success": bool(self.suite._check_success())}
+        if self.reward_view_space is not None:
+            info["reward_view"] = self._reward_view(observation)
         return self._observation(observation), float(reward), False, False, info
 
     def close(self) -> None:

@@ -63,6 +63,11 @@ class VecStep:
     """(n,) bool: the episode was cut (time limit); bootstrap from ``next_obs``."""
     episodes: tuple[EpisodeStats, ...]
     """Statistics of the episodes that ended on this step, on the host (usually empty)."""
+    reward_view: dict[str, torch.Tensor] | None = None
+    """What a reward model may see of each transition's true next state (``next_obs``'s, never the
+    reset one): ``frames/<camera>`` (n, H, W, 3) uint8, ``frames/<camera>_depth`` (n, H, W) float32,
+    ``state/<name>`` (n, k) float32; None when the env has no reward view (``env.reward_cameras``
+    and ``env.reward_state`` unset, or an env without one)."""
 
     @property
     def done(self) -> torch.Tensor:
@@ -87,6 +92,11 @@ class VecEnv(abc.ABC):
     device: torch.device
     single_observation_space: gym.Space
     single_action_space: gym.spaces.Box
+    reward_view_space: gym.spaces.Dict | None
+    """One copy's reward view layout (``VecStep.reward_view`` without the copy axis), or None."""
+    reward_calibration: dict[str, dict[str, Any]] | None
+    """The reward cameras' calibration as the env gives it (``RobosuiteEnv.reward_calibration``:
+    intrinsics, extrinsics, height, width per camera), or None."""
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> TensorObs:
@@ -143,6 +153,8 @@ class InProcessVecEnv(VecEnv):
         self.device = device
         self.single_observation_space = envs[0].observation_space
         self.single_action_space = envs[0].action_space
+        self.reward_view_space = self._copies.view_space
+        self.reward_calibration = self._copies.reward_calibration()
         self._obs: Obs | None = None  # the host observations to act on next
         self._batch: StepBatch | None = None
 
@@ -169,6 +181,7 @@ class InProcessVecEnv(VecEnv):
             terminated=_to_device(batch.terminated, self.device),
             truncated=_to_device(batch.truncated, self.device),
             episodes=batch.episodes,
+            reward_view=None if batch.reward_view is None else _to_device(batch.reward_view, self.device),
         )
 
     def get_state(self) -> dict[str, Any] | None:
@@ -224,8 +237,15 @@ class SubprocVecEnv(VecEnv):
             self._conns.append(parent)
             self._processes.append(process)
         try:
-            self.single_observation_space, self.single_action_space = self._gather()[0]
-            specs = array_specs(self.single_observation_space, num_envs, self.single_action_space.shape[0])
+            ready = self._gather()[0]
+            self.single_observation_space, self.single_action_space = ready[:2]
+            self.reward_view_space, self.reward_calibration = ready[2:]
+            specs = array_specs(
+                self.single_observation_space,
+                num_envs,
+                self.single_action_space.shape[0],
+                self.reward_view_space,
+            )
             names = {}
             for field, (shape, dtype) in specs.items():
                 size = max(1, int(np.prod(shape)) * np.dtype(dtype).itemsize)
@@ -302,6 +322,7 @@ class SubprocVecEnv(VecEnv):
             terminated=_to_device(self._arrays["terminated"].copy(), self.device),
             truncated=_to_device(self._arrays["truncated"].copy(), self.device),
             episodes=episodes,
+            reward_view=None if self.reward_view_space is None else self._read_obs("view"),
         )
 
     def close(self) -> None:

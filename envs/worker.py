@@ -18,8 +18,11 @@ from envs.config import EnvConfig
 from envs.factory import Builder, make_with
 
 
-def array_specs(space: gym.Space, num_envs: int, action_dim: int) -> dict[str, tuple[tuple[int, ...], str]]:
-    """Name -> (shape, dtype) of every shared array; observations get one array per dict key."""
+def array_specs(
+    space: gym.Space, num_envs: int, action_dim: int, view_space: gym.spaces.Dict | None = None
+) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Name -> (shape, dtype) of every shared array; observations get one array per dict key, and
+    the reward view (``view_space``, None for none) one per entry under ``view/``."""
     layout = observation_layout(space)
     specs: dict[str, tuple[tuple[int, ...], str]] = {
         "actions": ((num_envs, action_dim), "float32"),
@@ -31,6 +34,9 @@ def array_specs(space: gym.Space, num_envs: int, action_dim: int) -> dict[str, t
     for key, (shape, dtype) in parts:
         specs[f"obs/{key}"] = ((num_envs, *shape), dtype.str)
         specs[f"next_obs/{key}"] = ((num_envs, *shape), dtype.str)
+    if view_space is not None:
+        for key, (shape, dtype) in observation_layout(view_space).items():
+            specs[f"view/{key}"] = ((num_envs, *shape), dtype.str)
     return specs
 
 
@@ -67,7 +73,8 @@ def serve(conn: Connection, builder: Builder, cfg: EnvConfig, first: int, count:
     try:
         copies = Copies([make_with(builder, cfg) for _ in range(count)], first_index=first)
         env = copies.envs[0]
-        conn.send(("ready", (env.observation_space, env.action_space)))
+        ready = (env.observation_space, env.action_space, copies.view_space, copies.reward_calibration())
+        conn.send(("ready", ready))
         specs, names = conn.recv()
         blocks, arrays = _attach(specs, names)
         rows = slice(first, first + count)
@@ -84,6 +91,8 @@ def serve(conn: Connection, builder: Builder, cfg: EnvConfig, first: int, count:
                     arrays["reward"][rows] = batch.reward
                     arrays["terminated"][rows] = batch.terminated
                     arrays["truncated"][rows] = batch.truncated
+                    if batch.reward_view is not None:
+                        _write_obs(arrays, "view", rows, batch.reward_view)
                     conn.send(("ok", batch.episodes))
                 elif command == "close":
                     copies.close()
