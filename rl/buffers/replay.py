@@ -14,6 +14,19 @@ bounded, so a pixel buffer drops its oldest rows early when their frames are ove
 episodes shorter than ``1 / FRAME_SLACK`` steps); ``len()`` always counts the rows that may be
 sampled, which are the newest ``len()`` rows added.
 
+Rows labelled by a reward model (``labelled=True``; the labeller is ``rl/loops/labelling.py``) enter
+*pending*: their reward is NaN until ``write_labels`` gives it, and they are never sampled. Labels
+arrive oldest first, so the labelled rows are a prefix of insertion order and one serial cursor,
+``labelled_upto``, bounds sampling (no mask to scan): ``len()`` counts the rows older than it. A row
+the ring overwrites while still pending is lost, and the cursor skips it. Each row of a labelled
+buffer also keeps what its labels came from, so the whole buffer can be relabelled when the model
+changes: the reward view of its next state (the reward camera's frames and the named state), its
+episode id and step, the env's own ``terminated`` (a label's ``done`` is or-ed onto it), the labelled
+``success``, and which model labelled it (an index into ``label_models``, a short table of model
+hashes; -1 while pending). The reward frames are one per row (a row's next state), so they live in
+per-row uint8 columns rather than the ``FrameRing``: the ring shares a frame between one row's
+``next_obs`` and the next row's ``obs``, and reward frames have no such pairs to share.
+
 Datasets enter through ``fill_from_dataset`` (``from_dataset.py``), which appends in chunks with
 ``extend``; ``sampler.py`` mixes an offline and an online buffer.
 """
@@ -38,6 +51,19 @@ than its rows (its reset frame), so episodes longer than ~20 steps never shrink 
 pixel storage stays near 1.05x the raw frames of a full buffer (the target is <= 1.1x)."""
 MIN_EXTRA_FRAMES = 64
 """...and at least this many, so that small buffers also hold the first frames of a few env copies."""
+LABEL_COLUMNS = ("episode", "episode_step", "env_terminated", "success", "label_model")
+"""Per-row columns of a labelled buffer besides the reward view (module docstring)."""
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What a labelled buffer keeps per row besides the transition, for n rows: the reward view of each
+    row's next state (``frames/<camera>``, ``state/<name>``; may be empty), its episode id and its
+    step within that episode (0 = the episode's first transition)."""
+
+    view: dict[str, torch.Tensor]
+    episode: torch.Tensor
+    step: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,8 @@ class ReplayBuffer:
 
     ``frame_capacity``: the frame ring's slots (pixel buffers only); default ``capacity`` plus
     ``FRAME_SLACK``, at least ``MIN_EXTRA_FRAMES``. ``reserve_frames`` grows it when a dataset needs more.
+    ``labelled``: rows wait for a reward model's labels (module docstring); ``view_spec``: the reward
+    view's columns they keep, name -> (shape, dtype), as ``VecStep.reward_view`` has them.
     """
 
     def __init__(
@@ -100,6 +128,8 @@ class ReplayBuffer:
         gamma: float = 0.99,
         seed: int = 0,
         frame_capacity: int | None = None,
+        labelled: bool = False,
+        view_spec: dict[str, tuple[tuple[int, ...], torch.dtype]] | None = None,
     ) -> None:
         if capacity <= 0:
             raise ValueError(f"replay buffer capacity must be positive, got {capacity}")
@@ -127,6 +157,19 @@ class ReplayBuffer:
         self.reward = column(())
         self.terminated = column(())
         self.mc_return = torch.full((capacity,), -torch.inf, device=self.device)
+        self.labelled = labelled
+        self.labelled_upto = 0
+        """Serial of the oldest row still waiting for a label (labelled buffers; else unused)."""
+        self.label_models: list[str] = []
+        if labelled:
+            self.view = {k: column(shape, dtype) for k, (shape, dtype) in (view_spec or {}).items()}
+            self.episode = column((), torch.int64)
+            self.episode_step = column((), torch.int32)
+            self.env_terminated = column(())
+            self.success = column((), torch.bool)
+            self.label_model = column((), torch.int16)
+        elif view_spec:
+            raise ValueError("replay buffer: a reward view is kept only by a labelled buffer")
         self.ptr = 0
         self.size = 0
         self.rows_added = 0
@@ -135,7 +178,15 @@ class ReplayBuffer:
         self.generator.manual_seed(seed)
 
     def __len__(self) -> int:
-        return self.size
+        """Rows that may be sampled: all stored rows, except a labelled buffer's pending ones."""
+        if not self.labelled:
+            return self.size
+        return max(0, min(self.size, self.labelled_upto - self.oldest_serial))
+
+    @property
+    def oldest_serial(self) -> int:
+        """Serial of the oldest stored row."""
+        return self.rows_added - self.size
 
     @property
     def frames(self) -> dict[str, torch.Tensor]:
@@ -149,8 +200,11 @@ class ReplayBuffer:
         raw_reward: torch.Tensor,
         next_obs: Obs,
         terminated: torch.Tensor,
+        context: RowContext | None = None,
     ) -> torch.Tensor:
         """Append a batch of transitions (leading dim n); returns their row indices (CPU int64).
+
+        A labelled buffer takes ``raw_reward=None`` and the rows' ``context``: they wait for labels.
 
         Row j of a batch is taken to continue row j of the previous ``add`` (copy j of a vector env):
         its pixel obs is stored again only if it differs from that row's next frame (episode ends,
@@ -163,21 +217,27 @@ class ReplayBuffer:
         prev = None
         if self.ring is not None:
             prev = self.ring.candidates({k: obs_columns[k] for k in self.ring.columns})
-        return self.extend(obs_columns, action, raw_reward, next_columns, terminated, prev)
+        return self.extend(obs_columns, action, raw_reward, next_columns, terminated, prev, context)
 
     def extend(
         self,
         obs: dict[str, torch.Tensor],
         action: torch.Tensor,
-        raw_reward: torch.Tensor,
+        raw_reward: torch.Tensor | None,
         next_obs: dict[str, torch.Tensor],
         terminated: torch.Tensor,
         prev: np.ndarray | None,
+        context: RowContext | None = None,
     ) -> torch.Tensor:
         """Append rows given as columns already on the device (``columns_on_device``); ``prev`` says,
         per row, which stored frame its pixel obs repeats (``FrameRing.write``; None without pixels).
         Returns the rows' indices (CPU int64)."""
         n = action.shape[0]
+        if self.labelled != (raw_reward is None) or self.labelled != (context is not None):
+            raise ValueError(
+                "replay buffer: a labelled buffer takes rows with a context and no reward, any other "
+                "buffer rows with a reward"
+            )
         rows = self._rows(n)
         for key in self.obs:
             rows.write(self.obs[key], obs[key])
@@ -195,9 +255,19 @@ class ReplayBuffer:
             rows.write(self.next_idx, torch.from_numpy(next_slots))
             oldest = max(oldest, evicted + 1)
         rows.write(self.action, action)
-        reward = rows.write(self.reward, raw_reward)
-        if (self.reward_scale, self.reward_bias) != (1.0, 0.0):
-            rows.write(self.reward, reward * self.reward_scale + self.reward_bias)
+        if context is None:
+            reward = rows.write(self.reward, raw_reward)
+            if (self.reward_scale, self.reward_bias) != (1.0, 0.0):
+                rows.write(self.reward, self.scale_reward(reward))
+        else:  # pending: a missing label is NaN, never 0 (and never sampled)
+            rows.fill(self.reward, torch.nan)
+            for key, column in self.view.items():
+                rows.write(column, context.view[key])
+            rows.write(self.episode, context.episode)
+            rows.write(self.episode_step, context.step)
+            rows.write(self.env_terminated, terminated)
+            rows.fill(self.success, False)
+            rows.fill(self.label_model, -1)
         rows.write(self.terminated, terminated)
         rows.fill(self.mc_return, -torch.inf)
         self.rows_added += n
@@ -207,6 +277,76 @@ class ReplayBuffer:
 
     def _rows(self, n: int) -> _RowWriter:
         return _RowWriter(self.ptr, n, self.capacity, self.device)
+
+    def scale_reward(self, raw_reward: torch.Tensor) -> torch.Tensor:
+        """``raw * reward_scale + reward_bias``: env rewards at ``add`` and model labels alike."""
+        return raw_reward * self.reward_scale + self.reward_bias
+
+    def pending(self, limit: int) -> tuple[int, torch.Tensor]:
+        """The oldest pending rows, at most ``limit``: the serial of the first and their ring
+        positions, oldest first (empty when none waits). Rows the ring overwrote while pending are
+        skipped for good."""
+        self.labelled_upto = max(self.labelled_upto, self.oldest_serial)
+        count = min(limit, self.rows_added - self.labelled_upto)
+        return self.labelled_upto, self.positions(self.labelled_upto, count)
+
+    def positions(self, serial: int, count: int) -> torch.Tensor:
+        """Ring positions of the ``count`` rows from ``serial`` on (CPU int64)."""
+        return (serial + torch.arange(count)) % self.capacity
+
+    def row_context(self, positions: torch.Tensor) -> RowContext:
+        """The stored context of ``positions`` (compact copies, safe to read while rows are added)."""
+        index = positions.to(self.device)
+        return RowContext(
+            view={k: v.index_select(0, index) for k, v in self.view.items()},
+            episode=self.episode.index_select(0, index),
+            step=self.episode_step.index_select(0, index),
+        )
+
+    def model_index(self, model_hash: str) -> int:
+        """The ``label_models`` index of ``model_hash``, added on first use."""
+        if model_hash not in self.label_models:
+            self.label_models.append(model_hash)
+        return self.label_models.index(model_hash)
+
+    def write_labels(
+        self,
+        serial: int,
+        raw_reward: torch.Tensor,
+        done: torch.Tensor,
+        success: torch.Tensor,
+        model_hash: str,
+    ) -> torch.Tensor:
+        """Label the oldest pending rows, from ``serial`` (``pending``'s answer) on, and move the
+        cursor past them; rows the ring overwrote meanwhile are skipped. Returns the positions written."""
+        if serial != self.labelled_upto:
+            raise ValueError(f"labels for row {serial}, but the oldest pending row is {self.labelled_upto}")
+        n = int(raw_reward.shape[0])
+        skip = min(n, max(0, self.oldest_serial - serial))
+        positions = self.positions(serial + skip, n - skip)
+        self.relabel(positions, raw_reward[skip:], done[skip:], success[skip:], model_hash)
+        self.labelled_upto = serial + n
+        return positions
+
+    def relabel(
+        self,
+        positions: torch.Tensor,
+        raw_reward: torch.Tensor,
+        done: torch.Tensor,
+        success: torch.Tensor,
+        model_hash: str,
+    ) -> None:
+        """Write labels for stored rows: the reward through ``scale_reward``, ``terminated`` as the
+        env's or the label's ``done``, the success and the model's index. Does not move the cursor."""
+        if not self.labelled:
+            raise ValueError("replay buffer: only a labelled buffer takes a reward model's labels")
+        index = positions.to(self.device)
+        model = self.model_index(model_hash)
+        self.reward[index] = self.scale_reward(raw_reward.to(self.device, torch.float32))
+        done = done.to(self.device, torch.float32)
+        self.terminated[index] = torch.maximum(self.env_terminated.index_select(0, index), done)
+        self.success[index] = success.to(self.device, torch.bool)
+        self.label_model[index] = model
 
     def write_mc_returns(self, episode_rows: torch.Tensor) -> None:
         """Fill the return-to-go of one finished episode, given its row indices in time order."""
@@ -237,10 +377,12 @@ class ReplayBuffer:
                 column.copy_(remap.index_select(0, column.long()).to(torch.int32))
 
     def sample(self, n: int) -> Batch:
-        if self.size == 0:
-            raise RuntimeError("sampling from an empty replay buffer")
-        index = torch.randint(0, self.size, (n,), device=self.device, generator=self.generator)
-        start = self._window_start()
+        count = len(self)
+        if count == 0:
+            raise RuntimeError("sampling from an empty replay buffer (or one whose rows all wait for labels)")
+        index = torch.randint(0, count, (n,), device=self.device, generator=self.generator)
+        # Pending rows are the newest: the labelled ones start at the oldest row, even in a full ring.
+        start = self._window_start() if count == self.size else self.oldest_serial % self.capacity
         if start:  # only after a pixel buffer dropped rows early; host integers, no synchronisation
             index = (index + start) % self.capacity
         return self.gather(index)
@@ -306,6 +448,13 @@ class ReplayBuffer:
             "mc_return": filled(self.mc_return),
             "generator": self.generator.get_state(),
         }
+        if self.labelled:
+            state["labels"] = {
+                "labelled_upto": self.labelled_upto,
+                "label_models": list(self.label_models),
+                "view": {k: filled(v) for k, v in self.view.items()},
+                **{name: filled(getattr(self, name)) for name in LABEL_COLUMNS},
+            }
         if self.ring is not None:
             state["obs_idx"], state["next_idx"] = filled(self.obs_idx), filled(self.next_idx)
             referenced = torch.cat([state["obs_idx"], state["next_idx"]]).numpy().astype(np.int64)
@@ -339,6 +488,17 @@ class ReplayBuffer:
             restore(self.next_obs[key], state["next_obs"][key])
         for name in ("action", "reward", "terminated", "mc_return"):
             restore(getattr(self, name), state[name])
+        if ("labels" in state) != self.labelled:
+            raise ValueError("replay buffer: checkpoint and buffer differ in waiting for reward-model labels")
+        if self.labelled:
+            labels = state["labels"]
+            if set(labels["view"]) != set(self.view):
+                raise ValueError("replay buffer: checkpoint reward-view columns do not match this buffer")
+            for key, column in self.view.items():
+                restore(column, labels["view"][key])
+            for name in LABEL_COLUMNS:
+                restore(getattr(self, name), labels[name])
+            self.labelled_upto, self.label_models = labels["labelled_upto"], list(labels["label_models"])
         if self.ring is not None:
             restore(self.obs_idx, state["obs_idx"])
             restore(self.next_idx, state["next_idx"])

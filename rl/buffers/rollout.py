@@ -61,11 +61,20 @@ class RolloutBuffer:
             raise RuntimeError("rollout buffer is full; call compute_gae and reset first")
         t = self.t
         self.obs[t], self.action[t], self.log_prob[t] = obs, action, log_prob
-        # As in ReplayBuffer.add: the one place a raw env reward is scaled on its way to a learner.
-        self.reward[t], self.value[t] = reward * self.reward_scale + self.reward_bias, value
+        self.reward[t], self.value[t] = self.scale_reward(reward), value
         self.terminated[t], self.truncated[t] = terminated.float(), truncated.float()
         self.bootstrap_value[t] = bootstrap_value
         self.t += 1
+
+    def scale_reward(self, raw_reward: torch.Tensor) -> torch.Tensor:
+        """As in ``ReplayBuffer``: the one place a raw reward (env or model) is scaled for a learner."""
+        return raw_reward * self.reward_scale + self.reward_bias
+
+    def write_labels(self, t: int, raw_reward: torch.Tensor, done: torch.Tensor) -> None:
+        """A reward model's labels for step ``t`` (added with a NaN reward): the reward, and a
+        terminal where the label says ``done`` (GAE then neither bootstraps nor carries past it)."""
+        self.reward[t] = self.scale_reward(raw_reward.to(self.device, torch.float32))
+        self.terminated[t] = torch.maximum(self.terminated[t], done.to(self.device, torch.float32))
 
     def compute_gae(self, last_value: torch.Tensor, gamma: float, lam: float) -> None:
         """Fill ``advantage`` and ``returns`` (= advantage + value); ``last_value`` = V(obs after the last step)."""

@@ -21,6 +21,13 @@ class MixedSampler:
             raise ValueError(f"offline_ratio={offline_ratio} needs offline data, but the run has no dataset")
         self.offline, self.online, self.offline_ratio = offline, online, offline_ratio
 
+    @property
+    def ready(self) -> bool:
+        """Every buffer the batch draws from has a row to sample (an online buffer waiting for its
+        first labels has none)."""
+        online_ok = self.offline_ratio == 1.0 or len(self.online) > 0
+        return online_ok and (self.offline_ratio == 0.0 or len(self.offline) > 0)
+
     def sample(self, n: int) -> Batch:
         n_offline = round(n * self.offline_ratio)
         parts = []
