@@ -1,7 +1,10 @@
 """``build_run(cfg) -> Run``: everything a run trains with, built once from its config.
 
-A ``Run`` is a plain record (envs, dataset, buffers, sampler, agent, schedule); the loops read it and
-never build anything themselves. The schedule's offline length comes from the agent when the agent
+A ``Run`` is a plain record (envs, dataset, buffers, sampler, agent, schedule, reward model and its
+labeller); the loops read it and never build anything themselves. With ``reward=<model>`` the env
+renders the model's cameras as a reward view (``reward_env_config``), the model gets the cameras'
+calibration if it has a ``set_calibration`` method, and the online buffer waits for labels
+(``rl/loops/labelling.py``). The schedule's offline length comes from the agent when the agent
 dictates it (Uni-O4's stages, ``Agent.offline_steps``), so nobody copies that number by hand.
 """
 
@@ -9,10 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 import envs
 from envs import termination
@@ -23,6 +28,8 @@ from rl.checkpoint import load_checkpoint, seed_everything
 from rl.config import TrainConfig
 from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
 from rl.data.chunks import chunk_dataset
+from rl.loops.labelling import Labeller, RolloutLabeller
+from rl.rewards import CameraCalibration, RewardModel, build_reward_model
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,16 @@ class Run:
     obs_dim: int | None
     """Numbers in one observation; None for ``Dict`` observations (cameras and proprio)."""
     action_dim: int
+    reward_model: RewardModel | None = None
+    """None: the env's own reward (``reward=env``)."""
+    labeller: Labeller | RolloutLabeller | None = None
+    """Labels the online rows (off-policy) or the rollouts (on-policy) with ``reward_model``."""
 
     def close(self) -> None:
+        if self.labeller is not None:
+            self.labeller.close()
+        if self.reward_model is not None:
+            self.reward_model.close()
         self.env.close()
         if self.eval_env is not None:
             self.eval_env.close()
@@ -80,7 +95,13 @@ def build_run(cfg: TrainConfig) -> Run:
     seed_everything(cfg.seed)
     if cfg.steps.online % cfg.num_envs:
         raise ValueError(f"steps.online={cfg.steps.online} must be a multiple of num_envs={cfg.num_envs}")
-    env = envs.make_vec(cfg.env, cfg.num_envs, device, cfg.env_mode)
+    reward_model = build_reward_model(cfg.reward, device)
+    env_cfg = (
+        cfg.env if reward_model is None else reward_env_config(cfg.env, reward_model, cfg.reward.image_size)
+    )
+    env = envs.make_vec(env_cfg, cfg.num_envs, device, cfg.env_mode)
+    if reward_model is not None:
+        connect_reward_model(reward_model, env, cfg)
     eval_env = envs.make(cfg.env) if cfg.steps.eval_episodes > 0 else None
     obs_space, action_space = env.single_observation_space, env.single_action_space
     obs_dim = None if isinstance(obs_space, gym.spaces.Dict) else int(np.prod(obs_space.shape))
@@ -112,9 +133,6 @@ def build_run(cfg: TrainConfig) -> Run:
         fill_from_dataset(offline_buffer, dataset)
         if not isinstance(dataset.observations, dict):
             obs_stats = tuple(torch.from_numpy(s) for s in dataset.observation_stats())
-    online_buffer = ReplayBuffer(cfg.buffer_capacity, seed=cfg.seed + 2, **buffer_args)
-    sampler = MixedSampler(offline_buffer, online_buffer, cfg.offline_ratio)
-
     agent = build_agent(
         cfg.agent,
         obs_dim,
@@ -133,13 +151,73 @@ def build_run(cfg: TrainConfig) -> Run:
         agent.load_pretrained(payload["agent"])
     if cfg.compile:
         agent.compile_update()
+    labelled = reward_model is not None and not agent.on_policy
+    view_spec = None
+    if labelled and env.reward_view_space is not None:
+        view_spec = ObsSpec.from_space(env.reward_view_space).columns
+    online_buffer = ReplayBuffer(
+        cfg.buffer_capacity, seed=cfg.seed + 2, labelled=labelled, view_spec=view_spec, **buffer_args
+    )
+    sampler = MixedSampler(offline_buffer, online_buffer, cfg.offline_ratio)
+    labeller: Labeller | RolloutLabeller | None = None
+    if reward_model is not None:
+        retry_s = cfg.reward.backoff_s
+        if agent.on_policy:
+            labeller = RolloutLabeller(reward_model, cfg.num_envs, cfg.reward.mode, retry_s)
+        else:
+            labeller = Labeller(
+                reward_model, online_buffer, cfg.num_envs, cfg.reward.mode, cfg.reward.label_batch, retry_s
+            )
     schedule = Schedule(offline=offline_length(cfg, agent), online=cfg.steps.online)
     if schedule.offline > 0 and offline_buffer is None:
         raise ValueError(f"steps.offline={schedule.offline} needs a dataset (dataset=<source:id>)")
     return Run(
         cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
-        online_buffer, sampler, agent, schedule, obs_dim, action_dim,
+        online_buffer, sampler, agent, schedule, obs_dim, action_dim, reward_model, labeller,
     )  # fmt: skip
+
+
+def reward_env_config(env_cfg: Any, model: RewardModel, image_size: int) -> Any:
+    """``env_cfg`` rendering ``model``'s cameras as a reward view (a camera ``<name>_depth`` asks for
+    depth too) and handing it the named state. Only the training env gets it: evaluation scores the
+    policy with the env's own success, and renders nothing it does not need."""
+    cameras = [c.removesuffix("_depth") for c in model.cameras]
+    overrides = {
+        "reward_cameras": list(dict.fromkeys(cameras)),
+        "reward_state": True,
+        "reward_image_size": image_size,
+        "reward_depth": any(c.endswith("_depth") for c in model.cameras),
+    }
+    return OmegaConf.merge(env_cfg, overrides)
+
+
+def connect_reward_model(model: RewardModel, env: envs.VecEnv, cfg: TrainConfig) -> None:
+    """Check that the env shows the model what it reads, and give it the cameras' calibration when it
+    takes one (``set_calibration``: KAGI lifts keypoints to 3D with it)."""
+    space = env.reward_view_space
+    have = set() if space is None else set(space.spaces)
+    missing = [f"frames/{c}" for c in model.cameras if f"frames/{c}" not in have]
+    missing += [f"state/{k}" for k in model.state_keys if f"state/{k}" not in have]
+    if missing:
+        shown = sorted(have) or "no reward view"
+        raise ValueError(
+            f"reward.name={cfg.reward.name}: env {cfg.env.name} does not show the model {missing} (it shows {shown})"
+        )
+    set_calibration = getattr(model, "set_calibration", None)
+    if set_calibration is not None:
+        if not env.reward_calibration:
+            raise ValueError(f"reward.name={cfg.reward.name}: env {cfg.env.name} has no camera calibration")
+        set_calibration(
+            {
+                camera: CameraCalibration(
+                    intrinsics=torch.as_tensor(c["intrinsics"], dtype=torch.float64),
+                    extrinsics=torch.as_tensor(c["extrinsics"], dtype=torch.float64),
+                    height=int(c["height"]),
+                    width=int(c["width"]),
+                )
+                for camera, c in env.reward_calibration.items()
+            }
+        )
 
 
 def return_range_factor(cfg: TrainConfig, dataset: Dataset | None) -> float:

@@ -6,6 +6,10 @@
    env steps every env step is matched by one ``agent.update`` on a batch the ``MixedSampler`` draws
    (``offline_ratio`` of it from the dataset). During warm-up the policy or uniform noise acts
    (``steps.warmup_actions``).
+
+With a reward model the transitions wait in the online buffer for their labels (``run.labeller``,
+``rl/loops/labelling.py``); updates skip while no labelled online row exists yet (an asynchronous
+labeller's first batch), and the label metrics join the step's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from rl.agents import Phase
 from rl.buffers import ReplayBuffer
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
+from rl.loops.labelling import Labeller
 from rl.loops.run_state import LoopState
 
 WARMUP_ACTIONS = ("random", "policy")
@@ -48,11 +53,14 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
             action = torch.rand(n, run.action_dim, device=run.device) * 2.0 - 1.0
         else:
             action = run.agent.act(state.obs)
-        result = collect_step(run.env, state.obs, action, run.online_buffer, state.episode_rows)
+        labeller = run.labeller if isinstance(run.labeller, Labeller) else None
+        result = collect_step(run.env, state.obs, action, run.online_buffer, state.episode_rows, labeller)
         metrics: dict[str, Any] = books.finish_episodes(result.episodes) if result.episodes else {}
+        if labeller is not None:
+            metrics |= labeller.drain()
         state.obs = result.obs
         state.env_steps += n
-        if online_step + n > steps.warmup:
+        if online_step + n > steps.warmup and run.sampler.ready:
             for _ in range(n):  # one update per env step, whatever the number of copies
                 metrics |= run.agent.update(run.sampler.sample(run.agent.batch_size))
         state.step += n
@@ -65,12 +73,17 @@ def collect_step(
     action: torch.Tensor,
     buffer: ReplayBuffer,
     episode_rows: list[list[int]],
+    labeller: Labeller | None = None,
 ) -> envs.VecStep:
     """One vector step of off-policy collection, learning left out: step every copy with ``action``
     (chosen in ``obs``), add the n transitions to ``buffer``, append each transition's row to its
     copy's ``episode_rows``, and write the MC returns of the episodes that ended (clearing their
-    rows). Returns the step; act on its ``obs`` next."""
+    rows). Returns the step; act on its ``obs`` next. With a ``labeller`` (whose buffer is
+    ``buffer``) the rows wait for labels, and it keeps the episodes' rows and writes their returns."""
     result = env.step(action)
+    if labeller is not None:
+        labeller.add(obs, action, result)
+        return result
     rows = buffer.add(obs, action, result.reward, result.next_obs, result.terminated)
     # Host integers: one conversion per step instead of a tensor view per copy.
     for copy_rows, row in zip(episode_rows, rows.tolist(), strict=True):

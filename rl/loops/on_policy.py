@@ -7,6 +7,9 @@ truncated episode's bootstrap value ``V(next_obs)`` is stored with its step, so 
 limits and not terminations. Checkpoints are written only between rollouts: a resumed run restarts
 the rollout in progress from the same state, so it stays exact. Logging and evaluation keep their
 cadence inside a rollout.
+
+With a reward model each step is stored with a NaN reward and its labels are queued
+(``RolloutLabeller``); the update waits until the rollout's labels are all written.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from rl.agents import Phase
 from rl.buffers import RolloutBuffer
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
+from rl.loops.labelling import RolloutLabeller
 from rl.loops.run_state import LoopState
 
 
@@ -29,6 +33,7 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         run.cfg.rollout_steps // n, n, run.obs_dim, run.action_dim, run.device,
         run.reward_scale, run.reward_bias,
     )  # fmt: skip
+    labeller = run.labeller if isinstance(run.labeller, RolloutLabeller) else None
     while state.step < schedule.total:
         action, log_prob, value = agent.policy_step(state.obs)
         result = run.env.step(action)
@@ -37,8 +42,12 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         # reading the device flag (a synchronisation on GPU).
         if result.episodes and result.truncated.any():
             bootstrap = torch.where(result.truncated, agent.state_value(result.next_obs), bootstrap)
+        reward = result.reward
+        if labeller is not None:
+            labeller.add(rollout.t, result)
+            reward = torch.full_like(reward, torch.nan)  # until the labels are written
         rollout.add(
-            state.obs, action, log_prob, result.reward, value, result.terminated, result.truncated, bootstrap
+            state.obs, action, log_prob, reward, value, result.terminated, result.truncated, bootstrap
         )
         metrics: dict[str, Any] = books.finish_episodes(result.episodes) if result.episodes else {}
         state.obs = result.obs
@@ -46,6 +55,8 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         state.step += n
         updated = rollout.full
         if updated:
+            if labeller is not None:
+                metrics |= labeller.write_all(rollout)
             metrics |= agent.update_rollout(rollout, state.obs)
             rollout.reset()
         books.after_step(

@@ -2,7 +2,9 @@
 
 ``last.pt`` holds everything an exact resume needs: the agent (networks, optimizers, temperature,
 phase), the online buffer's rows, both buffers' sampling generators, the global RNGs, the loop's
-counters, the episodes in progress (their buffer rows) and the vector env's simulator states. The
+counters, the episodes in progress (their buffer rows) and the vector env's simulator states, and
+with a reward model the labeller's episode bookkeeping (rows still waiting for labels are in the
+buffer, past its label cursor, and are labelled again after the resume). The
 offline buffer's rows are not saved: they are rebuilt from the dataset and checked against a
 fingerprint. On CPU, a run killed and resumed from step k logs the same numbers after k as one that
 never stopped.
@@ -121,6 +123,7 @@ def save(run: Run, state: LoopState, run_dir: Path) -> None:
             "online_buffer": run.online_buffer.state_dict(),
             "offline_buffer": offline,
             "rng": rng_state(),
+            "labeller": None if run.labeller is None else run.labeller.state_dict(),
             "loop": {
                 "step": state.step,
                 "env_steps": state.env_steps,
@@ -150,6 +153,9 @@ def restore(run: Run, payload: dict[str, Any]) -> LoopState:
     else:  # envs we cannot snapshot (a real arm, robosuite): the interrupted episodes restart
         obs = run.env.reset(seed=run.cfg.seed + loop["step"])
         episode_rows = [[] for _ in range(run.cfg.num_envs)]
+    if run.labeller is not None:
+        # Rows still pending in the checkpoint are past the buffer's label cursor: labelled again.
+        run.labeller.load_state_dict(payload["labeller"], episodes_restart=loop["env_state"] is None)
     set_rng_state(payload["rng"])
     return LoopState(
         obs=obs,
