@@ -139,6 +139,8 @@ def test_the_sparse_part_from_a_vlm_base_model(server):  # noqa: F811
         0.0
     ] * 6 + [1.0]
     assert model.model_hash != build_oracle(kagi_cfg(), CPU).model_hash
+    model.bottom_up = True  # the loop says the frames are stored bottom-up: the VLM base flips them
+    assert model.base.bottom_up and model.bottom_up
 
 
 # --- the VLM proposer: a camera 1 m above the table looking down; 20x20 frames, 5x5 grid of 4 px cells ---

@@ -325,6 +325,7 @@ def test_the_local_vlm_gives_a_deterministic_probability_and_thresholds_it(tiny_
     assert LocalVlmRewardModel(local_cfg(tiny_vlm, threshold=at), torch.device("cpu")).label(rows).success[0]
     above = LocalVlmRewardModel(local_cfg(tiny_vlm, threshold=at + 1e-4), torch.device("cpu")).label(rows)
     assert not above.success[0] and above.reward[0] == 0.0
+    assert model.label(batch(0, cameras=("agentview", "wrist"))).reward.shape == (0,)
 
 
 def test_p_yes_is_the_softmax_over_the_yes_and_no_tokens(tiny_vlm, monkeypatch):

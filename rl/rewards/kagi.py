@@ -331,6 +331,17 @@ class KagiRewardModel(RewardModel):
         if isinstance(self.proposer, VlmProposer):
             self.proposer.calibrate(calibrations)
 
+    @property
+    def bottom_up(self) -> bool:
+        """Whether stored frames are bottom-up, for a VLM base model (``YesNoRewardModel.bottom_up``);
+        the VLM proposer reads it from its camera's calibration instead."""
+        return bool(getattr(self.base, "bottom_up", False))
+
+    @bottom_up.setter
+    def bottom_up(self, value: bool) -> None:
+        if hasattr(self.base, "bottom_up"):
+            self.base.bottom_up = value
+
     def label(self, batch: LabelInput) -> Labels:
         missing = [key for key in self.state_keys if key not in batch.state] + [
             camera for camera in self.proposer.cameras if camera not in batch.frames
@@ -341,9 +352,9 @@ class KagiRewardModel(RewardModel):
             )
         if self.base is not None:
             sparse = self.base.label(batch)
-            success, info = sparse.success, dict(sparse.info)
+            success, info = sparse.success.cpu(), dict(sparse.info)
         else:
-            success, info = lift_success(batch.state), {}
+            success, info = lift_success(batch.state).cpu(), {}
         progress, reached, shaped = self._progress(batch)
         dense = self.scale * self.success_reward * progress
         reward = torch.where(success, torch.full_like(dense, self.success_reward), dense)

@@ -94,6 +94,8 @@ class LocalVlmRewardModel(YesNoRewardModel):
 
     @torch.no_grad()
     def p_yes(self, images: list[list[np.ndarray]]) -> torch.Tensor:
+        if not images:
+            return torch.zeros(0)
         text = self.prompt(len(images[0]))
         inputs = self.processor(
             text=[text] * len(images), images=[list(row) for row in images], return_tensors="pt", padding=True
