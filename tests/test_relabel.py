@@ -13,7 +13,7 @@ from minari.data_collector import EpisodeBuffer
 
 from rl.rewards import LabelInput, Labels, RewardConfig, RewardModel, RewardModelError, build_reward_model
 from rl.rewards.__main__ import main
-from rl.rewards.relabel import label_rows
+from rl.rewards.relabel import label_rows, prompt_hash
 from tests.test_reward_classifier import CAMERA, SIZE, square_episode
 
 SOURCE = "o2otest/squares/demo-v0"
@@ -57,6 +57,14 @@ def test_label_rows_batches_in_order_and_keeps_nothing_on_error() -> None:
         ValueError, match=r"needs frames of camera 'cam', state 'z'; the rows have frames \[\]"
     ):
         label_rows(model, {}, {}, np.zeros(7, np.int64), np.arange(7), batch_size=3)
+
+
+def test_prompt_hash_is_the_prompt_texts() -> None:
+    assert prompt_hash(StepModel()) == "none"
+    asking = StepModel()
+    asking.question = "Is the red cube lifted off the table? Answer yes or no."
+    # The first 16 hex digits of the text's sha256 (printed by sha256sum of the text without a newline).
+    assert prompt_hash(asking) == "0993d3c67974b620"
 
 
 @pytest.fixture(scope="module")

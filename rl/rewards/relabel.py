@@ -19,6 +19,7 @@ it in place: every stored transition keeps a reward; a loader then sees them as 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -172,7 +173,7 @@ def relabel_dataset(
         "relabelled_from": name,
         "reward_model": type(model).__name__,
         "reward_model_hash": model.model_hash,
-        "reward_prompt_hash": getattr(model, "prompt_hash", None) or "none",
+        "reward_prompt_hash": prompt_hash(model),
         "relabel_command": command,
     }
     with _store(root):
@@ -209,6 +210,16 @@ def relabel_dataset(
                 shutil.rmtree(path)
             raise
     return {"dataset": out, **summary}
+
+
+def prompt_hash(model: RewardModel) -> str:
+    """16 hex digits of the model's prompt text (a VLM model's ``question``; its ``prompt_hash`` when
+    it states one), or ``"none"`` for a model without a prompt."""
+    stated = getattr(model, "prompt_hash", None)
+    if stated:
+        return str(stated)
+    question = getattr(model, "question", None)
+    return hashlib.sha256(question.encode()).hexdigest()[:16] if isinstance(question, str) else "none"
 
 
 def _plain(meta: dict) -> dict:
