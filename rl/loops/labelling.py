@@ -52,17 +52,27 @@ import envs
 from envs.vector import TensorObs
 from rl.buffers import ReplayBuffer, RolloutBuffer, RowContext
 from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
+from rl.rewards.relabel import label_rows
 
 LABEL_MODES = ("sync", "async")
 log = logging.getLogger(__name__)
 
 
 def label_input(context: RowContext) -> LabelInput:
-    """A model's input from stored rows: ``frames/<camera>`` -> ``frames[camera]``, ``state/<name>``
-    -> ``state[name]``."""
-    frames = {k.removeprefix("frames/"): v for k, v in context.view.items() if k.startswith("frames/")}
-    state = {k.removeprefix("state/"): v for k, v in context.view.items() if k.startswith("state/")}
-    return LabelInput(frames=frames, state=state, episode=context.episode, step=context.step)
+    """A model's input from stored rows (on the host): ``frames/<camera>`` -> ``frames[camera]``,
+    ``state/<name>`` -> ``state[name]``."""
+    view = {k: v.cpu() for k, v in context.view.items()}
+    frames = {k.removeprefix("frames/"): v for k, v in view.items() if k.startswith("frames/")}
+    state = {k.removeprefix("state/"): v for k, v in view.items() if k.startswith("state/")}
+    return LabelInput(frames=frames, state=state, episode=context.episode.cpu(), step=context.step.cpu())
+
+
+def label_stored(model: RewardModel, context: RowContext, batch: int) -> Labels:
+    """Label stored rows through ``rl.rewards.relabel.label_rows``, the one labelling path datasets
+    use too (``batch`` rows per model call), checked row for row."""
+    rows = label_input(context)
+    labels = label_rows(model, rows.frames, rows.state, rows.episode, rows.step, batch)
+    return checked_labels(labels, len(rows), model)
 
 
 def checked_labels(labels: Labels, rows: int, model: RewardModel) -> Labels:
@@ -250,7 +260,7 @@ class Labeller:
             if len(positions) == 0:
                 return False
             context = self.buffer.row_context(positions)
-        labels = checked_labels(self.model.label(label_input(context)), len(positions), self.model)
+        labels = label_stored(self.model, context, self.batch)
         self.outage.recovered()
         with self.lock:
             self.buffer.write_labels(serial, labels.reward, labels.done, labels.success, self.model_hash)
@@ -373,7 +383,8 @@ class RolloutLabeller:
         return {"label_success_rate": successes / rows} if rows else {}
 
     def _label(self, batch: LabelInput) -> Labels:
-        labels = checked_labels(self.model.label(batch), len(batch), self.model)
+        labels = label_rows(self.model, batch.frames, batch.state, batch.episode, batch.step, len(batch))
+        labels = checked_labels(labels, len(batch), self.model)
         self.outage.recovered()
         return labels
 
