@@ -235,3 +235,22 @@ def test_cli_refuses_bad_arguments_in_one_line(capsys) -> None:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith(start) and err.count("\n") == 1, (argv, err)
+
+
+def test_a_frozen_backbone_from_a_local_file_stays_as_loaded(tmp_path) -> None:
+    from rl.nets.encoders import ResNet10
+
+    weights = tmp_path / "resnet10.pt"
+    torch.manual_seed(3)
+    torch.save(ResNet10(3, filters=8).state_dict(), weights)
+    cfg = tiny_config(steps=3, backbone="resnet10", weights=str(weights), out=str(tmp_path / "clf.pt"))
+    net, metrics = train_classifier(square_frames(episodes=8, steps=2, seed=0), cfg)
+    backbone = net.encoder.cameras[CAMERA].backbone.state_dict()
+    loaded = torch.load(weights)
+    assert all(torch.equal(backbone[k], loaded[k]) for k in loaded)  # frozen: untouched by training
+    save_classifier(tmp_path / "clf.pt", net, metrics, cfg)
+    model = build_reward_model(
+        RewardConfig(name="classifier", path=str(tmp_path / "clf.pt"), image_size=SIZE), torch.device("cpu")
+    )
+    frames = {CAMERA: torch.from_numpy(square_frames(episodes=2, steps=1, seed=2).frames[CAMERA])}
+    np.testing.assert_allclose(model.net.probabilities(frames, 4), net.probabilities(frames), rtol=1e-5)
