@@ -127,6 +127,19 @@ def test_one_proposal_per_episode_and_rows_without_one_wait():
         model.relabel_episode(rows(EEF[1:], CUBE[1:], episode=5, steps=range(1, 7)))
 
 
+def test_a_restored_model_continues_its_episodes_without_asking_again():
+    first = KagiRewardModel(kagi_cfg(), CountingOracle(), base=None)
+    head = first.label(rows(EEF[:4], CUBE[:4]))
+    proposer = CountingOracle()
+    resumed = KagiRewardModel(kagi_cfg(), proposer, base=None)
+    buffer = io.BytesIO()
+    torch.save(first.state_dict(), buffer)
+    buffer.seek(0)
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
+    tail = resumed.label(rows(EEF[4:], CUBE[4:], steps=range(4, 7)))
+    assert proposer.calls == 0 and np.allclose(torch.cat([head.reward, tail.reward]), REWARD, atol=1e-6)
+
+
 def test_the_sparse_part_from_a_vlm_base_model(server):  # noqa: F811
     server.answers = [(200, completion("no"), 0.0)] * 6 + [(200, completion("yes"), 0.0)]
     model = build_oracle(kagi_cfg(base="vlm_http", url=server.url), CPU)

@@ -42,8 +42,9 @@ The sparse success: the model ``reward.base`` names, built by ``build_reward_mod
 robosuite's ``Lift._check_success``), because KAGI needs a success signal per row.
 
 State: proposals and reached-waypoint counts are kept per episode id (ids must be unique within a
-run). A row whose episode has no proposal yet (its first row not labelled, e.g. after a resume) or
-whose predecessor row is not labelled raises ``RewardModelError``: it waits, never a guess.
+run), saved and restored with ``state_dict``/``load_state_dict`` (the run's checkpoint). A row whose
+episode has no proposal yet (its first row not labelled) or whose predecessor row is not labelled
+raises ``RewardModelError``: it waits, never a guess.
 ``relabel_episode`` recomputes one whole episode in order (reusing or re-asking its waypoints).
 """
 
@@ -288,7 +289,13 @@ class VlmProposer(KeypointProposer):
         return world
 
     def identity(self) -> dict[str, Any]:
-        return {"proposer": "vlm", "question": self.question, "model": self.client.model, "grid": GRID}
+        return {
+            "proposer": "vlm",
+            "question": self.question,
+            "model": self.client.model,
+            "grid": GRID,
+            "drawn_size": DRAWN_SIZE,
+        }
 
 
 # --- the reward model -------------------------------------------------------------------------
@@ -372,7 +379,7 @@ class KagiRewardModel(RewardModel):
         for row in np.lexsort((steps, episodes)):
             episode, step = int(episodes[row]), int(steps[row])
             if step == 0 and episode not in self.episodes:
-                self.episodes[episode] = self._propose(batch, row, tracked[row])
+                self.episodes[episode] = self._propose(batch, row, tracked[row].copy())
             track = self.episodes.get(episode)
             if track is None:
                 raise RewardModelError(
@@ -419,8 +426,35 @@ class KagiRewardModel(RewardModel):
             self.episodes[episode] = EpisodeTrack(track.waypoints, track.start)
         return self.label(batch)
 
+    def state_dict(self) -> dict[int, dict[str, torch.Tensor | None]]:
+        """Every episode's waypoints, start and reached counts as tensors (loadable with
+        ``weights_only=True``), for the run's checkpoint: a resumed run continues its episodes without
+        asking the proposer again."""
+        return {
+            episode: {
+                "waypoints": None if t.waypoints is None else torch.from_numpy(t.waypoints),
+                "start": torch.from_numpy(t.start),
+                "reached": torch.tensor(t.reached, dtype=torch.int8),
+            }
+            for episode, t in self.episodes.items()
+        }
+
+    def load_state_dict(self, state: dict[int, dict[str, torch.Tensor | None]]) -> None:
+        self.episodes = {
+            int(episode): EpisodeTrack(
+                None if t["waypoints"] is None else t["waypoints"].double().numpy(),
+                t["start"].double().numpy(),
+                t["reached"].tolist(),
+            )
+            for episode, t in state.items()
+        }
+
     def identity(self) -> bytes:
-        base = self.base.model_hash if self.base is not None else "lift-state-success"
+        base = (
+            self.base.model_hash
+            if self.base is not None
+            else f"lift-cube-z>{LIFT_TABLE_Z + LIFT_SUCCESS_MARGIN}"
+        )
         decided_by = {
             "kind": "kagi",
             "shaping_scale": self.scale,
