@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ import numpy as np
 from real_robot.protocol import flatten_state
 from real_robot.recorder import read_log
 from rl.data.dataset import Dataset, DatasetInfo
+from rl.data.label_log import labels_by_key, read_label_log
+
+UNLABELLED = ("refuse", "env")
 
 
 def log_to_dataset(path: str | Path) -> Dataset:
@@ -39,7 +43,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
     task = None
     camera: str | None = None
     columns: dict[str, list[Any]] = {
-        k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "human")
+        k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "human", "key")
     }
     previous: dict[str, Any] | None = None  # the last observation of the current episode
     applied: dict[str, Any] | None = None  # the action applied after it, if any
@@ -80,6 +84,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
                 columns["terminated"].append(bool(record["terminated"]))
                 columns["truncated"].append(False)
                 columns["human"].append(applied["source"] == "human")
+                columns["key"].append((record["episode"], record["step"], record["obs_id"]))
             elif previous is None or record["episode"] != previous["episode"]:
                 close_episode()
             previous, applied = {**record, "observation": observation}, None
@@ -101,9 +106,53 @@ def log_to_dataset(path: str | Path) -> Dataset:
         info=DatasetInfo(
             source=f"bridge:{path}",
             env_id=f"real-{task}",
-            extra={"intervened": np.asarray(columns["human"]), "obs_keys": obs_keys, "camera": camera},
+            extra={
+                "intervened": np.asarray(columns["human"]),
+                "obs_keys": obs_keys,
+                "camera": camera,
+                "reached": columns["key"],
+            },
         ),
     )
+
+
+def join_labels(
+    dataset: Dataset, labels: str | Path, model: str | None = None, unlabelled: str = "refuse"
+) -> Dataset:
+    """``dataset`` (from ``log_to_dataset``) with the rewards and successes of a label log (module docstring)."""
+    if unlabelled not in UNLABELLED:
+        raise ValueError(f"--unlabelled must be one of {UNLABELLED}, got {unlabelled!r}")
+    by_key = labels_by_key(read_label_log(labels), model)
+    reached = dataset.info.extra["reached"]
+    found = [by_key.get(key) for key in reached]
+    missing = [key for key, label in zip(reached, found, strict=True) if label is None]
+    if missing and unlabelled == "refuse":
+        episode, step, obs_id = missing[0]
+        raise ValueError(
+            f"{labels}: {len(missing)} of {len(reached)} transitions have no label (first: episode {episode}, "
+            f"step {step}, obs {obs_id}); --unlabelled env keeps the server's reward for them"
+        )
+    models = sorted({label.model for label in found if label is not None})
+    if not models:
+        raise ValueError(f"{labels}: no label matches this log's observations")
+    labelled = np.array([label is not None for label in found])
+    rewards = np.array(
+        [dataset.rewards[i] if label is None else label.reward for i, label in enumerate(found)], np.float32
+    )
+    success = np.array([label is not None and label.success for label in found])
+    p = np.array([np.nan if label is None or label.p is None else label.p for label in found], np.float32)
+    ended_at_success = success & dataset.truncated
+    return replace(
+        dataset,
+        rewards=rewards,
+        terminated=dataset.terminated | ended_at_success,
+        truncated=dataset.truncated & ~ended_at_success,
+        info=replace(
+            dataset.info,
+            extra={**dataset.info.extra, "labelled": labelled, "success": success, "p_success": p,
+                   "label_model": ",".join(models)},
+        ),
+    )  # fmt: skip
 
 
 def _stack(observations: list[Any]) -> Any:
@@ -126,6 +175,10 @@ def write_d4rl_hdf5(dataset: Dataset, out: str | Path) -> None:
         f["terminals"] = dataset.terminated
         f["timeouts"] = dataset.truncated
         f["infos/intervened"] = dataset.info.extra["intervened"]
+        if "label_model" in dataset.info.extra:
+            for name in ("labelled", "success", "p_success"):
+                f[f"infos/{name}"] = dataset.info.extra[name]
+            f.attrs["label_model"] = dataset.info.extra["label_model"]
         f.attrs["source"] = dataset.info.source
         f.attrs["env_id"] = dataset.info.env_id
         if dataset.info.extra.get("camera") is not None:
@@ -136,9 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m real_robot.convert", description=__doc__.splitlines()[0])
     parser.add_argument("log", help="a .o2olog file written by the arm server")
     parser.add_argument("out", help="the hdf5 file to write (D4RL key layout)")
+    parser.add_argument("--labels", help="a label log of the learner's reward model, to take rewards from")
+    parser.add_argument("--model", help="with --labels: use only this model hash's labels")
+    parser.add_argument(
+        "--unlabelled", choices=UNLABELLED, default="refuse", help="with --labels: rows without a label"
+    )
     args = parser.parse_args(argv)
     try:
         dataset = log_to_dataset(args.log)
+        if args.labels is not None:
+            dataset = join_labels(dataset, args.labels, args.model, args.unlabelled)
     except (OSError, ValueError) as exc:
         print(f"convert: {exc}", file=sys.stderr)
         return 2
