@@ -327,8 +327,8 @@ class KagiRewardModel(RewardModel):
         self.proposer, self.base = proposer, base
         self.scale, self.radius = float(cfg.shaping_scale), float(cfg.reach_radius)
         self.success_reward, self.tracked_key = float(cfg.success_reward), cfg.tracked_key
-        base_cameras = base.cameras if base else ()
-        base_state = base.state_keys if base else ("cube_pos",)
+        base_cameras = base.cameras if base is not None else ()
+        base_state = base.state_keys if base is not None else ("cube_pos",)
         self.cameras = tuple(dict.fromkeys((*base_cameras, *proposer.cameras)))
         self.state_keys = tuple(dict.fromkeys((*base_state, cfg.tracked_key, *proposer.state_keys)))
         self.episodes: dict[int, EpisodeTrack] = {}
