@@ -152,6 +152,7 @@ def test_the_sparse_part_from_a_vlm_base_model(server):  # noqa: F811
         0.0
     ] * 6 + [1.0]
     assert model.model_hash != build_oracle(kagi_cfg(), CPU).model_hash
+    assert model.prompt_hash is not None and build_oracle(kagi_cfg(), CPU).prompt_hash is None
     model.bottom_up = True  # the loop says the frames are stored bottom-up: the VLM base flips them
     assert model.base.bottom_up and model.bottom_up
 

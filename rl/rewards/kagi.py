@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -348,6 +349,14 @@ class KagiRewardModel(RewardModel):
     def bottom_up(self, value: bool) -> None:
         if hasattr(self.base, "bottom_up"):
             self.base.bottom_up = value
+
+    @property
+    def prompt_hash(self) -> str | None:
+        """16 hex digits of the questions asked (the VLM base's and the VLM proposer's), recorded
+        with relabelled rows (``relabel.prompt_hash``); None when no VLM is asked."""
+        asked = [getattr(part, "question", None) for part in (self.base, self.proposer)]
+        questions = [q for q in asked if isinstance(q, str)]
+        return hashlib.sha256("\0".join(questions).encode()).hexdigest()[:16] if questions else None
 
     def label(self, batch: LabelInput) -> Labels:
         missing = [key for key in self.state_keys if key not in batch.state] + [
