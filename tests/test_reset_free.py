@@ -20,6 +20,7 @@ from envs.reset_free import BACKWARD, FORWARD, SCENES, ResetFreeConfig, ResetFre
 from rl.config import register_configs
 from rl.loops import Bookkeeper, LoopState, RunLogger, build_run
 from rl.loops import reset_free as reset_free_loop
+from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
 from tests.conftest import REPO
 
 UP, DOWN, STAY = np.array([1.0], np.float32), np.array([-1.0], np.float32), np.array([0.0], np.float32)
@@ -259,3 +260,42 @@ def test_lift_forward_then_backward_without_a_reset_and_the_scripted_human():
     assert obs[-2:].tolist() == [1.0, 0.0]
     tasks = env.get_wrapper_attr("tasks")
     assert tasks.success(robosuite_env, BACKWARD, {}) and not tasks.success(robosuite_env, FORWARD, {})
+
+
+class BrightIsSuccess(RewardModel):
+    """Success when the reward camera's frame is bright; down (RewardModelError) when asked to be."""
+
+    cameras = ("agentview",)
+    down = False
+
+    def __init__(self) -> None:
+        self.seen: list[LabelInput] = []
+
+    def label(self, batch: LabelInput) -> Labels:
+        self.seen.append(batch)
+        if self.down:
+            raise RewardModelError("server down")
+        success = batch.frames["agentview"].float().mean(dim=(1, 2, 3)) > 100
+        return Labels(reward=success.float(), success=success, done=success)
+
+    def identity(self) -> bytes:
+        return b"bright"
+
+
+def test_the_forward_switch_follows_the_reward_model_on_the_reward_view():
+    env, _ = practice(step_limit=3)
+    model = BrightIsSuccess()
+    env.set_success_fn(FORWARD, reset_free_loop.labelled_success(model, env))
+    dark = {"frames/agentview": np.zeros((4, 4, 3), np.uint8), "state/cube_pos": np.zeros(3, np.float32)}
+    bright = {**dark, "frames/agentview": np.full((4, 4, 3), 200, np.uint8)}
+    success = env.success_fns[FORWARD]
+    assert not success(None, {"reward_view": dark})
+    env.steps = 2
+    assert success(None, {"reward_view": bright})
+    batch = model.seen[-1]
+    assert batch.frames["agentview"].shape == (1, 4, 4, 3) and batch.state["cube_pos"].shape == (1, 3)
+    assert batch.step.tolist() == [2] and batch.episode.tolist() == [0]
+    model.down = True  # cannot say now: not a success, the episode runs on to its step limit
+    assert not success(None, {"reward_view": bright})
+    with pytest.raises(ValueError, match="needs the env's reward view"):
+        success(None, {})

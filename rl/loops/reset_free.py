@@ -12,9 +12,9 @@ only, a real reset every episode, so ``successes_per_reset`` is its success rate
 at the same env-step budget (``conf/experiment/robofume_lift_episodic.yaml``).
 
 Success signal: the practice env decides task switches from its state predicates. With a reward
-model (``reward=<name>``) the forward task's success is the model's verdict on the reward camera's
-frame of each step instead (``labelled_success``), as on a real cell where nothing else can say it;
-the backward task keeps its predicate (a real cell needs a backward success model too: not built).
+model (``reward=<name>``, ``run.reward_model``, the one the labeller uses) the forward task's
+success is the model's verdict on the reward camera's frame of each step instead
+(``labelled_success``), as on a real cell where nothing else can say it; the backward task keeps its predicate (a real cell needs a backward success model too: not built).
 That verdict is asked synchronously inside the env step, once per step, because the episode must
 end on the step of the success; it suits a classifier (milliseconds), not a VLM at hundreds of
 milliseconds (there the step limit and the human fallback end episodes). A model that cannot label
@@ -39,7 +39,7 @@ from rl.loops import off_policy
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
 from rl.loops.run_state import LoopState
-from rl.rewards import LabelInput, RewardModel, RewardModelError, build_reward_model
+from rl.rewards import LabelInput, RewardModel, RewardModelError
 
 FAMILY = "reset_free"
 
@@ -62,9 +62,8 @@ class PracticeBookkeeper(Bookkeeper):
 
 def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
     practice = practice_env(run)
-    model = reward_model(run)
-    if model is not None:
-        practice.set_success_fn(FORWARD, labelled_success(model, practice))
+    if run.reward_model is not None:
+        practice.set_success_fn(FORWARD, labelled_success(run.reward_model, practice))
     off_policy.online_phase(run, state, PracticeBookkeeper(books, practice))
     state.summary["reset_free"] = {"step": state.step, **practice.counts.metrics()}
 
@@ -85,12 +84,6 @@ def practice_env(run: Run) -> ResetFreeEnv:
             raise ValueError(f"env.family={run.cfg.env.family}: no reset-free env inside this vector env")
         env = env.env
     return env
-
-
-def reward_model(run: Run) -> RewardModel | None:
-    """The run's reward model (the one its labeller uses when the run holds one), None for ``reward=env``."""
-    held = getattr(run, "reward_model", None)
-    return held if held is not None else build_reward_model(run.cfg.reward, run.device)
 
 
 def labelled_success(model: RewardModel, practice: ResetFreeEnv) -> SuccessFn:
