@@ -180,7 +180,7 @@ def test_max_target_backup_takes_the_best_sampled_next_action_of_the_subset_min(
     ac = ActorCritic(
         actor=lambda obs, samples: (torch.zeros(2, samples, 1), torch.zeros(2, samples)),
         critic=None,
-        target_critic=lambda obs, action: next_q,
+        target_critic=lambda obs, action, members: next_q[members],  # as CriticEnsemble does
         log_alpha=torch.zeros(()),
         actor_optimizer=None,
         critic_optimizer=None,

@@ -172,17 +172,19 @@ def td_target(
     with ``a' ~ pi(.|next_input)`` (the actor's input at s': ``batch.next_obs``, or FamO2O's
     ``[s', e(beta')]``); ``max_backup`` takes the max over ``backup_samples`` next actions of the
     subset's min."""
+    # Only the subset's target critics are evaluated: with WSRL's 10 critics and the max backup's 10
+    # next actions, evaluating all ten and indexing afterwards was a quarter of the CQL step's FLOPs.
     if max_backup:
         next_action, next_log_prob = ac.actor(next_input, cfg.backup_samples)  # (B, M, A)
-        next_q = ac.target_critic(batch.target_next_obs, next_action)[subset].min(0).values  # (B, M)
-        best = next_q.argmax(1, keepdim=True)
+        next_q = ac.target_critic(batch.target_next_obs, next_action, members=subset).min(0).values
+        best = next_q.argmax(1, keepdim=True)  # (B, 1): the best of the M next actions
         next_q = next_q.gather(1, best).squeeze(1).unsqueeze(0)
         next_log_prob = next_log_prob.gather(1, best).squeeze(1)
-        subset = torch.zeros(1, dtype=torch.long, device=next_q.device)
     else:
         next_action, next_log_prob = ac.actor(next_input)
-        next_q = ac.target_critic(batch.target_next_obs, next_action)
-    target = subset_min_target(next_q, subset, batch.reward, batch.terminated, cfg.gamma)
+        next_q = ac.target_critic(batch.target_next_obs, next_action, members=subset)
+    every = torch.arange(next_q.shape[0], device=next_q.device)  # next_q holds the subset's rows only
+    target = subset_min_target(next_q, every, batch.reward, batch.terminated, cfg.gamma)
     if cfg.backup_entropy:
         target = target - cfg.gamma * (1.0 - batch.terminated) * ac.log_alpha.exp() * next_log_prob
     return target
