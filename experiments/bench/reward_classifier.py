@@ -8,7 +8,8 @@ make) on batches of 64 random uint8 84x84 frames per camera: the default classif
 ``python -m rl.rewards train-classifier`` (DrQ's conv trunk, 32 filters, spatial-embedding head, one
 camera), the same with both Lift cameras, and the ``--checkpoint`` classifier if given. Each figure is
 the median over ``--rounds`` interleaved rounds of ``--batches`` label calls, so a change of load hits
-all alike. ``load``: ``os.getloadavg()`` before and after (the machine is shared: compare ratios).
+all alike: rows (labelled transitions) and frames (rows x cameras) per second by the wall clock, and
+this process's CPU time per batch (what other processes' load distorts least). ``load``: ``os.getloadavg()`` before and after (the machine is shared: compare ratios).
 """
 
 from __future__ import annotations
@@ -68,12 +69,14 @@ def main() -> None:
     for name, model in models.items():
         model.label(batches[name])  # warm-up (oneDNN picks its kernels on the first call)
     seconds: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
     for _ in range(args.rounds):
         for name, model in models.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(args.batches):
                 model.label(batches[name])
             seconds[name].append((time.perf_counter() - start) / args.batches)
+            cpu[name].append((time.process_time() - start_cpu) / args.batches)
     result = {
         "what": "ClassifierReward.label on 64 random 84x84 uint8 frames per camera, CPU",
         "batch": BATCH,
@@ -84,8 +87,12 @@ def main() -> None:
         "figures": {
             name: {
                 "cameras": list(models[name].cameras),
-                "frames_per_second": round(BATCH / statistics.median(seconds[name]), 1),
+                "rows_per_second": round(BATCH / statistics.median(seconds[name]), 1),
+                "frames_per_second": round(
+                    len(models[name].cameras) * BATCH / statistics.median(seconds[name]), 1
+                ),
                 "ms_per_batch": round(1000 * statistics.median(seconds[name]), 2),
+                "cpu_ms_per_batch": round(1000 * statistics.median(cpu[name]), 2),
             }
             for name in models
         },
