@@ -52,8 +52,9 @@ Backward success for Lift (``LiftTasks``): the cube rests on the table (its cent
 where it started (xy), and the gripper does not hold it (robosuite's own grasp check). Forward
 success is robosuite's ``_check_success`` (cube more than 4 cm above the table).
 
-Not done: Door (open/close) has no ``SceneTasks`` yet; the wrapper's task, counters and failure
-count are not in the env snapshot, so a resumed run starts with a real reset and fresh counters.
+Not done: Door (open/close) has no ``SceneTasks`` yet. The wrapper's task and failure count are not
+in the env snapshot (robosuite has none either), so a resumed run starts with a real reset on the
+forward task; its counters are carried over by the loop (``rl/loops/reset_free.py``).
 """
 
 from __future__ import annotations
@@ -131,6 +132,17 @@ class ResetCounts:
     def successes_per_reset(self) -> float:
         """RoboFuME's figure: forward successes / (env resets + human resets)."""
         return self.successes[FORWARD] / max(1, self.env_resets + self.human_resets)
+
+    @staticmethod
+    def from_metrics(metrics: dict[str, float]) -> ResetCounts:
+        """The counts ``metrics()`` gave (a resumed run continues them)."""
+        return ResetCounts(
+            env_resets=int(metrics["env_resets"]),
+            human_resets=int(metrics["human_resets"]),
+            safety_resets=int(metrics["safety_resets"]),
+            episodes=[int(metrics["forward_episodes"]), int(metrics["backward_episodes"])],
+            successes=[int(metrics["forward_successes"]), int(metrics["backward_successes"])],
+        )
 
     def metrics(self) -> dict[str, float]:
         return {

@@ -17,8 +17,9 @@ import envs
 from envs import FAMILIES
 from envs.config import EnvConfig
 from envs.reset_free import BACKWARD, FORWARD, SCENES, ResetFreeConfig, ResetFreeEnv
+from rl.checkpoint import load_checkpoint
 from rl.config import register_configs
-from rl.loops import Bookkeeper, LoopState, RunLogger, build_run
+from rl.loops import Bookkeeper, LoopState, RunLogger, build_run, run_state
 from rl.loops import reset_free as reset_free_loop
 from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
 from tests.conftest import REPO
@@ -195,23 +196,30 @@ def test_no_env_reset_between_practice_episodes_through_the_vector_env(line_fami
     assert len(result.episodes) == 1 and result.next_obs[0, -2:].tolist() == [0.0, 1.0]
 
 
-def test_the_loop_logs_the_practice_counters(line_family, tmp_path):
+def line_run(online: int):
     register_configs()
     overrides = [
         "agent=sac", "agent.critic_hidden=[16,16]", "agent.actor_hidden=[16,16]", "agent.batch_size=8",
         "env=lift", "env.name=line", "env.id=Line", "env.family=reset_free", "env.max_episode_steps=3",
         "+env.kwargs.reset_free={family: line, human_after: 2, safety_after: 4}",
-        "steps.online=60", "steps.warmup=20", "steps.eval_episodes=0", "steps.log_every=20",
-        "buffer_capacity=100", "progress=false", "env_mode=sync",
+        f"steps.online={online}", "steps.warmup=20", "steps.eval_episodes=0", "steps.log_every=20",
+        "steps.checkpoint_every=1000", "buffer_capacity=200", "progress=false", "env_mode=sync",
     ]  # fmt: skip
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    run = build_run(cfg)
+        return build_run(compose("config", overrides=overrides))
+
+
+def practise(run, state: LoopState, run_dir: Path) -> None:
+    logger = RunLogger(run_dir, run.schedule.total, state.step, False)
+    reset_free_loop.online_phase(run, state, Bookkeeper(run, state, run_dir, logger))
+    logger.close()
+
+
+def test_the_loop_logs_the_practice_counters(line_family, tmp_path):
+    run = line_run(60)
     assert reset_free_loop.applies(run)
     state = LoopState.start(run)
-    logger = RunLogger(tmp_path, run.schedule.total, 0, False)
-    reset_free_loop.online_phase(run, state, Bookkeeper(run, state, tmp_path, logger))
-    logger.close()
+    practise(run, state, tmp_path)
     practice_env = reset_free_loop.practice_env(run)
     counts = practice_env.counts
     assert sum(counts.episodes) == state.episodes > 0
@@ -222,6 +230,23 @@ def test_the_loop_logs_the_practice_counters(line_family, tmp_path):
     )
     logged = Path(tmp_path / "metrics.csv").read_text()
     assert "successes_per_reset" in logged and "human_resets" in logged
+
+
+def test_a_resumed_run_continues_the_counts_and_counts_its_reset(line_family, tmp_path):
+    first = line_run(40)
+    state = LoopState.start(first)
+    practise(first, state, tmp_path)
+    saved = reset_free_loop.practice_env(first).counts
+    payload = load_checkpoint(tmp_path / run_state.LAST_CHECKPOINT)
+    second = line_run(80)  # the same run, given more steps
+    resumed = run_state.restore(second, payload)
+    assert resumed.step == 40 and resumed.episodes == sum(saved.episodes)
+    practise(second, resumed, tmp_path)
+    counts = reset_free_loop.practice_env(second).counts
+    assert sum(counts.episodes) == resumed.episodes > sum(saved.episodes)
+    fresh = second.env._copies.envs[0].unwrapped.resets  # the resume's own two, then its safety resets
+    assert counts.env_resets == saved.env_resets + 1 + (fresh - 2)
+    assert counts.human_resets >= saved.human_resets and counts.successes[FORWARD] >= saved.successes[FORWARD]
 
 
 def test_lift_forward_then_backward_without_a_reset_and_the_scripted_human():

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 import envs
-from envs.reset_free import FORWARD, ResetFreeEnv, SuccessFn
+from envs.reset_free import FORWARD, ResetCounts, ResetFreeEnv, SuccessFn
 from rl.loops import off_policy
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
@@ -42,6 +42,10 @@ from rl.loops.run_state import LoopState
 from rl.rewards import LabelInput, RewardModel, RewardModelError
 
 FAMILY = "reset_free"
+SUMMARY = "reset_free"
+"""The key of the counters in ``LoopState.summary``, which every checkpoint saves: a resumed run
+continues them (the scene is reset at a resume: robosuite has no snapshot, so that counts as one
+more env reset)."""
 
 
 def applies(run: Run) -> bool:
@@ -57,15 +61,21 @@ class PracticeBookkeeper(Bookkeeper):
         self.practice = practice
 
     def finish_episodes(self, episodes: tuple[envs.EpisodeStats, ...]) -> dict[str, float]:
-        return super().finish_episodes(episodes) | self.practice.counts.metrics()
+        counts = self.practice.counts.metrics()
+        self.state.summary[SUMMARY] = {"step": self.state.step, **counts}  # saved with every checkpoint
+        return super().finish_episodes(episodes) | counts
 
 
 def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
     practice = practice_env(run)
+    saved = state.summary.get(SUMMARY)
+    if saved is not None:  # a resumed run: its counts go on, and the resume itself reset the scene
+        practice.counts = ResetCounts.from_metrics(saved)
+        practice.counts.env_resets += 1
     if run.reward_model is not None:
         practice.set_success_fn(FORWARD, labelled_success(run.reward_model, practice))
     off_policy.online_phase(run, state, PracticeBookkeeper(books, practice))
-    state.summary["reset_free"] = {"step": state.step, **practice.counts.metrics()}
+    state.summary[SUMMARY] = {"step": state.step, **practice.counts.metrics()}
 
 
 def practice_env(run: Run) -> ResetFreeEnv:
