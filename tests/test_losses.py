@@ -12,6 +12,7 @@ from rl.agents.losses import (
     conservative_loss,
     cql_gap,
     expectile_loss,
+    finite_mean,
     subset_min_target,
     td_loss,
     temperature_loss,
@@ -205,3 +206,8 @@ def test_max_target_backup_takes_the_best_sampled_next_action_of_the_subset_min(
 def test_cosine_decay_by_hand():
     assert [cosine_decay(2.0, k, 4) for k in (0, 2, 4, 9)] == [2.0, 1.0, 0.0, 0.0]
     assert math.isclose(cosine_decay(2.0, 1, 4), 2.0 * (1 + math.cos(math.pi / 4)) / 2)
+
+
+def test_finite_mean_leaves_out_online_rows_whose_return_is_not_known_yet():
+    assert finite_mean(torch.tensor([1.0, -math.inf, 3.0])).item() == 2.0
+    assert finite_mean(torch.tensor([-math.inf, -math.inf])).isnan()

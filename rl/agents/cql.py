@@ -32,7 +32,7 @@ import torch
 
 from rl.agents.base import Agent, Part, adam
 from rl.agents.encoding import Encoded
-from rl.agents.losses import conservative_loss, cql_gap, td_loss
+from rl.agents.losses import conservative_loss, cql_gap, finite_mean, td_loss
 from rl.agents.sac import (
     ActorCritic,
     SACConfig,
@@ -126,7 +126,14 @@ def cql_critic_loss(
         cfg.cql_importance_sample,
         batch.mc_return if cfg.calql else None,
     )
-    metrics = {"td_loss": td.detach(), "cql_gap": gap.detach().mean(), "q_mean": q_all.detach().mean()}
+    metrics = {
+        "td_loss": td.detach(),
+        "cql_gap": gap.detach().mean(),
+        "q_mean": q_all.detach().mean(),
+        # Beside q_mean, the Q-calibration check of a pre-training (is Q near the data's discounted
+        # returns?); online rows carry G = -inf until their episode ends and are left out.
+        "mc_return_mean": finite_mean(batch.mc_return),
+    }
     if lagrange is None:
         conservative = conservative_loss(gap, cfg.cql_alpha)
     else:

@@ -41,7 +41,7 @@ import torch
 
 from rl.agents.base import Agent, AgentConfig, Part, Phase, adam, polyak_update, set_lr
 from rl.agents.encoding import Encoded, encode, features
-from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, td_loss
+from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, finite_mean, td_loss
 from rl.buffers.batch import Batch, Obs
 from rl.nets import CriticEnsemble, GaussianActor, ObservationEncoder, ObservationNormalizer, ValueNet
 
@@ -149,7 +149,12 @@ def critic_step(iql: IQLCritics, batch: Encoded, gamma: float, tau: float) -> di
     loss.backward()
     iql.critic_optimizer.step()
     polyak_update(iql.target_critic, iql.critic, tau)
-    return {"critic_loss": loss.detach(), "q_mean": q.detach().mean()}
+    # mc_return_mean beside q_mean: the Q-calibration check of a pre-training (online rows left out).
+    return {
+        "critic_loss": loss.detach(),
+        "q_mean": q.detach().mean(),
+        "mc_return_mean": finite_mean(batch.mc_return),
+    }
 
 
 class IQL(Agent):

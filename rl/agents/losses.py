@@ -39,6 +39,12 @@ def subset_min_target(
     return reward + gamma * (1.0 - terminated) * next_q[subset].min(0).values
 
 
+def finite_mean(values: torch.Tensor) -> torch.Tensor:
+    """The mean of the finite entries (NaN when there are none), without a host sync."""
+    finite = values.isfinite()
+    return torch.where(finite, values, 0.0).sum() / finite.sum()
+
+
 def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: float) -> torch.Tensor:
     """``alpha * (-mean(log_prob) - target_entropy)``; its gradient lowers alpha when entropy is high."""
     return log_alpha.exp() * (-log_prob.detach().mean() - target_entropy)
