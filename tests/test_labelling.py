@@ -366,3 +366,18 @@ def test_the_run_gives_calibration_to_models_that_take_it_and_refuses_an_env_wit
     pixel_toy = ["env.family=tests.envs.pixel_toy:make_pixel_toy", "agent=sac"]
     with pytest.raises(ValueError, match=r"does not show the model \['frames/camera', 'state/x'\]"):
         build.build_run(compose_run(*VIEW_TOY, *pixel_toy))
+
+
+def test_an_async_labelled_run_writes_each_label_to_its_own_row(tmp_path, monkeypatch):
+    """The same run with the labeller in the background: it finishes, logs the lag, and every row
+    labelled by then holds its own next state's x (the stand-in's label), scaled by the buffer."""
+    monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel())
+    cfg = compose_run(*VIEW_TOY, "reward.mode=async", "reward.label_batch=4", "env.reward_scale=2.0")
+    rl.train.train(cfg, tmp_path / "run")
+    assert {"label_lag_rows", "label_lag_s", "label_model_down"} <= {r[3] for r in metrics(tmp_path / "run")}
+    saved = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["online_buffer"]
+    labelled = saved["labels"]["labelled_upto"]
+    assert labelled > 0
+    x = saved["next_obs"]["_"][:labelled, 0]
+    assert torch.allclose(saved["reward"][:labelled], 2.0 * x)
+    assert torch.isnan(saved["reward"][labelled:]).all()

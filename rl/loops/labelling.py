@@ -170,8 +170,12 @@ class Labeller:
         self.ended: deque[_EndedEpisode] = deque()
         """Ended episodes whose last row waits for its label, in order of their ends."""
         self.outage = Outage()
-        self.lock = threading.Lock()
-        """Held for every buffer access that may overlap the worker's: adds, label reads and writes."""
+        self.lock = threading.RLock()
+        """Held for every buffer access that may overlap the worker's: adds, label reads and writes,
+        and a checkpoint's snapshot of the buffer with this labeller's state (``run_state.save``).
+        Sampling takes no lock: it reads only rows below the label cursor, which moves after their
+        labels are written (an episode's MC returns may land while a batch is gathered: that batch
+        then sees them as not yet written, -inf, as it would a moment earlier)."""
         self._added: deque[tuple[int, float]] = deque()  # (serial after an add, when): the lag in seconds
         self._tally = _Tally()
         self._rows_labelled = self._successes = 0

@@ -15,6 +15,7 @@ command's before anything is built, and hands the same payload to ``restore``.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from rl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_s
 from rl.config import TrainConfig
 from rl.data import Dataset
 from rl.loops.build import Run
+from rl.loops.labelling import Labeller
 
 LAST_CHECKPOINT = Path("checkpoints/last.pt")
 RUN_FORMAT = 2
@@ -113,6 +115,10 @@ def save(run: Run, state: LoopState, run_dir: Path) -> None:
             "generator": run.offline_buffer.generator.get_state(),
             "fingerprint": dataset_fingerprint(run.dataset),
         }
+    # An async labeller writes into the online buffer: snapshot both in one of its critical sections.
+    with run.labeller.lock if isinstance(run.labeller, Labeller) else contextlib.nullcontext():
+        online_buffer = run.online_buffer.state_dict()
+        labeller = None if run.labeller is None else run.labeller.state_dict()
     save_checkpoint(
         run_dir / LAST_CHECKPOINT,
         {
@@ -120,10 +126,10 @@ def save(run: Run, state: LoopState, run_dir: Path) -> None:
             "run_format": RUN_FORMAT,
             "config": comparable_config(run.cfg),
             "agent": run.agent.state_dict(),
-            "online_buffer": run.online_buffer.state_dict(),
+            "online_buffer": online_buffer,
             "offline_buffer": offline,
             "rng": rng_state(),
-            "labeller": None if run.labeller is None else run.labeller.state_dict(),
+            "labeller": labeller,
             "loop": {
                 "step": state.step,
                 "env_steps": state.env_steps,
