@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -176,7 +177,10 @@ def relabel_dataset(
         "reward_prompt_hash": prompt_hash(model),
         "relabel_command": command,
     }
-    with _store(root):
+    with _store(root), warnings.catch_warnings():
+        # Minari warns that the dataset has no env spec (robosuite tasks are not Gymnasium-registered;
+        # the metadata names the task), as when the demos were made.
+        warnings.filterwarnings("ignore", message="`eval_env` is set to None|env_spec is None")
         try:
             written = minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
