@@ -249,10 +249,11 @@ def test_a_resumed_run_continues_the_counts_and_counts_its_reset(line_family, tm
     assert counts.human_resets >= saved.human_resets and counts.successes[FORWARD] >= saved.successes[FORWARD]
 
 
-def test_lift_forward_then_backward_without_a_reset_and_the_scripted_human():
-    """Real robosuite Lift: the scripted expert lifts the cube (forward success), the next practice
-    episode starts on the backward task from the lifted scene with no env.reset(); holding the cube
-    fails the backward task, and the scripted human puts the cube back at rest near its start."""
+def test_lift_forward_backward_and_the_scripted_human_without_a_reset():
+    """Real robosuite Lift, one env.reset(): the scripted expert lifts the cube (forward success); the
+    backward episode starts from the lifted scene, puts the cube down where it started and opens the
+    gripper (backward success); the forward task then fails to its step limit and the scripted human
+    puts the cube back (human_after=1)."""
     from envs.scripted import ScriptedExpert
 
     cfg = EnvConfig(
@@ -261,28 +262,50 @@ def test_lift_forward_then_backward_without_a_reset_and_the_scripted_human():
     )  # fmt: skip
     env = envs.make(cfg)
     counts, robosuite_env = env.get_wrapper_attr("counts"), env.unwrapped
+    suite = robosuite_env.suite
     resets = []
     original_reset = robosuite_env.reset
     robosuite_env.reset = lambda **kw: resets.append(1) or original_reset(**kw)
+
+    def cube() -> np.ndarray:
+        return suite.sim.data.body_xpos[suite.cube_body_id].copy()
+
     env.reset(seed=0)
+    start = cube()
     expert = ScriptedExpert(env)
     expert.reset(0)
-    terminated, truncated, info = False, False, {}
+    terminated, truncated = False, False
     while not (terminated or truncated):
-        obs, reward, terminated, truncated, info = env.step(expert.act())
+        _, reward, terminated, truncated, info = env.step(expert.act())
     assert terminated and info["success"] and info["env_success"] and reward == 1.0
-    lifted = robosuite_env.suite.sim.data.body_xpos[robosuite_env.suite.cube_body_id].copy()
+    lifted = cube()
     obs, _ = env.reset()
-    assert obs[-2:].tolist() == [0.0, 1.0] and len(resets) == 1 and counts.successes == [1, 0]
-    assert robosuite_env.suite.sim.data.body_xpos[robosuite_env.suite.cube_body_id][2] == lifted[2]
-    hold = np.zeros(7, np.float32)
-    hold[6] = 1.0  # gripper closed: the cube stays in the air
-    while not (terminated := env.step(hold)[2]) and env.get_wrapper_attr("steps") < 60:
+    assert obs[-2:].tolist() == [0.0, 1.0] and len(resets) == 1 and np.array_equal(cube(), lifted)
+
+    eef_site = suite.robots[0].eef_site_id["right"]
+    opening = 0
+    while True:  # carry it back over its start, lower it to rest there, then open the gripper
+        eef = suite.sim.data.site_xpos[eef_site]
+        target = start + (eef - cube()) + np.array([0.0, 0.0, 0.01])
+        action = np.zeros(7, np.float32)
+        if opening == 0 and np.linalg.norm(target - eef) > 0.01:
+            action[:3], action[6] = np.clip((target - eef) / 0.05, -1, 1), 1.0
+        else:
+            opening, action[6] = opening + 1, -1.0
+        _, reward, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert terminated and info["success"] and reward == 1.0 and opening > 0
+    obs, _ = env.reset()
+    assert obs[-2:].tolist() == [1.0, 0.0] and counts.successes == [1, 1] and len(resets) == 1
+
+    while not env.step(np.zeros(7, np.float32))[3]:  # the forward task fails to its step limit
         pass
-    assert not terminated
-    obs, _ = env.reset()  # backward failed once: the scripted human (human_after=1)
+    aside = start + np.array([0.1, 0.1, 0.0])  # the cube knocked away meanwhile
+    suite.sim.data.set_joint_qpos(suite.cube.joints[0], np.concatenate([aside, [1.0, 0.0, 0.0, 0.0]]))
+    obs, _ = env.reset()  # one failure: the scripted human puts the cube back
     assert counts.human_resets == 1 and counts.env_resets == 1 and len(resets) == 1
-    assert obs[-2:].tolist() == [1.0, 0.0]
+    assert obs[-2:].tolist() == [1.0, 0.0] and np.linalg.norm(cube()[:2] - start[:2]) < 1e-6
     tasks = env.get_wrapper_attr("tasks")
     assert tasks.success(robosuite_env, BACKWARD, {}) and not tasks.success(robosuite_env, FORWARD, {})
 
