@@ -295,7 +295,6 @@ VIEW_TOY = [
     "steps.warmup=5",
     "steps.checkpoint_every=10",
     "steps.eval_episodes=0",
-    "steps.log_every=1",
     "progress=false",
 ]
 
@@ -319,7 +318,7 @@ def test_a_sync_labelled_run_resumes_exactly_with_its_pending_rows_labelled_agai
     episode 5 (env steps 26-30): the checkpoint at step 30 holds those 5 rows pending; the resumed run
     labels them again and logs what the uninterrupted run logs."""
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel(down_episodes=(5,)))
-    cfg = compose_run(*VIEW_TOY)
+    cfg = compose_run(*VIEW_TOY, "steps.log_every=1")
     reference = tmp_path / "reference"
     rl.train.train(cfg, reference)
     rows = metrics(reference)
@@ -372,9 +371,13 @@ def test_an_async_labelled_run_writes_each_label_to_its_own_row(tmp_path, monkey
     """The same run with the labeller in the background: it finishes, logs the lag, and every row
     labelled by then holds its own next state's x (the stand-in's label), scaled by the buffer."""
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel())
-    cfg = compose_run(*VIEW_TOY, "reward.mode=async", "reward.label_batch=4", "env.reward_scale=2.0")
+    cfg = compose_run(*VIEW_TOY, "reward.mode=async", "reward.label_batch=4", "env.reward_scale=2.0",
+                      "steps.log_every=1000")  # fmt: skip
     rl.train.train(cfg, tmp_path / "run")
-    assert {"label_lag_rows", "label_lag_s", "label_model_down"} <= {r[3] for r in metrics(tmp_path / "run")}
+    logged = metrics(tmp_path / "run")
+    assert {"label_lag_rows", "label_lag_s", "label_model_down"} <= {r[3] for r in logged}
+    # Episodes whose labels arrive between episode ends and log steps are logged when they arrive.
+    assert {"label_success", "env_success", "label_false_positive"} <= {r[3] for r in logged}
     saved = load_checkpoint(tmp_path / "run/checkpoints/last.pt")["online_buffer"]
     labelled = saved["labels"]["labelled_upto"]
     assert labelled > 0

@@ -59,7 +59,9 @@ class Bookkeeper:
         log_now = due(steps.log_every) or phase_end or log_metrics
         if log_now and metrics:
             metrics = {**metrics, "steps_per_second": logger.steps_per_second(state.step)}
-        if "episode_return" in metrics or log_now:
+        # Per-episode figures are logged when they arrive: an episode's end, and (with a reward model)
+        # the moment its last label arrives, which an async labeller decides.
+        if "episode_return" in metrics or "label_success" in metrics or log_now:
             logger.log(state.step, phase, state.env_steps, metrics)
         if self.run.eval_env is not None and (due(steps.eval_every) or phase_end):
             result = evaluate(
