@@ -384,3 +384,32 @@ def test_an_async_labelled_run_writes_each_label_to_its_own_row(tmp_path, monkey
     x = saved["next_obs"]["_"][:labelled, 0]
     assert torch.allclose(saved["reward"][:labelled], 2.0 * x)
     assert torch.isnan(saved["reward"][labelled:]).all()
+
+
+def test_an_on_policy_run_learns_from_labelled_rollouts(tmp_path, monkeypatch):
+    """ReinFlow on the view toy with the stand-in in async mode: each rollout reaches the update with
+    every reward labelled (x of the state the step reached, the next row's obs within an episode)."""
+    from rl.agents.reinflow import ReinFlow
+
+    monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel())
+    seen, update_rollout = [], ReinFlow.update_rollout
+
+    def capture(self, rollout, last_obs):
+        seen.append((rollout.obs[:, :, 0].clone(), rollout.reward.clone(), rollout.truncated.clone()))
+        return update_rollout(self, rollout, last_obs)
+
+    monkeypatch.setattr(ReinFlow, "update_rollout", capture)
+    off_policy = [o for o in VIEW_TOY if not o.startswith("agent")]
+    cfg = compose_run(
+        *off_policy, "agent=reinflow", "agent.hidden=[16,16,16]", "agent.critic_hidden=[16,16,16]",
+        "agent.noise_hidden=[8]", "agent.normalize_obs=false", "agent.batch_size=16", "agent.minibatch=8",
+        "agent.epochs=1", "agent.repeat_samples=1", "num_envs=2", "rollout_steps=8", "steps.online=16",
+        "reward.mode=async",
+    )  # fmt: skip
+    rl.train.train(cfg, tmp_path / "run")
+    assert len(seen) == 2
+    for x, reward, truncated in seen:
+        assert torch.isfinite(reward).all()
+        within = truncated[:-1] == 0  # the next row continues the episode
+        assert torch.equal(reward[:-1][within], x[1:][within])
+    assert "label_success_rate" in {r[3] for r in metrics(tmp_path / "run")}
