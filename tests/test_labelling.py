@@ -254,6 +254,22 @@ def test_relabel_buffer_rewrites_rewards_model_ids_and_mc_returns():
     assert torch.isinf(buffer.mc_return[3])  # its episode is still running
 
 
+def test_a_resume_with_a_changed_model_relabels_the_buffer():
+    buffer = labelled_buffer()
+    labeller = Labeller(XModel(), buffer, num_envs=1, mode="sync", batch=64)
+    for t in range(3):
+        labeller.add(
+            torch.zeros(1, 2), torch.zeros(1, 1), view_step([0.25 * t], ended=(0,) if t == 2 else ())
+        )
+    saved = labeller.state_dict()
+    changed = Labeller(XModel(scale=4.0), buffer, num_envs=1, mode="sync", batch=64)
+    changed.load_state_dict(saved, episodes_restart=True)
+    assert torch.allclose(buffer.reward[:3], torch.tensor([0.0, 1.0, 2.0]))
+    assert buffer.label_model[:3].tolist() == [1, 1, 1]
+    returns = mc_return_to_go(np.array([0.0, 1.0, 2.0], np.float32), np.array([0, 0, 1], bool), buffer.gamma)
+    assert torch.allclose(buffer.mc_return[:3], torch.from_numpy(returns))
+
+
 def test_on_policy_rollout_waits_for_its_labels_and_scales_them():
     rollout = RolloutBuffer(3, 1, 2, 1, reward_scale=10.0, reward_bias=1.0)
     model = XModel()

@@ -33,7 +33,8 @@ on a one-thread executor in async mode) and ``write_all`` waits for the rollout'
 update, retrying while the model is down (an update cannot run without them).
 
 ``relabel_buffer`` relabels every labelled row of a buffer with another model (and rewrites the MC
-returns of the ended episodes), for when the model changes mid-run.
+returns of the ended episodes), for when the model changes: a resume whose model hash differs from
+the checkpoint's (same config, new weights or prompt) relabels the online buffer before going on.
 """
 
 from __future__ import annotations
@@ -332,16 +333,23 @@ class Labeller:
                 self.counter.restart_all()
                 self.running = [[] for _ in self.running]
         if state["model_hash"] != self.model_hash:
-            log.warning(
-                "the reward model changed since the checkpoint (%s -> %s): labelled rows keep the old "
-                "model's labels (see rl.loops.labelling.relabel_buffer)",
-                state["model_hash"],
-                self.model_hash,
-            )
+            self._relabel_after_change(state["model_hash"])
         if self.mode == "sync":
             self.label_pending()
         else:
             self._wake.set()
+
+    def _relabel_after_change(self, old_hash: str) -> None:
+        """The model's identity changed since the checkpoint (same config, new weights or prompt):
+        relabel every labelled row with it; if it is down, the rows not reached keep the old labels
+        (each row records its model) and the run goes on."""
+        log.warning("the reward model changed since the checkpoint (%s -> %s): relabelling the online "
+                    "buffer", old_hash, self.model_hash)  # fmt: skip
+        try:
+            with self.lock:
+                relabel_buffer(self.buffer, self.model, self.batch)
+        except RewardModelError as error:
+            log.warning("relabelling stopped (%s): the rest of the rows keep the old model's labels", error)
 
 
 class RolloutLabeller:
