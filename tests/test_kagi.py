@@ -200,7 +200,7 @@ def test_the_vlm_proposer_lifts_its_cells_to_3d_once_per_episode(server, bottom_
     upright[-4:] = [255, 0, 0]  # the bottom of the scene is red
     with pytest.raises(RewardModelError, match="not calibrated"):
         model.label(vlm_rows(upright, bottom_up))
-    model.calibrate({"agentview": looking_down(bottom_up)})
+    model.set_calibration({"agentview": looking_down(bottom_up)})
     labels = model.label(vlm_rows(upright, bottom_up))
     assert np.allclose(model.episodes[0].waypoints, LIFTED, atol=1e-9)
     # the start (0, 0, 0.3) -> w0 (0, 0, 0): progress (0 + 1 - 0.3 / 0.3) / 3, then 0.1 / 0.3 nearer ...
@@ -232,7 +232,7 @@ def test_the_vlm_proposer_lifts_its_cells_to_3d_once_per_episode(server, bottom_
 def test_a_bad_keypoint_answer_falls_back_to_no_shaping(server, answer):  # noqa: F811
     server.answers = [(200, completion(answer), 0.0)]
     model = build_vlm(kagi_cfg(name="kagi_vlm", url=server.url), CPU)
-    model.calibrate({"agentview": looking_down(False)})
+    model.set_calibration({"agentview": looking_down(False)})
     labels = model.label(vlm_rows(np.zeros((20, 20, 3), np.uint8), False))
     assert labels.reward.tolist() == [0.0] * 3 and labels.info["shaped"].tolist() == [False] * 3
     model.label(vlm_rows(np.zeros((20, 20, 3), np.uint8), False))

@@ -1,12 +1,15 @@
 """What ``build_run`` decides from a config: reward normalisation, the schedule, the termination rule."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import rl.train  # noqa: F401  (registers the configs)
 from rl.data import load_dataset
 from rl.loops import build_run
+from rl.loops.evaluate import evaluate
 from tests.conftest import REPO
 
 SMALL_IQL = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.eval_episodes=0", "threads=1"]
@@ -57,3 +60,29 @@ def test_an_agent_without_the_normalisation_keeps_the_envs_scale_and_uni_o4_gets
         ValueError, match=r"steps.offline=7: agent unio4 sets its own offline length \(4 updates"
     ):
         build_run(cfg)
+
+
+class _SucceedsInEvenEpisodes(gym.Env):
+    """Three steps per episode; episodes reset with an even seed report success at step 2 and go on."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t, self.even = 0, seed % 2 == 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 0.0, False, self.t == 3, {"success": self.even and self.t == 2}
+
+
+def test_evaluation_success_rate_counts_a_success_at_any_step_of_an_episode():
+    class Still:
+        device = torch.device("cpu")
+
+        def act(self, obs, deterministic):
+            return torch.zeros(1, 1)
+
+    result = evaluate(Still(), _SucceedsInEvenEpisodes(), episodes=4, seed=10, normalizer=None)
+    assert result["success_rate"] == 0.5 and result["length"] == 3.0

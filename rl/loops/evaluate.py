@@ -15,13 +15,17 @@ def evaluate(
 ) -> dict[str, float]:
     """Run ``episodes`` episodes with ``agent.act(obs, deterministic=True)``.
 
+    ``success_rate`` (envs whose info has ``success``): the share of episodes with a success at any
+    step; it scores a task whether or not its episodes end at the first success.
+
     Each episode is seeded (``seed + i``), so an evaluation depends only on the agent's weights,
     never on the training env's state: resumed and uninterrupted runs evaluate identically.
     """
-    returns, lengths = [], []
+    returns, lengths, successes = [], [], []
+    reports_success = False
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
-        done, total, length = False, 0.0, 0
+        done, total, length, success = False, 0.0, 0, False
         while not done:
             action = agent.act(batch_of_one(obs, agent.device), deterministic=True)[0].cpu().numpy()
             obs, reward, terminated, truncated, info = env.step(action)
@@ -29,13 +33,18 @@ def evaluate(
             total += float(info.get("score_reward", reward))
             length += 1
             done = terminated or truncated
+            reports_success = reports_success or "success" in info
+            success = success or bool(info.get("success", False))
         returns.append(total)
         lengths.append(length)
+        successes.append(success)
     result = {
         "return": float(np.mean(returns)),
         "return_std": float(np.std(returns)),
         "length": float(np.mean(lengths)),
     }
+    if reports_success:
+        result["success_rate"] = float(np.mean(successes))
     if normalizer is not None:
         result["normalized_score"] = float(normalizer(result["return"]))
     return result

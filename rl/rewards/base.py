@@ -77,7 +77,9 @@ class Labels:
 
 class RewardModel(abc.ABC):
     """Labels batches of rows. Subclasses set ``cameras`` (the frames they need; empty for none) and
-    ``state_keys`` (the named state they need) and implement ``label`` and ``identity``."""
+    ``state_keys`` (the named state they need) and implement ``label`` and ``identity``. A model that
+    needs camera geometry (KAGI) also defines ``set_calibration(dict[str, CameraCalibration])``, which
+    the loop calls once with the env's calibration before the first label (``rl.loops.build``)."""
 
     cameras: tuple[str, ...] = ()
     state_keys: tuple[str, ...] = ()

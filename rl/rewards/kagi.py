@@ -25,7 +25,7 @@ Proposers:
   instruction, and ``prompts/kagi_keypoints_v1.txt``; the VLM answers JSON naming grid cells (and a
   height above the surface seen there) for the grasp keypoint, waypoints and target, asked through
   ``vlm_http.ChatClient``. Each cell's centre is lifted to 3D with the camera's depth and calibration
-  (``calibrate``, given by the loop from the env). A bad answer (not that JSON, a cell off the grid,
+  (``set_calibration``, given by the loop from the env). A bad answer (not that JSON, a cell off the grid,
   no depth there) is logged in one line and the episode gets **no shaping** (only the sparse
   success): decided over falling back to the oracle, which would leak privileged sim state into a VLM
   experiment and does not exist on a real cell. A server that is down raises ``RewardModelError``.
@@ -251,7 +251,7 @@ class VlmProposer(KeypointProposer):
         )
         self.calibration: CameraCalibration | None = None
 
-    def calibrate(self, calibrations: dict[str, CameraCalibration]) -> None:
+    def set_calibration(self, calibrations: dict[str, CameraCalibration]) -> None:
         if self.camera not in calibrations:
             raise RewardModelConfigError(f"kagi_vlm: no calibration for camera {self.camera!r}")
         self.calibration = calibrations[self.camera]
@@ -334,10 +334,10 @@ class KagiRewardModel(RewardModel):
         self.state_keys = tuple(dict.fromkeys((*base_state, cfg.tracked_key, *proposer.state_keys)))
         self.episodes: dict[int, EpisodeTrack] = {}
 
-    def calibrate(self, calibrations: dict[str, CameraCalibration]) -> None:
+    def set_calibration(self, calibrations: dict[str, CameraCalibration]) -> None:
         """The reward cameras' calibration, from the env once it is built (the VLM proposer needs it)."""
         if isinstance(self.proposer, VlmProposer):
-            self.proposer.calibrate(calibrations)
+            self.proposer.set_calibration(calibrations)
 
     @property
     def bottom_up(self) -> bool:
@@ -499,7 +499,7 @@ def build_oracle(cfg: Any, device: torch.device) -> KagiRewardModel:
 
 def build_vlm(cfg: Any, device: torch.device) -> KagiRewardModel:
     """``reward=kagi_vlm``: waypoints from a VLM over HTTP, on ``reward.cameras[0]`` (probed now);
-    the loop must call ``calibrate`` before the first episode's rows can be labelled."""
+    the loop must call ``set_calibration`` before the first episode's rows can be labelled."""
     if not cfg.cameras:
         raise RewardModelConfigError("reward.cameras: kagi_vlm needs a camera to show the VLM")
     client = ChatClient(cfg.url, cfg.model, cfg.api_key_env, cfg.timeout_s, cfg.retries, cfg.backoff_s)
