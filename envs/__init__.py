@@ -1,7 +1,8 @@
 """Environments: ``make(cfg)`` builds one env with actions in [-1, 1]; ``make_vec(cfg, n, device)``
 builds n copies behind one batched step whose tensors live on the policy's device.
 
-Families register a builder in ``FAMILIES`` (gymnasium, robotics, robosuite); a package that brings
+Families register a builder in ``FAMILIES`` (gymnasium, robotics, robosuite, and ``reset_free``:
+RoboFuME's forward/backward practice over another family's scene, ``envs.reset_free``); a package that brings
 its own env (the robot bridge) is named by import path in its config instead (``envs.factory``). ``get_env_state``/``set_env_state`` snapshot a MuJoCo env exactly, for resume.
 """
 
@@ -18,11 +19,21 @@ from typing import Any
 from envs.autoreset import EpisodeStats
 from envs.config import EnvConfig
 from envs.factory import FAMILIES, make
+from envs.reset_free import ResetFreeEnv  # registers the reset_free family (imported by every worker too)
 from envs.state import get_env_state, set_env_state
 
 _VECTOR_NAMES = ("InProcessVecEnv", "SubprocVecEnv", "VecEnv", "VecStep", "make_vec")
 
-__all__ = ["FAMILIES", "EnvConfig", "EpisodeStats", "get_env_state", "make", "set_env_state", *_VECTOR_NAMES]
+__all__ = [
+    "FAMILIES",
+    "EnvConfig",
+    "EpisodeStats",
+    "ResetFreeEnv",
+    "get_env_state",
+    "make",
+    "set_env_state",
+    *_VECTOR_NAMES,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -158,6 +158,11 @@ class InProcessVecEnv(VecEnv):
         self._obs: Obs | None = None  # the host observations to act on next
         self._batch: StepBatch | None = None
 
+    @property
+    def envs(self) -> list[gym.Env]:
+        """The copies themselves (a loop that drives one scene, e.g. reset-free practice, reads them)."""
+        return self._copies.envs
+
     def reset(self, seed: int | None = None) -> TensorObs:
         self._obs = self._copies.reset(seed)
         return _to_device(self._obs, self.device)

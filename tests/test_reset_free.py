@@ -19,7 +19,7 @@ from envs.config import EnvConfig
 from envs.reset_free import BACKWARD, FORWARD, SCENES, ResetFreeConfig, ResetFreeEnv
 from rl.checkpoint import load_checkpoint
 from rl.config import register_configs
-from rl.loops import Bookkeeper, LoopState, RunLogger, build_run, run_state
+from rl.loops import Bookkeeper, LoopState, RunLogger, build_run, run_phases, run_state
 from rl.loops import reset_free as reset_free_loop
 from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
 from tests.conftest import REPO
@@ -219,7 +219,7 @@ def test_the_loop_logs_the_practice_counters(line_family, tmp_path):
     run = line_run(60)
     assert reset_free_loop.applies(run)
     state = LoopState.start(run)
-    practise(run, state, tmp_path)
+    run_phases(run, state, tmp_path)  # the dispatch rl.train uses picks the reset-free phase
     practice_env = reset_free_loop.practice_env(run)
     counts = practice_env.counts
     assert sum(counts.episodes) == state.episodes > 0
@@ -244,7 +244,7 @@ def test_a_resumed_run_continues_the_counts_and_counts_its_reset(line_family, tm
     practise(second, resumed, tmp_path)
     counts = reset_free_loop.practice_env(second).counts
     assert sum(counts.episodes) == resumed.episodes > sum(saved.episodes)
-    fresh = second.env._copies.envs[0].unwrapped.resets  # the resume's own two, then its safety resets
+    fresh = second.env.envs[0].unwrapped.resets  # the resume's own two, then its safety resets
     assert counts.env_resets == saved.env_resets + 1 + (fresh - 2)
     assert counts.human_resets >= saved.human_resets and counts.successes[FORWARD] >= saved.successes[FORWARD]
 

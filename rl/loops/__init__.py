@@ -2,7 +2,8 @@
 
 - ``build``: ``build_run(cfg) -> Run``, everything a run trains with;
 - ``run_state``: the loop's counters and the run's one checkpoint (save, read once, restore);
-- ``off_policy`` / ``on_policy``: the phase loops; ``bookkeeping``: logging, evaluation and
+- ``off_policy`` / ``on_policy``: the phase loops (``reset_free``: the off-policy one on RoboFuME's
+  forward/backward practice env); ``labelling``: reward-model labels for the online buffer; ``bookkeeping``: logging, evaluation and
   checkpoints between steps; ``evaluate``, ``logger``.
 Loops own steps, evaluation, checkpoints and logging, never a loss.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rl.loops import off_policy, on_policy
+from rl.loops import off_policy, on_policy, reset_free
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run, build_run
 from rl.loops.logger import RunLogger
@@ -28,7 +29,12 @@ def run_phases(run: Run, state: LoopState, run_dir: Path) -> dict[str, dict[str,
         if state.step < schedule.offline:
             off_policy.offline_phase(run, state, books)
         if state.step < schedule.total:
-            online = on_policy.online_phase if run.agent.on_policy else off_policy.online_phase
+            if run.agent.on_policy:
+                online = on_policy.online_phase
+            elif reset_free.applies(run):
+                online = reset_free.online_phase
+            else:
+                online = off_policy.online_phase
             online(run, state, books)
             if run.eval_env is None and state.recent_returns:
                 state.summary["online"] = {

@@ -82,13 +82,11 @@ def practice_env(run: Run) -> ResetFreeEnv:
     """The one ``ResetFreeEnv`` under ``run.env``, or a ValueError naming the setting that prevents it."""
     if run.cfg.num_envs != 1:
         raise ValueError(f"num_envs={run.cfg.num_envs}: reset-free practice runs one scene (num_envs=1)")
-    # The in-process vector env's copies (no public accessor yet: asked of the envs owner).
-    copies = getattr(run.env, "_copies", None)
-    if copies is None:
+    if not isinstance(run.env, envs.InProcessVecEnv):
         raise ValueError(
             f"env_mode={run.cfg.env_mode}: reset-free practice needs the env in this process (env_mode=sync)"
         )
-    env: gym.Env = copies.envs[0]
+    env: gym.Env = run.env.envs[0]
     while not isinstance(env, ResetFreeEnv):
         if not isinstance(env, gym.Wrapper):
             raise ValueError(f"env.family={run.cfg.env.family}: no reset-free env inside this vector env")
