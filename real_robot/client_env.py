@@ -16,7 +16,23 @@ truncation bootstraps, so the learner is not told a false terminal.
 
 ``info`` after each step carries what was actually executed: ``applied_action`` (after the
 governor's clipping, or the human's action), ``intervened`` and ``clipped``. A learner that stores
-transitions should store ``applied_action``.
+transitions should store ``applied_action``. ``info["success"]`` is the server task's own success
+(its termination), which a run with a reward model compares its labels with (``env_success``).
+
+Reward view (``reward=<model>``: a reward camera beside a state policy, as on a real cell): with a
+camera on the server, ``reward_view_space`` and ``info["reward_view"]`` follow the contract of
+``envs/robosuite_adapter.py``, built from what the OBS reply carries: ``frames/<camera>`` (H, W, 3)
+uint8 for each of ``reward_cameras`` (None: every server camera), ``state/<name>`` float32 for
+each state entry (``ee_pos`` and ``ee_quat`` under the arm-neutral ``eef_pos`` and ``eef_quat``), and
+the server's key of the observation, ``ids/episode``, ``ids/step`` and ``ids/obs_id`` (int64 scalars),
+with which the learner's labeller keys its label log (``rl.data.label_log``) so that
+``real_robot.convert --labels`` can join the labels to the server's log. The policy's observation is
+unchanged (state only unless ``pixels=True``). Decisions: the view is on by default whenever the
+server has a camera, because ``env=real`` is built from ``env.kwargs`` only, so the run's
+``env.reward_cameras`` cannot reach this env; the frames are the server's, at the server camera's
+size (``reward.image_size`` must equal it; no resizing on the learner side, so the model sees what
+the log holds). The loop stores non-image view columns as float32, exact for ids below 2**24
+(the labeller refuses larger ones rather than write a wrong key).
 """
 
 from __future__ import annotations
@@ -29,6 +45,11 @@ import numpy as np
 from real_robot import protocol
 from real_robot.client import BridgeClient, BridgeError
 from real_robot.keys import load_client_keys
+
+STATE_NAMES = {"ee_pos": "eef_pos", "ee_quat": "eef_quat"}
+"""Server state entries renamed in the reward view to the names robosuite's reward view uses."""
+IDS = ("episode", "step", "obs_id")
+"""The server's key of an observation, as the label log and ``real_robot.convert`` key it."""
 
 
 class BridgeEnv(gym.Env):
@@ -44,6 +65,7 @@ class BridgeEnv(gym.Env):
         max_episode_steps: int | None = None,
         pixels: bool = False,
         client_name: str = "o2o-env",
+        reward_cameras: list[str] | None = None,
     ):
         self.client = BridgeClient(address, load_client_keys(keys_dir, key_name), timeout_s, client_name)
         self.server_spec = self.client.hello()
@@ -64,6 +86,27 @@ class BridgeEnv(gym.Env):
             image = gym.spaces.Box(0, 255, tuple(cameras[self.camera]), np.uint8)
             self.observation_space = gym.spaces.Dict({"state": state_space, "pixels": image})
         self.action_space = gym.spaces.Box(-1.0, 1.0, (int(self.server_spec["action_dim"]),), np.float32)
+        self.reward_cameras = list(cameras) if reward_cameras is None else list(reward_cameras)
+        unknown = [camera for camera in self.reward_cameras if camera not in cameras]
+        if unknown:
+            raise ValueError(
+                f"bridge env: reward_cameras {unknown} are not the server's cameras {sorted(cameras)}"
+            )
+        self.reward_view_space: gym.spaces.Dict | None = None
+        """The layout of ``info["reward_view"]`` (None: no reward camera), read by the vector envs."""
+        if self.reward_cameras:
+            views = {
+                f"frames/{c}": gym.spaces.Box(0, 255, tuple(cameras[c]), np.uint8)
+                for c in self.reward_cameras
+            }
+            views |= {
+                f"state/{STATE_NAMES.get(k, k)}": gym.spaces.Box(
+                    -np.inf, np.inf, (int(self.server_spec["obs_dims"][k]),), np.float32
+                )
+                for k in self.obs_keys
+            }
+            views |= {f"ids/{k}": gym.spaces.Box(0, np.iinfo(np.int64).max, (), np.int64) for k in IDS}
+            self.reward_view_space = gym.spaces.Dict(views)
         self._last: protocol.Message | None = None
         self._steps = 0
 
@@ -90,13 +133,10 @@ class BridgeEnv(gym.Env):
             if exc.fatal:
                 raise
             last = self._last.body
-            return (
-                self._observation(self._last),
-                float(last["reward"]),
-                False,
-                True,
-                {"bridge_error": exc.code, "message": str(exc)},
-            )
+            info = {"bridge_error": exc.code, "message": str(exc), "success": bool(last["terminated"])}
+            if self.reward_view_space is not None:
+                info["reward_view"] = self._reward_view(last)
+            return self._observation(self._last), float(last["reward"]), False, True, info
         self._last = reply
         self._steps += 1
         body = reply.body
@@ -106,7 +146,10 @@ class BridgeEnv(gym.Env):
             "clipped": list(body["applied"]["clipped"]),
             "logged": body["logged"],
             "status": body["status"],
+            "success": bool(body["terminated"]),
         }
+        if self.reward_view_space is not None:
+            info["reward_view"] = self._reward_view(body)
         truncated = self._steps >= self.max_episode_steps
         return self._observation(reply), float(body["reward"]), bool(body["terminated"]), truncated, info
 
@@ -115,6 +158,14 @@ class BridgeEnv(gym.Env):
         if self.camera is None:
             return state
         return {"state": state, "pixels": np.asarray(msg.body["frames"][self.camera]["image"])}
+
+    def _reward_view(self, body: dict[str, Any]) -> dict[str, np.ndarray]:
+        """The reward view of the observation in ``body`` (module docstring)."""
+        view = {f"frames/{c}": np.asarray(body["frames"][c]["image"], np.uint8) for c in self.reward_cameras}
+        for key in self.obs_keys:
+            view[f"state/{STATE_NAMES.get(key, key)}"] = np.asarray(body["state"][key], np.float32).ravel()
+        view |= {f"ids/{k}": np.asarray(body[k], np.int64) for k in IDS}
+        return view
 
     def close(self) -> None:
         if self.client.closed:

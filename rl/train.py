@@ -103,6 +103,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
     started = time.perf_counter()
     saved = run_state.read_run_checkpoint(run_dir, cfg)  # before building: a refusal touches nothing
     run = build_run(cfg)
+    if run.labeller is not None:  # before a resume requeues pending rows: their labels are logged too
+        run.labeller.open_label_log(run_dir)
     try:
         if saved is not None:
             state = run_state.restore(run, saved)

@@ -32,6 +32,15 @@ The on-policy loop has no replay buffer: ``RolloutLabeller`` labels each step of
 on a one-thread executor in async mode) and ``write_all`` waits for the rollout's labels before the
 update, retrying while the model is down (an update cannot run without them).
 
+The bridge's label log (``env=real``): rows whose reward view carries the server's observation key
+(``ids/episode``, ``ids/step``, ``ids/obs_id``, ``real_robot/client_env.py``) have each label appended,
+as it is written, to ``<run_dir>/labels.jsonl`` (``rl.data.label_log``, crash-safe: a label the log
+holds survives the learner being killed), which ``real_robot.convert --labels`` joins with the
+server's log. ``rl.train.train`` opens it (``open_label_log``) before a resume requeues pending rows,
+so their labels reach the log too; a row labelled twice (again after a resume) keeps its last label
+there. A relabel after a model change (``relabel_buffer``) is not logged: the log keeps what each
+model said when it labelled, and ``convert --model`` picks one.
+
 ``relabel_buffer`` relabels every labelled row of a buffer with another model (and rewrites the MC
 returns of the ended episodes), for when the model changes: a resume whose model hash differs from
 the checkpoint's (same config, new weights or prompt) relabels the online buffer before going on.
@@ -45,6 +54,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -52,10 +62,17 @@ import torch
 import envs
 from envs.vector import TensorObs
 from rl.buffers import ReplayBuffer, RolloutBuffer, RowContext
+from rl.data.label_log import LabelLogWriter, LabelRecord
 from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
 from rl.rewards.relabel import label_rows
 
 LABEL_MODES = ("sync", "async")
+LABEL_LOG = "labels.jsonl"
+"""The bridge's label log in the run directory (module docstring)."""
+IDS = ("ids/episode", "ids/step", "ids/obs_id")
+"""Reward-view columns with the server's key of the observation a row reached (the bridge's)."""
+EXACT_IDS = 2**24
+"""The buffer keeps view columns other than frames as float32, exact for integers below this."""
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +102,30 @@ def checked_labels(labels: Labels, rows: int, model: RewardModel) -> Labels:
     if not torch.isfinite(labels.reward).all():
         raise ValueError(f"reward model {type(model).__name__}: a reward that is not finite")
     return labels
+
+
+def label_records(view: dict[str, torch.Tensor], labels: Labels, model_hash: str) -> list[LabelRecord]:
+    """The label log's records of labelled rows whose reward ``view`` carries the server's ids."""
+    ids = torch.stack([view[k].reshape(-1).double().cpu() for k in IDS], 1)
+    if (ids >= EXACT_IDS).any() or (ids != ids.round()).any():
+        raise ValueError(
+            f"label log: a server observation id at or past {EXACT_IDS} cannot be kept exactly; restart the "
+            "arm server (its ids start again) and log into a new run directory"
+        )
+    p = labels.info.get("p_success")
+    return [
+        LabelRecord(
+            episode=int(e), step=int(s), obs_id=int(o), model=model_hash, reward=float(r), success=bool(ok),
+            p=None if p is None else float(p[i]),
+        )
+        for i, ((e, s, o), r, ok) in enumerate(zip(ids.tolist(), labels.reward.tolist(), labels.success.tolist(),
+                                                   strict=True))
+    ]  # fmt: skip
+
+
+def open_label_log(view_keys: Any, run_dir: Path) -> LabelLogWriter | None:
+    """The run's label log when its rows carry the server's ids (``view_keys``), else None."""
+    return LabelLogWriter(run_dir / LABEL_LOG) if set(IDS) <= set(view_keys) else None
 
 
 class Outage:
@@ -184,6 +225,8 @@ class Labeller:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self.label_log: LabelLogWriter | None = None
+        """The bridge's label log (``open_label_log``), None until opened or for rows without ids."""
         if mode == "async":
             self._thread = threading.Thread(target=self._work, name="labeller", daemon=True)
             self._thread.start()
@@ -212,6 +255,11 @@ class Labeller:
         else:
             self._wake.set()
         return rows
+
+    def open_label_log(self, run_dir: Path) -> None:
+        """Append the labels of rows from the bridge to ``<run_dir>/labels.jsonl`` from now on."""
+        with self.lock:
+            self.label_log = open_label_log(self.buffer.view, run_dir)
 
     def label_pending(self) -> None:
         """Label every pending row now, stopping at the first ``RewardModelError`` (rows wait)."""
@@ -255,6 +303,8 @@ class Labeller:
             self._wake.set()
             self._thread.join(timeout=10)
             self._thread = None
+        if self.label_log is not None:
+            self.label_log.close()
 
     # -- labelling ----------------------------------------------------------------------------------
 
@@ -269,6 +319,8 @@ class Labeller:
         self.outage.recovered()
         with self.lock:
             self.buffer.write_labels(serial, labels.reward, labels.done, labels.success, self.model_hash)
+            if self.label_log is not None:
+                self.label_log.write(label_records(context.view, labels, self.model_hash))
             while self._added and self._added[0][0] <= self.buffer.labelled_upto:
                 self._added.popleft()
             self._finish_episodes()
@@ -364,9 +416,23 @@ class RolloutLabeller:
         self.outage = Outage()
         self._steps: list[tuple[int, LabelInput, Future[Labels] | Labels | None]] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="labeller") if mode == "async" else None
+        self.label_log: LabelLogWriter | None = None
+        self._log_dir: Path | None = None
+        self._model_hash = ""
+        self._ids: list[dict[str, torch.Tensor]] = []  # each queued step's server ids, with a label log
+
+    def open_label_log(self, run_dir: Path) -> None:
+        """Append the labels of rollout steps from the bridge to ``<run_dir>/labels.jsonl`` (module
+        docstring); opened at the first step, whose reward view says whether rows carry ids."""
+        self._log_dir, self._model_hash = run_dir, self.model.model_hash
 
     def add(self, t: int, result: envs.VecStep) -> None:
         """Queue the labels of rollout step ``t`` (labelled now in sync mode if the model answers)."""
+        view = result.reward_view or {}
+        if self._log_dir is not None:
+            self.label_log, self._log_dir = open_label_log(view, self._log_dir), None
+        if self.label_log is not None:
+            self._ids.append({k: view[k] for k in IDS})
         batch = label_input(self.counter.context(result.reward_view))
         self.counter.advance([e.env_index for e in result.episodes])
         labels: Future[Labels] | Labels | None
@@ -383,15 +449,17 @@ class RolloutLabeller:
     def write_all(self, rollout: RolloutBuffer) -> dict[str, float]:
         """Wait for every queued step's labels and write them into ``rollout``; the rows' success rate."""
         successes = rows = 0
-        for t, batch, labels in self._steps:
+        for i, (t, batch, labels) in enumerate(self._steps):
             if isinstance(labels, Future):
                 labels = labels.result()
             elif labels is None:
                 labels = self._label_retrying(batch)
             rollout.write_labels(t, labels.reward, labels.done)
+            if self.label_log is not None:
+                self.label_log.write(label_records(self._ids[i], labels, self._model_hash))
             successes += int(labels.success.sum())
             rows += len(batch)
-        self._steps = []
+        self._steps, self._ids = [], []
         return {"label_success_rate": successes / rows} if rows else {}
 
     def _label(self, batch: LabelInput) -> Labels:
@@ -420,6 +488,8 @@ class RolloutLabeller:
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.label_log is not None:
+            self.label_log.close()
 
 
 def relabel_buffer(buffer: ReplayBuffer, model: RewardModel, batch: int = 64) -> int:
