@@ -34,9 +34,10 @@ class StepModel(RewardModel):
         if self.fail:
             raise RewardModelError("server down")
         self.sizes.append(len(batch))
-        assert batch.frames["cam"].dtype == torch.uint8 and batch.state["z"].dtype == torch.float32
+        state = batch.state[self.state_keys[0]]
+        assert batch.frames[self.cameras[0]].dtype == torch.uint8 and state.dtype == torch.float32
         even = batch.step % 2 == 0
-        return Labels(batch.step.float(), even, even, {"z": batch.state["z"][:, 0]})
+        return Labels(batch.step.float(), even, even, {"z": state[:, 0]})
 
     def identity(self) -> bytes:
         return b"step"
@@ -226,3 +227,23 @@ def test_relabel_refusals_are_one_line(classifier, tmp_path, capsys) -> None:
         assert err.startswith(expected) and err.count("\n") == 1, (argv, err)
     assert "o2otest/squares/x-v0" not in minari.list_local_datasets()
     assert "o2otest/squares/y-v0" not in minari.list_local_datasets()
+
+
+def test_frames_stored_bottom_up_are_flagged_to_a_model_that_flips_them(store, tmp_path) -> None:
+    from rl.rewards.relabel import relabel_dataset
+
+    class Flipping(StepModel):
+        cameras = (CAMERA,)
+        state_keys = ("state",)
+        bottom_up = False
+
+    model = Flipping()
+    relabel_dataset(minari.load_dataset(SOURCE), SOURCE, model, str(tmp_path / "upright-v0"), 8, "test")
+    assert model.bottom_up is False  # the tiny dataset says nothing about its row order
+    upright = minari.MinariDataset(tmp_path / "upright-v0" / "data")
+    upright.storage.update_metadata({"image_convention": "opengl"})  # as the demos record robosuite's
+    relabel_dataset(upright, "upright-v0", model, str(tmp_path / "flipped-v0"), 8, "test")
+    assert model.bottom_up is True
+    written = minari.MinariDataset(tmp_path / "flipped-v0" / "data")
+    assert written.storage.metadata["image_convention"] == "opengl"  # the input's metadata is carried over
+    assert next(ep.rewards.tolist() for ep in written.iterate_episodes()) == [0.0, 1.0, 2.0, 3.0]

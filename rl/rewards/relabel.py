@@ -132,6 +132,10 @@ def relabel_dataset(
         raise ValueError(f"relabel: dataset {name}: {missing}")
     root, dataset_id = _target(out, name)
     source_meta = dict(dataset.storage.metadata)
+    if source_meta.get("image_convention") == "opengl" and hasattr(model, "bottom_up"):
+        # The demos store robosuite's frames in OpenGL row order (bottom row first); a VLM model flips
+        # them upright when told, as the loop tells it from the env.
+        model.bottom_up = True
     ids = [int(i) for i in dataset.episode_indices]
     episode_meta = list(dataset.storage.get_episode_metadata(ids))
     outcomes: list[dict] = []
