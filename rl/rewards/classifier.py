@@ -29,7 +29,8 @@ Decisions against the spec's sources (§4), each deliberate:
 - LeRobot's pitfall (§4.2: its spatial embeddings stay at random init under ``no_grad``): here only
   a frozen backbone is frozen; the spatial head and projection after it always train.
 - Default head ``spatial_embedding`` (SERL's) with DrQ's conv trunk: HIL-SERL's pooling, a checkpoint of
-  ~1.3 MB (the ``flatten`` head would make it ~8 MB).
+  1.5 MB per camera at 32 filters, 0.75 MB at 16 (the ``flatten`` head would make it ~8 MB); the
+  ``spatial_softmax`` head (0.2 MB) did worse on Lift (``results/vision_rewards/classifier/``).
 - The proprio sanity check (HIL-SERL's z-height check) is a config option of the reward model
   (``reward.sanity_*``), not part of training: success also needs ``state[key][:, index] >= min``.
 """
