@@ -58,6 +58,10 @@ class StepsConfig:
     log_every: int = 500
 
 
+COMPILE_FROM_STEPS = 20_000
+"""``compile=null`` compiles runs whose schedule (offline updates + online steps) is at least this long."""
+
+
 @dataclass
 class TrainConfig:
     agent: Any = MISSING
@@ -83,10 +87,13 @@ class TrainConfig:
     """The one place a device is chosen: 'cpu', 'cuda' or 'cuda:<i>'."""
     threads: int = 0
     """torch intra-op threads (0: torch's default). Set 1 when sweeping with several local jobs."""
-    compile: bool = False
+    compile: bool | None = None
     """Run the agent's ``update`` through ``torch.compile`` (``Agent.compile_update``; on CUDA also
-    captured as CUDA graphs). Compiling takes a minute or so at start-up; the results match eager to
-    float rounding, so like ``device`` and ``threads`` it may change when a run is resumed."""
+    captured as CUDA graphs). ``null`` (the default) decides by the run's length: on for schedules of
+    at least ``COMPILE_FROM_STEPS`` steps, where the 10-17% faster update (experiments/bench/learner.py)
+    repays the 15-35 s of compiling (2-6 s once inductor's on-disk cache holds the graphs), off for
+    shorter ones (tests, smoke runs). The results match eager to float rounding, so like ``device`` and
+    ``threads`` it may change when a run is resumed."""
     checkpoint: str | None = None
     """An agent checkpoint (``<run>/checkpoints/agent_*.pt``) to start the agent from, e.g. a
     pre-trained CQL agent for WSRL or a policy to fine-tune on a real arm."""

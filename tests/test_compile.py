@@ -91,7 +91,7 @@ def test_compile_flag_is_accepted_by_the_train_config_and_applied_when_the_run_i
 
     overrides = ["agent.critic_hidden=[32,32]", "agent.actor_hidden=[32,32]", "steps.eval_episodes=0"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        assert compose("config", overrides=overrides).compile is False
+        assert compose("config", overrides=overrides).compile is None  # auto: by the run's length
         cfg = compose("config", overrides=[*overrides, "compile=true"])
         with pytest.raises(ConfigCompositionException):
             compose("config", overrides=["compile=sometimes"])
@@ -106,3 +106,13 @@ def test_compile_flag_is_accepted_by_the_train_config_and_applied_when_the_run_i
     run = build_run(cfg)
     assert "update" not in vars(run.agent)
     run.close()
+
+
+def test_compile_auto_compiles_long_schedules_only():
+    from rl.config import COMPILE_FROM_STEPS
+    from rl.loops.build import Schedule, should_compile
+
+    assert should_compile(None, Schedule(offline=COMPILE_FROM_STEPS - 100, online=100))
+    assert not should_compile(None, Schedule(offline=COMPILE_FROM_STEPS - 100, online=99))
+    assert should_compile(True, Schedule(offline=10, online=0))  # an explicit choice always wins
+    assert not should_compile(False, Schedule(offline=10**6, online=10**6))

@@ -24,8 +24,10 @@ from __future__ import annotations
 import abc
 import copy
 import enum
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -225,6 +227,13 @@ def compiled_update(
     when a Python value the update reads changes (the agent's ``phase``, a new batch size) and
     otherwise reuses the graphs.
     """
+    # Graphs persist in inductor's on-disk cache (FX graph cache, on by default in torch 2.13); under
+    # the home directory rather than /tmp, so a second run on the same machine skips compiling even
+    # after a reboot. Set TORCHINDUCTOR_CACHE_DIR to choose another place.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(Path.home() / ".cache" / "o2o" / "torchinductor"))
+    # A graph inductor cannot compile runs eagerly instead (dynamo logs a warning naming the error)
+    # rather than stopping the run: compiling is a speed choice, never a reason to fail.
+    torch._dynamo.config.suppress_errors = True
     compiled = torch.compile(update, options=compile_options(device))
     if device.type != "cuda":
         return compiled

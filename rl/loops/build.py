@@ -25,7 +25,7 @@ from envs.chunking import single_step_spaces
 from rl.agents import Agent, build_agent
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
 from rl.checkpoint import load_checkpoint, seed_everything
-from rl.config import TrainConfig
+from rl.config import COMPILE_FROM_STEPS, TrainConfig
 from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
 from rl.data.chunks import chunk_dataset
 from rl.loops.labelling import Labeller, RolloutLabeller
@@ -149,8 +149,6 @@ def build_run(cfg: TrainConfig) -> Run:
                 f"checkpoint={cfg.checkpoint}: not an agent checkpoint (use checkpoints/agent_*.pt)"
             )
         agent.load_pretrained(payload["agent"])
-    if cfg.compile:
-        agent.compile_update()
     labelled = reward_model is not None and not agent.on_policy
     view_spec = None
     if labelled and env.reward_view_space is not None:
@@ -171,6 +169,8 @@ def build_run(cfg: TrainConfig) -> Run:
     schedule = Schedule(offline=offline_length(cfg, agent), online=cfg.steps.online)
     if schedule.offline > 0 and offline_buffer is None:
         raise ValueError(f"steps.offline={schedule.offline} needs a dataset (dataset=<source:id>)")
+    if should_compile(cfg.compile, schedule):
+        agent.compile_update()
     return Run(
         cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
         online_buffer, sampler, agent, schedule, obs_dim, action_dim, reward_model, labeller,
@@ -189,6 +189,11 @@ def reward_env_config(env_cfg: Any, model: RewardModel, image_size: int) -> Any:
         "reward_depth": any(c.endswith("_depth") for c in model.cameras),
     }
     return OmegaConf.merge(env_cfg, overrides)
+
+
+def should_compile(flag: bool | None, schedule: Schedule) -> bool:
+    """``compile=true/false`` as given; ``null``: compile schedules of ``COMPILE_FROM_STEPS`` or more."""
+    return flag if flag is not None else schedule.total >= COMPILE_FROM_STEPS
 
 
 def connect_reward_model(model: RewardModel, env: envs.VecEnv, cfg: TrainConfig) -> None:
