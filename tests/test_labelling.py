@@ -429,3 +429,51 @@ def test_an_on_policy_run_learns_from_labelled_rollouts(tmp_path, monkeypatch):
         within = truncated[:-1] == 0  # the next row continues the episode
         assert torch.equal(reward[:-1][within], x[1:][within])
     assert "label_success_rate" in {r[3] for r in metrics(tmp_path / "run")}
+
+
+BRIDGE_IDS = ("ids/episode", "ids/step", "ids/obs_id")
+
+
+def bridge_step(x: float, episode: int, step: int, obs_id: int) -> VecStep:
+    """One copy's step from the bridge: ``view_step`` with the server's key of the reached observation."""
+    result = view_step([x])
+    ids = dict(zip(BRIDGE_IDS, (torch.tensor([v]) for v in (episode, step, obs_id)), strict=True))
+    return VecStep(**{**result.__dict__, "reward_view": {**result.reward_view, **ids}})
+
+
+def test_rows_from_the_bridge_have_their_labels_appended_to_the_label_log(tmp_path):
+    """Async labels, held back and then released in batches of 4, land in the log under the server's
+    keys with the values the buffer holds; rows without ids write no log; an id float32 cannot keep
+    exactly is refused rather than logged under a wrong key."""
+    from rl.data.label_log import read_label_log
+
+    spec = ObsSpec.from_space(gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    view = {**VIEW, **{k: ((), torch.float32) for k in BRIDGE_IDS}}
+    buffer = ReplayBuffer(64, spec, 1, labelled=True, view_spec=view)
+    model = XModel(scale=2.0)
+    model.gate = threading.Event()
+    labeller = Labeller(model, buffer, num_envs=1, mode="async", batch=4)
+    labeller.open_label_log(tmp_path)
+    try:
+        for t in range(10):
+            labeller.add(torch.zeros(1, 2), torch.zeros(1, 1), bridge_step(t / 10, 7, t + 1, 100 + t))
+        model.gate.set()
+        assert labeller.wait_idle(timeout=20)
+    finally:
+        labeller.close()
+    records = read_label_log(tmp_path / "labels.jsonl")
+    assert [r.key for r in records] == [(7, t + 1, 100 + t) for t in range(10)]
+    assert [r.reward for r in records] == pytest.approx([2 * t / 10 for t in range(10)])
+    assert [r.reward for r in records] == pytest.approx(buffer.reward[:10].tolist())
+    assert {r.model for r in records} == {model.model_hash} and {r.p for r in records} == {None}
+
+    plain = Labeller(XModel(), labelled_buffer(), num_envs=1, mode="sync", batch=4)
+    plain.open_label_log(tmp_path / "plain")
+    plain.add(torch.zeros(1, 2), torch.zeros(1, 1), view_step([0.5]))
+    assert plain.label_log is None and not (tmp_path / "plain").exists()
+
+    big = Labeller(XModel(), ReplayBuffer(8, spec, 1, labelled=True, view_spec=view), 1, "sync", 4)
+    big.open_label_log(tmp_path / "big")
+    with pytest.raises(ValueError, match="observation id at or past 16777216 cannot be kept exactly"):
+        big.add(torch.zeros(1, 2), torch.zeros(1, 1), bridge_step(0.5, 0, 1, 2**24 + 1))
+    big.close()
