@@ -41,7 +41,7 @@ from rl.loops import build_run, run_phases, run_state
 from rl.loops.run_state import LAST_CHECKPOINT, LoopState
 
 PLAN_FLAG = re.compile(r"^\+?plan=(true|True)$")
-CONFIG_GROUPS = ("agent", "env", "dataset", "launcher", "experiment")
+CONFIG_GROUPS = ("agent", "env", "dataset", "reward", "launcher", "experiment")
 
 
 def config_groups() -> str:

@@ -288,7 +288,7 @@ def _metadata(cfg: DemoConfig, recipe: Recipe, outcomes: list[dict], env: gym.En
     }
 
 
-def _open_dataset(dataset: str):
+def open_dataset(dataset: str):
     """A Minari dataset by id (local store) or by its directory (the one holding ``data/``)."""
     import minari
 
@@ -311,7 +311,7 @@ def check_demo_dataset(dataset: str, need_success: bool, action_dim: int):
     classifier, success-rate BC), an ``infos/success`` flag for every observation of every episode.
     Returns the opened ``MinariDataset``.
     """
-    ds = _open_dataset(dataset)
+    ds = open_dataset(dataset)
     if not isinstance(ds.observation_space, gym.spaces.Dict) or "state" not in ds.observation_space.spaces:
         raise ValueError(f"demo dataset {dataset}: 'observations' must be a dict with a 'state' vector")
     declared = ds.action_space.shape

@@ -31,9 +31,10 @@ from rl.loops.build import Run
 from rl.loops.labelling import Labeller
 
 LAST_CHECKPOINT = Path("checkpoints/last.pt")
-RUN_FORMAT = 2
+RUN_FORMAT = 3
 """Version of ``last.pt``'s layout. 2: agents with explicit parts and a saved phase, buffers
-without the pre-frame-sharing fields. Older run checkpoints are refused by name."""
+without the pre-frame-sharing fields. 3: configs with ``reward``, online buffers with the label
+columns (pending rows, reward views, model hashes). Older run checkpoints are refused by name."""
 RUNTIME_KEYS = ("resume", "device", "threads", "progress", "compile")
 """Config keys that may change when a run resumes: where and how fast it runs, not what it learns."""
 

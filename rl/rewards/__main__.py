@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from tqdm import tqdm
 
-from rl.generate.demos import _open_dataset as open_dataset
+from rl.generate.demos import open_dataset
 from rl.rewards import RewardConfig, RewardModelError, build_reward_model
 from rl.rewards.classifier import TrainClassifierConfig, frames_from_minari, save_classifier, train_classifier
 from rl.rewards.relabel import relabel_dataset
