@@ -110,3 +110,25 @@ def random_batch(
         else torch.zeros(n),
         mc_return=torch.randn(n, generator=g) if mc_return else torch.zeros(n),
     )
+
+
+class Interrupted(Exception):
+    """Stops a run inside ``train_until_checkpoint``: a kill right after a checkpoint, in process."""
+
+
+def train_until_checkpoint(cfg, run_dir: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rl.train.train(cfg, run_dir)``, stopped right after its checkpoint at ``step``."""
+    import rl.train
+    from rl.loops import run_state
+
+    save = run_state.save
+
+    def save_then_stop(run, state, directory):
+        save(run, state, directory)
+        if state.step == step:
+            raise Interrupted
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_state, "save", save_then_stop)
+        with pytest.raises(Interrupted):
+            rl.train.train(cfg, run_dir)

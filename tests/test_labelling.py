@@ -19,10 +19,10 @@ from envs.vector import VecStep
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, RolloutBuffer, RowContext
 from rl.checkpoint import load_checkpoint
 from rl.data.dataset import mc_return_to_go
-from rl.loops import build, run_state
+from rl.loops import build
 from rl.loops.labelling import Labeller, RolloutLabeller, relabel_buffer
 from rl.rewards import Labels, RewardModel, RewardModelError
-from tests.conftest import REPO
+from tests.conftest import REPO, train_until_checkpoint
 from tests.envs.pixel_toy import SIZE
 
 VIEW = {"frames/camera": ((SIZE, SIZE, 3), torch.uint8), "state/x": ((1,), torch.float32)}
@@ -325,10 +325,6 @@ def metrics(run_dir) -> list[tuple]:
         return [tuple(r.values()) for r in csv.DictReader(f) if r["metric"] != "steps_per_second"]
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_a_sync_labelled_run_resumes_exactly_with_its_pending_rows_labelled_again(tmp_path, monkeypatch):
     """SAC on the view toy, labelled by the stand-in, which is down while the newest row belongs to
     episode 5 (env steps 26-30): the checkpoint at step 30 holds those 5 rows pending; the resumed run
@@ -341,21 +337,11 @@ def test_a_sync_labelled_run_resumes_exactly_with_its_pending_rows_labelled_agai
     assert {r[3] for r in rows} >= {"label_lag_rows", "label_success", "env_success", "critic_loss"}
     assert ("30", "online", "30", "label_lag_rows", "5") in rows
 
-    save = run_state.save
-
-    def save_then_stop(run, state, run_dir):
-        save(run, state, run_dir)
-        if state.step == 30:
-            raise Interrupted
-
     stopped = tmp_path / "stopped"
-    monkeypatch.setattr(run_state, "save", save_then_stop)
-    with pytest.raises(Interrupted):
-        rl.train.train(cfg, stopped)
+    train_until_checkpoint(cfg, stopped, 30, monkeypatch)
     saved = load_checkpoint(stopped / "checkpoints/last.pt")["online_buffer"]
     assert saved["rows_added"] - saved["labels"]["labelled_upto"] == 5
     assert torch.isnan(saved["reward"][25:30]).all() and torch.isfinite(saved["reward"][:25]).all()
-    monkeypatch.setattr(run_state, "save", save)
     rl.train.train(cfg, stopped)
     assert metrics(stopped) == metrics(reference)
     final = [load_checkpoint(d / "checkpoints/last.pt")["online_buffer"] for d in (reference, stopped)]

@@ -25,9 +25,8 @@ from rl.agents import AGENTS, Phase, build_agent
 from rl.buffers import Batch
 from rl.checkpoint import load_checkpoint
 from rl.data import Dataset, DatasetInfo, check_dataset, load_dataset
-from rl.loops import run_state
 from rl.nets import EncoderConfig
-from tests.conftest import REPO
+from tests.conftest import REPO, train_until_checkpoint
 from tests.envs.pixel_toy import SIZE, make_pixel_toy
 from tests.real_robot.conftest import keys_dir, start_server  # noqa: F401  (the bridge's fixtures)
 from tests.test_agents import SMALL
@@ -370,10 +369,6 @@ def metrics(run_dir: Path) -> list[tuple]:
         return [tuple(r.values()) for r in csv.DictReader(f) if r["metric"] != "steps_per_second"]
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_a_pixel_dataset_trains_offline_then_online_and_resumes_exactly(tmp_path, monkeypatch):
     """Cal-QL on the toy pixel env: offline on a D4RL-layout pixel file, then online with half of each
     batch from it; a run stopped after its online checkpoint at step 30 (an episode boundary: the toy
@@ -391,19 +386,9 @@ def test_a_pixel_dataset_trains_offline_then_online_and_resumes_exactly(tmp_path
     assert {("offline", "cql_gap"), ("offline", "eval_return"), ("online", "critic_loss")} <= phases
     assert {("online", "episode_return"), ("online", "eval_return")} <= phases
 
-    save = run_state.save
-
-    def save_then_stop(run, state, run_dir):
-        save(run, state, run_dir)
-        if state.step == 30:
-            raise Interrupted
-
     stopped = tmp_path / "stopped"
-    monkeypatch.setattr(run_state, "save", save_then_stop)
-    with pytest.raises(Interrupted):
-        rl.train.train(cfg, stopped)
+    train_until_checkpoint(cfg, stopped, 30, monkeypatch)
     assert max(int(r[0]) for r in metrics(stopped)) == 30
-    monkeypatch.setattr(run_state, "save", save)
     rl.train.train(cfg, stopped)
     assert metrics(stopped) == metrics(reference)
     final = [
