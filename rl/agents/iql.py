@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rl.agents.base import Agent, AgentConfig, Part, Phase, adam, polyak_update, set_lr
+from rl.agents.base import Agent, AgentConfig, Part, Phase, adam, compiled_update, polyak_update, set_lr
 from rl.agents.encoding import Encoded, encode, features
 from rl.agents.losses import advantage_weights, awr_loss, expectile_loss, finite_mean, td_loss
 from rl.buffers.batch import Batch, Obs
@@ -196,7 +196,6 @@ class IQL(Agent):
         obs = self.iql.features(obs)
         return self.actor.deterministic(obs) if deterministic else self.actor.sample(obs)
 
-    @torch.compiler.disable
     def _set_actor_lr(self) -> None:
         """Offline: the cosine schedule at this update (then one more update is counted); online: ``actor_lr``."""
         cfg = self.cfg
@@ -210,8 +209,16 @@ class IQL(Agent):
         self.offline_updates += 1
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        cfg = self.cfg
         self._set_actor_lr()
+        return self._learn(batch)
+
+    def compile_update(self) -> None:
+        """Only ``_learn`` is compiled: the lr schedule reads a Python counter that changes every
+        update, on which dynamo would guard and recompile each time, so it stays eager in front."""
+        self._learn = compiled_update(self._learn, self.device)  # type: ignore[method-assign]
+
+    def _learn(self, batch: Batch) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
         batch = self.iql.encode(batch)
         target_q, metrics = value_step(self.iql, batch, cfg.expectile)
         obs = batch.obs.detach()  # pixels: no actor gradient reaches the critic's encoder
