@@ -10,11 +10,13 @@ value``, see rl/loops/logger.py) and ``.hydra/config.yaml`` (the resolved config
 
 Grouping: one panel per (``env.name``, ``dataset.name``). In a panel, runs whose configs are equal
 apart from the seed (and settings that do not change results: device, threads, progress, resume,
-logging and checkpoint intervals) are the seeds of one line, labelled by ``agent.name``; lines of the
+compile, logging and checkpoint intervals) are the seeds of one line, labelled by ``agent.name``; lines of the
 same agent with different configs add the differing values to the label (``cql offline_ratio=0.5``).
 
 Score: the evaluation metric ``normalized_score`` (D4RL scale, 0-100); in a panel where some run has
-none (an env without reference scores), ``eval_return`` for the whole panel, as the y label says.
+none (an env without reference scores), ``eval_success_rate`` if every run has it (a task with a
+success test, such as Lift, whose shaped or sparse return says less), else ``eval_return``, for the
+whole panel, as the y label says.
 
 Alignment: the seeds of a line are compared at the evaluation steps they all have (the intersection);
 steps that only some seeds reached, e.g. the tail of an unfinished run, are dropped with a note on
@@ -64,13 +66,19 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 REQUIRED_COLUMNS = ("step", "phase", "env_steps", "metric", "value")  # rl.loops.logger.CSV_FIELDS
-SCORE_METRICS = ("normalized_score", "eval_return")
+SCORE_METRICS = ("normalized_score", "eval_success_rate", "eval_return")  # in order of preference
+Y_LABELS = {
+    "normalized_score": "normalized score",
+    "eval_success_rate": "success rate",
+    "eval_return": "eval return (no reference scores)",
+}
 SAME_RESULTS_KEYS = {
     "seed",
     "device",
     "threads",
     "progress",
     "resume",
+    "compile",  # the compiled update matches eager to float rounding (tests/test_compile.py)
     "steps.log_every",
     "steps.checkpoint_every",
     "steps.snapshot_every",
@@ -188,9 +196,11 @@ def _label(group: list[Run], groups: list[list[Run]]) -> str:
 
 
 def panel_metric(lines: Sequence[Line]) -> str:
-    """``normalized_score`` if every run of the panel logged it, else ``eval_return``."""
-    has_score = all((run.evals["metric"] == "normalized_score").any() for line in lines for run in line.runs)
-    return "normalized_score" if has_score else "eval_return"
+    """The first of ``SCORE_METRICS`` that every run of the panel logged (``eval_return`` at the latest)."""
+    for metric in SCORE_METRICS[:-1]:
+        if all((run.evals["metric"] == metric).any() for line in lines for run in line.runs):
+            return metric
+    return SCORE_METRICS[-1]
 
 
 @dataclass
@@ -494,8 +504,7 @@ def build_from_runs(
     rows = []
     for key, lines in group_lines(runs).items():
         metric = panel_metric(lines)
-        ylabel = "normalized score" if metric == "normalized_score" else "eval return (no reference scores)"
-        panel = panels[key] = Panel(title=" / ".join(key), ylabel=ylabel)
+        panel = panels[key] = Panel(title=" / ".join(key), ylabel=Y_LABELS[metric])
         for line in lines:
             scores = align_scores(line, metric)
             panel.curves.append(line_curve(line.label, scores, x))

@@ -150,6 +150,27 @@ def test_eval_return_is_used_without_reference_scores(tmp_path: Path) -> None:
     assert table_rows(table)[0][4:6] == ["eval_return", "1000.0 ± 0.0"]
 
 
+def test_success_rate_is_used_where_every_run_has_it_and_compile_does_not_split_a_line(
+    tmp_path: Path,
+) -> None:
+    for seed in range(2):
+        run = write_run(tmp_path / f"s{seed}", "cql", seed)
+        lines = (run / "metrics.csv").read_text().splitlines()
+        success = [
+            r.replace("eval_return", "eval_success_rate").rsplit(",", 1)[0] + ",0.4"
+            for r in lines
+            if "eval_return" in r
+        ]
+        kept = [r for r in lines if "normalized_score" not in r]
+        (run / "metrics.csv").write_text("\n".join(kept + success) + "\n")
+        config = OmegaConf.load(run / ".hydra" / "config.yaml")
+        config.compile = [False, None][seed]  # off, and auto (which stays off on a short run)
+        OmegaConf.save(config, run / ".hydra" / "config.yaml")
+    panels, table = plot.build([tmp_path])
+    assert panels[0].ylabel == "success rate" and len(panels[0].curves) == 1
+    assert table_rows(table)[0][2:6] == ["cql", "2", "eval_success_rate", "0.4 ± 0.0"]
+
+
 def test_bootstrap_band_contains_the_mean_and_is_deterministic() -> None:
     values = np.random.default_rng(1).normal(size=(3, 40)) * 10
     low, high = plot.bootstrap_band(values)
