@@ -229,7 +229,7 @@ def test_iql_decays_the_actor_lr_by_a_cosine_offline_and_keeps_it_constant_onlin
     used = []
     for k in range(6):
         agent.update(batch(16, seed=k))
-        used.append(agent.actor_optimizer.param_groups[0]["lr"])  # the rate this update stepped with
+        used.append(float(agent.actor_optimizer.param_groups[0]["lr"]))  # the rate this update stepped with
     c = math.cos(math.pi / 4)
     expected = [2e-4, 2e-4 * (1 + c) / 2, 1e-4, 2e-4 * (1 - c) / 2, 0.0, 0.0]
     assert used == pytest.approx(expected, abs=1e-12)

@@ -16,12 +16,29 @@ MAY_IMPORT = {
     "rl.agents": {"rl.nets", "rl.buffers"},
     "rl.rewards": {"rl.nets", "rl.data", "rl.checkpoint"},
     "rl.config": {"rl.agents", "rl.rewards", "envs"},
-    "rl.loops": {"rl.agents", "rl.buffers", "rl.data", "rl.nets", "rl.checkpoint", "rl.config", "rl.rewards", "envs"},
+    "rl.loops": {
+        "rl.agents",
+        "rl.buffers",
+        "rl.data",
+        "rl.nets",
+        "rl.checkpoint",
+        "rl.config",
+        "rl.rewards",
+        "envs",
+    },
     "rl.generate": {"rl.data", "rl.nets", "rl.checkpoint", "envs"},
     "envs": set(),
     "real_robot": {"rl.data"},  # the arm's log converts to a Dataset; never a learner
 }
-ENTRY_POINTS = {"rl.train", "rl.sweep", "rl.report", "rl.quickstart", "rl.plot", "rl.data.__main__", "rl.rewards.__main__"}
+ENTRY_POINTS = {
+    "rl.train",
+    "rl.sweep",
+    "rl.report",
+    "rl.quickstart",
+    "rl.plot",
+    "rl.data.__main__",
+    "rl.rewards.__main__",
+}
 PACKAGES = ("rl", "envs", "real_robot")
 
 

@@ -498,7 +498,7 @@ def test_ppo_update_runs_gae_on_the_rollout_buffer_and_trains_actor_and_value():
     # 16 rows x 2 epochs / minibatches of 8 = 4 actor steps, and the lr decays with env steps
     assert _adam_steps(agent.online_actor_optimizer) == 4
     assert int(agent.online_env_steps) == 16
-    assert agent.online_actor_optimizer.param_groups[0]["lr"] == pytest.approx(
+    assert float(agent.online_actor_optimizer.param_groups[0]["lr"]) == pytest.approx(
         agent.cfg.online_actor_lr * (1 - 16 / 64)
     )
 

@@ -258,11 +258,23 @@ def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 
 def adam(params, lr: float, **kwargs: Any) -> torch.optim.Adam:
-    """Adam with the fused kernel: one kernel for all parameters, no host sync inside ``step``."""
-    return torch.optim.Adam(params, lr=lr, fused=True, **kwargs)
+    """Adam with the fused kernel: one kernel for all parameters, no host sync inside ``step``.
+
+    On CPU the learning rate is a 0-d float64 tensor that ``set_lr`` writes in place: a compiled
+    update reading a Python float would be recompiled for each new value of a schedule (IQL's cosine
+    decay, Uni-O4's linear ones), until dynamo's recompile limit sends it back to eager. On CUDA it
+    stays a float (a CPU tensor is not a valid fused-kernel argument there; not run on this machine).
+    """
+    params = list(params)
+    devices = {p.device.type for p in params}
+    rate: float | torch.Tensor = torch.tensor(lr, dtype=torch.float64) if devices == {"cpu"} else lr
+    return torch.optim.Adam(params, lr=rate, fused=True, **kwargs)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Every parameter group of ``optimizer`` takes learning rate ``lr``."""
+    """Every parameter group of ``optimizer`` takes learning rate ``lr`` (a tensor rate in place)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
