@@ -367,6 +367,13 @@ def test_the_run_gives_calibration_to_models_that_take_it_and_refuses_an_env_wit
     pixel_toy = ["env.family=tests.envs.pixel_toy:make_pixel_toy", "agent=sac"]
     with pytest.raises(ValueError, match=r"does not show the model \['frames/camera', 'state/x'\]"):
         build.build_run(compose_run(*VIEW_TOY, *pixel_toy))
+    model = Calibrated()
+    model.frame_shape = (SIZE + 8, SIZE + 8, 3)  # a classifier trained on larger frames
+    with pytest.raises(
+        ValueError,
+        match=rf"renders reward camera camera at \({SIZE}, {SIZE}, 3\), the model takes \({SIZE + 8}, {SIZE + 8}, 3\)$",
+    ):
+        build.build_run(compose_run(*VIEW_TOY))
 
 
 def test_an_async_labelled_run_writes_each_label_to_its_own_row(tmp_path, monkeypatch):

@@ -208,6 +208,14 @@ def connect_reward_model(model: RewardModel, env: envs.VecEnv, cfg: TrainConfig)
         raise ValueError(
             f"reward.name={cfg.reward.name}: env {cfg.env.name} does not show the model {missing} (it shows {shown})"
         )
+    if model.frame_shape is not None:  # refused here, not at the first label (mid-run, in a worker)
+        for camera in model.cameras:
+            shape = tuple(space[f"frames/{camera}"].shape)
+            if shape != model.frame_shape:
+                raise ValueError(
+                    f"reward.name={cfg.reward.name}: env {cfg.env.name} renders reward camera {camera} at "
+                    f"{shape}, the model takes {model.frame_shape}"
+                )
     set_calibration = getattr(model, "set_calibration", None)
     if set_calibration is not None:
         if not env.reward_calibration:

@@ -83,6 +83,8 @@ class RewardModel(abc.ABC):
 
     cameras: tuple[str, ...] = ()
     state_keys: tuple[str, ...] = ()
+    frame_shape: tuple[int, int, int] | None = None
+    """The (H, W, 3) of every camera's frames the model takes; ``None`` for any size (a VLM)."""
 
     @abc.abstractmethod
     def label(self, batch: LabelInput) -> Labels:

@@ -427,18 +427,18 @@ class ClassifierReward(RewardModel):
     ) -> None:
         self.net = net.eval()
         self.cameras = tuple(net.cameras)
+        self.frame_shape = (net.image_size, net.image_size, 3)
         self.threshold, self.success_reward, self.sanity = float(threshold), float(success_reward), sanity
         self.state_keys = (sanity[0],) if sanity is not None else ()
         self.label_batch = label_batch
         self.device = next(net.parameters()).device
 
     def label(self, batch: LabelInput) -> Labels:
-        size = self.net.image_size
         for cam in self.cameras:
             shape = tuple(batch.frames[cam].shape[1:])
-            if shape != (size, size, 3):
+            if shape != self.frame_shape:
                 raise RewardModelConfigError(
-                    f"classifier reward: camera {cam} frames are {shape}, the classifier takes ({size}, {size}, 3)"
+                    f"classifier reward: camera {cam} frames are {shape}, the classifier takes {self.frame_shape}"
                 )
         p = torch.from_numpy(
             self.net.probabilities({c: batch.frames[c] for c in self.cameras}, self.label_batch)
