@@ -19,7 +19,8 @@ That verdict is asked synchronously inside the env step, once per step, because 
 end on the step of the success; it suits a classifier (milliseconds), not a VLM at hundreds of
 milliseconds (there the step limit and the human fallback end episodes). A model that cannot label
 now (``RewardModelError``) counts as "not yet a success": the episode goes on to its step limit.
-The rewards stored in the buffer are labelled as in any run (``rl.loops.labelling``).
+The rewards stored in the buffer are labelled as in any run (``rl.loops.labelling``), by that one
+model: backward rows then get the forward task's label, a known defect (docs/rewards.md).
 
 One scene, one robot: ``num_envs=1``, in this process (the env is reached through the vector env to
 read its counters and hand it the success signal).
