@@ -59,6 +59,14 @@ class StepBatch:
     final state where an episode ended, never the reset one); None when the env has no reward view."""
 
 
+def _outermost(env: gym.Env, name: str) -> Any:
+    """``env``'s attribute ``name`` from the outermost wrapper that has it (None if none has)."""
+    try:
+        return env.get_wrapper_attr(name)
+    except AttributeError:
+        return None
+
+
 def observation_layout(space: gym.Space) -> Layout:
     """(shape, dtype) of one observation as the vector env stores it: floats become float32 (what
     the networks take; MuJoCo's float64 would only be cast again on the device), other dtypes
@@ -108,8 +116,9 @@ class Copies:
         self.envs = envs
         self.first_index = first_index
         self.layout = observation_layout(envs[0].observation_space)
-        self.view_space: gym.spaces.Dict | None = getattr(envs[0].unwrapped, "reward_view_space", None)
-        """The layout of the env's ``info["reward_view"]`` (robosuite's reward camera), or None."""
+        self.view_space: gym.spaces.Dict | None = _outermost(envs[0], "reward_view_space")
+        """The layout of the env's ``info["reward_view"]`` (robosuite's reward camera), or None; the
+        outermost wrapper's, which may add to what the inner env shows (reset-free practice)."""
         self.view_layout = None if self.view_space is None else observation_layout(self.view_space)
         self.running = [RunningEpisode() for _ in envs]
 

@@ -31,7 +31,10 @@ simulator: when an episode ends the scene keeps its state and the next task star
   step the model says success. envs never import rl: the loop hands the callable in.
 - **Reward.** 1 on the step where the current task succeeds, else 0 (the forward task's reward is
   then exactly robosuite Lift's sparse reward). ``info["success"]`` is the current task's success;
-  ``info["task"]`` the task index; ``info["env_success"]`` the inner env's own success flag.
+  ``info["task"]`` the task index; ``info["env_success"]`` the inner env's own success flag. When the
+  inner env shows a reward view, the wrapper adds ``state/task`` and ``state/task_success`` (this
+  step's verdict) to it, so that a labeller scoring stored rows with a forward-task model can take
+  the backward rows' success from the practice env (``rl.loops.reset_free.PerTaskLabels``).
 - **Episodic baseline** (``mode: episodic``): the same wrapper and observation layout, the forward
   task only, and a real ``env.reset()`` at every episode boundary; then successes per reset is the
   plain success rate, and the two modes compare at the same env-step budget.
@@ -192,6 +195,14 @@ class ResetFreeEnv(gym.Wrapper):
         self._succeeded = False
         self._inner_ended = False
         self.observation_space = _with_task_space(env.observation_space)
+        inner_view = getattr(env.unwrapped, "reward_view_space", None)
+        self.reward_view_space: gym.spaces.Dict | None = None
+        """The inner env's reward view layout plus ``state/task`` and ``state/task_success``."""
+        if inner_view is not None:
+            flag = gym.spaces.Box(0.0, 1.0, (1,), np.float32)
+            self.reward_view_space = gym.spaces.Dict(
+                {**inner_view.spaces, "state/task": flag, "state/task_success": flag}
+            )
 
     def set_success_fn(self, task: int, fn: SuccessFn | None) -> None:
         """Decide ``task``'s success with ``fn(obs, info)`` instead of the scene's state predicate
@@ -245,6 +256,12 @@ class ResetFreeEnv(gym.Wrapper):
         self._obs, self.steps, self._succeeded = obs, self.steps + 1, success
         self._inner_ended = bool(inner_terminated or inner_truncated) and not success
         info = {**info, "success": success, "task": self.task, "env_success": info.get("success", False)}
+        if "reward_view" in info:
+            info["reward_view"] = {
+                **info["reward_view"],
+                "state/task": np.array([self.task], np.float32),
+                "state/task_success": np.array([success], np.float32),
+            }
         truncated = not success and (self._inner_ended or self.steps >= self.step_limit)
         return self._with_task(obs), float(success), success, truncated, info
 

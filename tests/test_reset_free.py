@@ -11,6 +11,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 import envs
@@ -21,7 +22,7 @@ from rl.checkpoint import load_checkpoint
 from rl.config import register_configs
 from rl.loops import Bookkeeper, LoopState, RunLogger, build_run, run_phases, run_state
 from rl.loops import reset_free as reset_free_loop
-from rl.rewards import LabelInput, Labels, RewardModel, RewardModelError
+from rl.rewards import LabelInput, Labels, PerTaskLabels, RewardModel, RewardModelError
 from tests.conftest import REPO
 
 UP, DOWN, STAY = np.array([1.0], np.float32), np.array([-1.0], np.float32), np.array([0.0], np.float32)
@@ -347,3 +348,49 @@ def test_the_forward_switch_follows_the_reward_model_on_the_reward_view():
     assert not success(None, {"reward_view": bright})
     with pytest.raises(ValueError, match="needs the env's reward view"):
         success(None, {})
+
+
+class LineWithView(Line):
+    """The line with a one-camera reward view whose brightness is 200 where x >= 1, else 0."""
+
+    reward_view_space = gym.spaces.Dict({"frames/agentview": gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)})
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        frame = np.full((4, 4, 3), 200 if self.x >= 1.0 else 0, np.uint8)
+        return obs, reward, terminated, truncated, {**info, "reward_view": {"frames/agentview": frame}}
+
+
+def test_the_practice_view_carries_each_steps_task_and_verdict_for_the_labeller():
+    env = ResetFreeEnv(LineWithView(), LineTasks(ResetFreeConfig()), ResetFreeConfig(), 3)
+    env.reset(seed=0)
+    # what the vector env reads: the outermost layout, the inner camera plus the two task flags
+    space = envs.autoreset._outermost(gym.wrappers.PassiveEnvChecker(env), "reward_view_space")
+    assert set(space.spaces) == {"frames/agentview", "state/task", "state/task_success"}
+    views = []
+    for action in (UP, STAY, DOWN):  # forward succeeds at x=1; backward succeeds at x=0
+        *_, terminated, _, info = env.step(action)
+        views.append(info["reward_view"])
+        if terminated:
+            env.reset()
+    assert [(v["state/task"][0], v["state/task_success"][0]) for v in views] == [(0, 1), (1, 0), (1, 1)]
+    assert [v["frames/agentview"][0, 0, 0] for v in views] == [200, 200, 0]
+
+
+def test_per_task_labels_take_the_model_forward_and_the_env_verdict_backward():
+    model = BrightIsSuccess()
+    labels = PerTaskLabels(model)
+    # rows: forward bright, forward dark, backward bright (cube still up: not put back), backward done
+    frames = torch.tensor([200, 0, 200, 0], dtype=torch.uint8).view(4, 1, 1, 1).expand(4, 4, 4, 3)
+    batch = LabelInput(
+        frames={"agentview": frames},
+        state={"task": torch.tensor([[0.0], [0.0], [1.0], [1.0]]),
+               "task_success": torch.tensor([[1.0], [0.0], [0.0], [1.0]])},
+        episode=torch.zeros(4, dtype=torch.int64),
+        step=torch.arange(4),
+    )  # fmt: skip
+    got = labels.label(batch)
+    assert got.reward.tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert got.success.tolist() == got.done.tolist() == [True, False, False, True]
+    assert labels.model_hash == model.model_hash and labels.cameras == model.cameras
+    assert set(labels.state_keys) == {"task", "task_success"}

@@ -29,7 +29,7 @@ from rl.config import COMPILE_FROM_STEPS, TrainConfig
 from rl.data import Dataset, ScoreNormalizer, check_dataset, load_dataset
 from rl.data.chunks import chunk_dataset
 from rl.loops.labelling import Labeller, RolloutLabeller
-from rl.rewards import CameraCalibration, RewardModel, build_reward_model
+from rl.rewards import TASK_KEYS, CameraCalibration, PerTaskLabels, RewardModel, build_reward_model
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,9 @@ def build_run(cfg: TrainConfig) -> Run:
     )
     env = envs.make_vec(env_cfg, cfg.num_envs, device, cfg.env_mode)
     if reward_model is not None:
+        shown = set(env.reward_view_space.spaces) if env.reward_view_space is not None else set()
+        if {f"state/{k}" for k in TASK_KEYS} <= shown:  # reset-free practice: the model is the forward task's
+            reward_model = PerTaskLabels(reward_model)
         connect_reward_model(reward_model, env, cfg)
     eval_env = envs.make(cfg.env) if cfg.steps.eval_episodes > 0 else None
     obs_space, action_space = env.single_observation_space, env.single_action_space

@@ -19,8 +19,10 @@ That verdict is asked synchronously inside the env step, once per step, because 
 end on the step of the success; it suits a classifier (milliseconds), not a VLM at hundreds of
 milliseconds (there the step limit and the human fallback end episodes). A model that cannot label
 now (``RewardModelError``) counts as "not yet a success": the episode goes on to its step limit.
-The rewards stored in the buffer are labelled as in any run (``rl.loops.labelling``), by that one
-model: backward rows then get the forward task's label, a known defect (docs/rewards.md).
+The rewards stored in the buffer are labelled as in any run (``rl.loops.labelling``), through
+``rl.rewards.PerTaskLabels`` (``build_run`` wraps the model in it because the practice env's reward
+view carries ``state/task_success``): forward rows by the model, backward rows by the practice env's
+own verdict (a forward-task model knows nothing of putting the cube back).
 
 One scene, one robot: ``num_envs=1``, in this process (the env is reached through the vector env to
 read its counters and hand it the success signal).
@@ -40,7 +42,7 @@ from rl.loops import off_policy
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
 from rl.loops.run_state import LoopState
-from rl.rewards import LabelInput, RewardModel, RewardModelError
+from rl.rewards import LabelInput, PerTaskLabels, RewardModel, RewardModelError
 
 FAMILY = "reset_free"
 SUMMARY = "reset_free"
@@ -74,7 +76,11 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         practice.counts = ResetCounts.from_metrics(saved)
         practice.counts.env_resets += 1
     if run.reward_model is not None:
-        practice.set_success_fn(FORWARD, labelled_success(run.reward_model, practice))
+        model = run.reward_model
+        forward_model = (
+            model.model if isinstance(model, PerTaskLabels) else model
+        )  # the stored rows' labeller
+        practice.set_success_fn(FORWARD, labelled_success(forward_model, practice))
     off_policy.online_phase(run, state, PracticeBookkeeper(books, practice))
     state.summary[SUMMARY] = {"step": state.step, **practice.counts.metrics()}
 

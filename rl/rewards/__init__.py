@@ -21,6 +21,7 @@ from rl.rewards.base import (
     RewardModelConfigError,
     RewardModelError,
 )
+from rl.rewards.per_task import TASK_KEYS, PerTaskLabels
 
 
 @dataclass
@@ -98,9 +99,11 @@ def build_reward_model(cfg: RewardConfig, device: torch.device) -> RewardModel |
 
 __all__ = [
     "REWARD_MODELS",
+    "TASK_KEYS",
     "CameraCalibration",
     "LabelInput",
     "Labels",
+    "PerTaskLabels",
     "RewardConfig",
     "RewardModel",
     "RewardModelConfigError",
