@@ -34,7 +34,7 @@ simulator: when an episode ends the scene keeps its state and the next task star
   ``info["task"]`` the task index; ``info["env_success"]`` the inner env's own success flag. When the
   inner env shows a reward view, the wrapper adds ``state/task`` and ``state/task_success`` (this
   step's verdict) to it, so that a labeller scoring stored rows with a forward-task model can take
-  the backward rows' success from the practice env (``rl.loops.reset_free.PerTaskLabels``).
+  the backward rows' success from the practice env (``rl.rewards.PerTaskLabels``).
 - **Episodic baseline** (``mode: episodic``): the same wrapper and observation layout, the forward
   task only, and a real ``env.reset()`` at every episode boundary; then successes per reset is the
   plain success rate, and the two modes compare at the same env-step budget.

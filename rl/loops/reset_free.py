@@ -76,10 +76,8 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         practice.counts = ResetCounts.from_metrics(saved)
         practice.counts.env_resets += 1
     if run.reward_model is not None:
-        model = run.reward_model
-        forward_model = (
-            model.model if isinstance(model, PerTaskLabels) else model
-        )  # the stored rows' labeller
+        model = run.reward_model  # build_run wrapped it to label stored rows per task
+        forward_model = model.model if isinstance(model, PerTaskLabels) else model
         practice.set_success_fn(FORWARD, labelled_success(forward_model, practice))
     off_policy.online_phase(run, state, PracticeBookkeeper(books, practice))
     state.summary[SUMMARY] = {"step": state.step, **practice.counts.metrics()}
