@@ -10,8 +10,9 @@ value``, see rl/loops/logger.py) and ``.hydra/config.yaml`` (the resolved config
 
 Grouping: one panel per (``env.name``, ``dataset.name``). In a panel, runs whose configs are equal
 apart from the seed (and settings that do not change results: device, threads, progress, resume,
-compile, logging and checkpoint intervals) are the seeds of one line, labelled by ``agent.name``; lines of the
-same agent with different configs add the differing values to the label (``cql offline_ratio=0.5``).
+compile, logging and checkpoint intervals) are the seeds of one line, labelled by ``agent.name``;
+lines of the same agent with different configs add the differing values to the label
+(``cql offline_ratio=0.5``).
 
 Score: the evaluation metric ``normalized_score`` (D4RL scale, 0-100); in a panel where some run has
 none (an env without reference scores), ``eval_success_rate`` if every run has it (a task with a
