@@ -31,12 +31,21 @@ unchanged (state only unless ``pixels=True``). Decisions: the view is on by defa
 server has a camera, because ``env=real`` is built from ``env.kwargs`` only, so the run's
 ``env.reward_cameras`` cannot reach this env; the frames are the server's, at the server camera's
 size (``reward.image_size`` must equal it; no resizing on the learner side, so the model sees what
-the log holds). The loop stores non-image view columns as float32, exact for ids below 2**24
+the log holds).
+
+Camera calibration (what KAGI lifts keypoints to 3D with): ``calibration=<file.json>``
+(``env.kwargs.calibration``) names a JSON file with, per reward camera, ``intrinsics`` (3x3, pixels
+of the frames as the server sends them), ``extrinsics`` (4x4 camera-to-world, OpenCV axes: x right,
+y down, z forward; the world is the arm's base frame), ``height`` and ``width``. It is read and
+checked when the env is made; each field that is wrong is named with the file. Without the file,
+``reward_calibration()`` is None and a model that needs one is refused at build. The loop stores non-image view columns as float32, exact for ids below 2**24
 (the labeller refuses larger ones rather than write a wrong key).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -66,6 +75,7 @@ class BridgeEnv(gym.Env):
         pixels: bool = False,
         client_name: str = "o2o-env",
         reward_cameras: list[str] | None = None,
+        calibration: str | None = None,
     ):
         self.client = BridgeClient(address, load_client_keys(keys_dir, key_name), timeout_s, client_name)
         self.server_spec = self.client.hello()
@@ -107,6 +117,7 @@ class BridgeEnv(gym.Env):
             }
             views |= {f"ids/{k}": gym.spaces.Box(0, np.iinfo(np.int64).max, (), np.int64) for k in IDS}
             self.reward_view_space = gym.spaces.Dict(views)
+        self.calibration = None if calibration is None else read_calibration(calibration, cameras)
         self._last: protocol.Message | None = None
         self._steps = 0
 
@@ -153,6 +164,14 @@ class BridgeEnv(gym.Env):
         truncated = self._steps >= self.max_episode_steps
         return self._observation(reply), float(body["reward"]), bool(body["terminated"]), truncated, info
 
+    def reward_calibration(self) -> dict[str, dict[str, Any]] | None:
+        """The reward cameras' calibration from the ``calibration`` file, None without one."""
+        if self.calibration is None:
+            return None
+        return {
+            camera: self.calibration[camera] for camera in self.reward_cameras if camera in self.calibration
+        }
+
     def _observation(self, msg: protocol.Message) -> Any:
         state = protocol.flatten_state(msg.body["state"], self.obs_keys)
         if self.camera is None:
@@ -176,6 +195,45 @@ class BridgeEnv(gym.Env):
             pass  # the lease times out on its own; closing must not raise
         finally:
             self.client.close()
+
+
+def read_calibration(path: str | Path, cameras: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The calibration file's cameras (module docstring), checked against the server's ``cameras``
+    (name -> frame shape): a ValueError names the file and the first field that is wrong."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"bridge env: calibration file {path}: no such file") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"bridge env: calibration file {path}: not JSON ({exc})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError(f"bridge env: calibration file {path}: expected an object of cameras")
+    calibration = {}
+    for camera, entry in raw.items():
+        where = f"bridge env: calibration file {path}: camera {camera!r}"
+        if camera not in cameras:
+            raise ValueError(f"{where} is not one of the server's cameras {sorted(cameras)}")
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected an object with intrinsics, extrinsics, height, width")
+        fields = {}
+        for name, shape in (("intrinsics", (3, 3)), ("extrinsics", (4, 4))):
+            try:
+                value = np.asarray(entry[name], np.float64)
+            except KeyError:
+                raise ValueError(f"{where}: no {name}") from None
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: {name} is not a matrix of numbers") from None
+            if value.shape != shape or not np.isfinite(value).all():
+                raise ValueError(f"{where}: {name} must be a finite {shape[0]}x{shape[1]} matrix")
+            fields[name] = value
+        height, width = entry.get("height"), entry.get("width")
+        if (height, width) != tuple(cameras[camera][:2]):
+            raise ValueError(
+                f"{where}: height, width = {height}, {width}, but the server sends "
+                f"{cameras[camera][0]}x{cameras[camera][1]} frames"
+            )
+        calibration[camera] = {**fields, "height": int(height), "width": int(width)}
+    return calibration
 
 
 def make_bridge_env(**kwargs: Any) -> gym.Env:

@@ -221,8 +221,16 @@ def connect_reward_model(model: RewardModel, env: envs.VecEnv, cfg: TrainConfig)
                 )
     set_calibration = getattr(model, "set_calibration", None)
     if set_calibration is not None:
-        if not env.reward_calibration:
-            raise ValueError(f"reward.name={cfg.reward.name}: env {cfg.env.name} has no camera calibration")
+        calibrated = env.reward_calibration or {}
+        cameras = dict.fromkeys(
+            c.removesuffix("_depth") for c in model.cameras
+        )  # a depth frame: its camera's
+        uncalibrated = [camera for camera in cameras if camera not in calibrated]
+        if uncalibrated:
+            raise ValueError(
+                f"reward.name={cfg.reward.name}: env {cfg.env.name} has no camera calibration for "
+                f"{uncalibrated} (a bridge camera takes one from env.kwargs.calibration=<file.json>)"
+            )
         set_calibration(
             {
                 camera: CameraCalibration(
@@ -231,7 +239,7 @@ def connect_reward_model(model: RewardModel, env: envs.VecEnv, cfg: TrainConfig)
                     height=int(c["height"]),
                     width=int(c["width"]),
                 )
-                for camera, c in env.reward_calibration.items()
+                for camera, c in calibrated.items()
             }
         )
 

@@ -89,7 +89,9 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     """SAC through the bridge with a state policy and a camera reward, labelled inline: every row's
     label is in ``<run_dir>/labels.jsonl``, and the server's log joined with it has, transition by
     transition, the rewards, successes and terminals the learner's buffer holds."""
-    probe = start_server(camera=True)  # its own server, so the run's log holds the run's episodes only
+    probe = start_server(
+        camera=True, **PATIENT
+    )  # its own server, so the run's log holds the run's episodes only
     env = make_bridge_env(address=probe.address, keys_dir=str(keys_dir))
     try:  # a threshold that some frames pass and some do not, from this scene's frames
         env.reset(seed=0)
@@ -126,3 +128,56 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     # Each label is the model's own answer on the frame the server logged for that observation.
     frames = torch.from_numpy(np.asarray(dataset.next_observations["pixels"]))
     np.testing.assert_allclose(dataset.rewards, (frames.float().mean((1, 2, 3)) / 255).numpy(), atol=1e-6)
+
+
+def test_a_calibration_file_gives_the_reward_camera_its_geometry_and_bad_files_are_refused_in_one_line(
+    start_server, keys_dir, tmp_path
+):
+    import json
+
+    server = start_server(camera=True)
+    intrinsics = [[50.0, 0.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]]
+    extrinsics = [[1.0, 0.0, 0.0, 0.5], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1.5], [0.0, 0.0, 0.0, 1.0]]
+    good = {"front": {"intrinsics": intrinsics, "extrinsics": extrinsics, "height": 64, "width": 64}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(good))
+    env = make_bridge_env(address=server.address, keys_dir=str(keys_dir), calibration=str(path))
+    try:
+        calibration = env.unwrapped.reward_calibration()
+        np.testing.assert_array_equal(calibration["front"]["intrinsics"], intrinsics)
+        np.testing.assert_array_equal(calibration["front"]["extrinsics"], extrinsics)
+        assert (calibration["front"]["height"], calibration["front"]["width"]) == (64, 64)
+    finally:
+        env.close()
+    env = make_bridge_env(address=server.address, keys_dir=str(keys_dir))  # no file: no geometry
+    try:
+        assert env.unwrapped.reward_calibration() is None
+    finally:
+        env.close()
+
+    front = good["front"]
+    cases = {
+        "absent": (None, r"calibration file .*absent.json: no such file$"),
+        "not json": ("{front", r"calibration file .*: not JSON"),
+        "camera": ({"wrist": front}, r"camera 'wrist' is not one of the server's cameras \['front'\]$"),
+        "no field": (
+            {"front": {k: v for k, v in front.items() if k != "intrinsics"}},
+            r"'front': no intrinsics$",
+        ),
+        "not numbers": (
+            {"front": {**front, "intrinsics": "eye"}},
+            r"'front': intrinsics is not a matrix of numbers$",
+        ),
+        "shape": ({"front": {**front, "extrinsics": intrinsics}}, r"extrinsics must be a finite 4x4 matrix$"),
+        "size": (
+            {"front": {**front, "height": 84, "width": 84}},
+            r"84, 84, but the server sends 64x64 frames$",
+        ),
+    }
+    for name, (content, message) in cases.items():
+        bad = tmp_path / ("absent.json" if content is None else f"{name}.json")
+        if content is not None:
+            bad.write_text(content if isinstance(content, str) else json.dumps(content))
+        with pytest.raises(ValueError, match=message) as caught:
+            make_bridge_env(address=server.address, keys_dir=str(keys_dir), calibration=str(bad))
+        assert "\n" not in str(caught.value), name
