@@ -89,9 +89,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     """SAC through the bridge with a state policy and a camera reward, labelled inline: every row's
     label is in ``<run_dir>/labels.jsonl``, and the server's log joined with it has, transition by
     transition, the rewards, successes and terminals the learner's buffer holds."""
-    probe = start_server(
-        camera=True, **PATIENT
-    )  # its own server, so the run's log holds the run's episodes only
+    probe = start_server(camera=True)  # its own server, so the run's log holds the run's episodes only
     env = make_bridge_env(address=probe.address, keys_dir=str(keys_dir))
     try:  # a threshold that some frames pass and some do not, from this scene's frames
         env.reset(seed=0)
