@@ -19,6 +19,7 @@ import multiprocessing as mp
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -26,6 +27,17 @@ import torch
 from envs.config import EnvConfig
 
 LIFT = EnvConfig(name="lift", id="Lift", family="robosuite", score_name=None)
+
+
+def timed_rate(step: Callable[[], None], env_steps: int, seconds: float) -> float:
+    """Env steps per second of ``step`` (``env_steps`` each) over ``seconds``, after 50 warm-up calls."""
+    for _ in range(50):
+        step()
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        calls += 1
+    return calls * env_steps / (time.perf_counter() - start)
 
 
 def steps_per_second(seconds: float, results: mp.Queue) -> None:
@@ -42,13 +54,7 @@ def steps_per_second(seconds: float, results: mp.Queue) -> None:
         if terminated or truncated:
             env.reset()
 
-    for _ in range(50):
-        step()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        steps += 1
-    results.put(steps / (time.perf_counter() - start))
+    results.put(timed_rate(step, 1, seconds))
 
 
 def vector_steps_per_second(seconds: float, results: mp.Queue) -> None:
@@ -63,13 +69,7 @@ def vector_steps_per_second(seconds: float, results: mp.Queue) -> None:
             torch.as_tensor(rng.uniform(-1, 1, (2, *vec.single_action_space.shape)), dtype=torch.float32)
         )
 
-    for _ in range(50):
-        step()
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        step()
-        steps += 2
-    results.put(steps / (time.perf_counter() - start))
+    results.put(timed_rate(step, 2, seconds))
     vec.close()
 
 
