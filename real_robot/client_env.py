@@ -117,7 +117,11 @@ class BridgeEnv(gym.Env):
             }
             views |= {f"ids/{k}": gym.spaces.Box(0, np.iinfo(np.int64).max, (), np.int64) for k in IDS}
             self.reward_view_space = gym.spaces.Dict(views)
-        self.calibration = None if calibration is None else read_calibration(calibration, cameras)
+        try:
+            self.calibration = None if calibration is None else read_calibration(calibration, cameras)
+        except ValueError:
+            self.close()  # the client holds sockets and the lease: a refused file must not leak them
+            raise
         self._last: protocol.Message | None = None
         self._steps = 0
 
