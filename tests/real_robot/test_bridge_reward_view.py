@@ -20,9 +20,14 @@ from rl.loops import build
 from rl.rewards import Labels, RewardModel
 from tests.conftest import REPO
 
+# Generous deadlines wherever a test steps the arm: on a loaded machine a slow client must not have
+# its action dropped as stale, nor the watchdog stop the arm, between two steps (those have their
+# own tests in test_server.py and test_safety.py).
+PATIENT = {"max_action_age_ms": 5000.0, "hold_after_ms": 5000.0, "stop_after_ms": 6000.0}
+
 
 def test_the_reward_view_carries_the_logged_frames_and_ids_beside_a_state_observation(start_server, keys_dir):
-    server = start_server(camera=True)
+    server = start_server(camera=True, **PATIENT)
     env = make_bridge_env(address=server.address, keys_dir=str(keys_dir))
     try:
         assert env.observation_space == gym.spaces.Box(
@@ -89,7 +94,9 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     """SAC through the bridge with a state policy and a camera reward, labelled inline: every row's
     label is in ``<run_dir>/labels.jsonl``, and the server's log joined with it has, transition by
     transition, the rewards, successes and terminals the learner's buffer holds."""
-    probe = start_server(camera=True)  # its own server, so the run's log holds the run's episodes only
+    probe = start_server(
+        camera=True, **PATIENT
+    )  # its own server, so the run's log holds the run's episodes only
     env = make_bridge_env(address=probe.address, keys_dir=str(keys_dir))
     try:  # a threshold that some frames pass and some do not, from this scene's frames
         env.reset(seed=0)
@@ -99,7 +106,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     finally:
         env.close()
     model = Brightness(float(np.median([f.mean() / 255 for f in frames])))
-    server = start_server(camera=True, max_episode_steps=8)
+    server = start_server(camera=True, max_episode_steps=8, **PATIENT)
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: model)
     overrides = [
         "env=real", f"env.kwargs.address={server.address}", f"env.kwargs.keys_dir={keys_dir}",
