@@ -31,7 +31,7 @@ times (numpy seed 0, so the figure is deterministic), each resample's mean is ta
 the band spans the 2.5th to 97.5th percentiles of those means. With one seed it is the line itself;
 with three it is close to the range of the seeds.
 
-Table: per line, mean ± std over seeds (numpy's population std) of the score at the last offline
+Table: per line, mean ± std over seeds (numpy's population std; ``DECIMALS``) of the score at the last offline
 evaluation, after N online steps for each ``--online-at N`` (the last common evaluation at or before
 ``steps.offline + N``; n/a if the seeds have not all got there), and at the last common evaluation
 (end of online); the online change is mean ± std of each seed's (end of online - after offline).
@@ -356,10 +356,15 @@ def add_overlays(
 # -- the table -----------------------------------------------------------------------------------------
 
 
-def _mean_std(values: np.ndarray | None, signed: bool = False) -> str:
+DECIMALS = {"normalized_score": 1, "eval_success_rate": 2, "eval_return": 1}
+"""Table precision per score: a success rate in [0, 1] from 10 episodes moves in steps of 0.1, which
+one decimal of a mean over seeds would hide."""
+
+
+def _mean_std(values: np.ndarray | None, decimals: int, signed: bool = False) -> str:
     if values is None:
         return "n/a"
-    return f"{values.mean():{'+' if signed else ''}.1f} ± {values.std():.1f}"
+    return f"{values.mean():{'+' if signed else ''}.{decimals}f} ± {values.std():.{decimals}f}"
 
 
 def phase_score(scores: Scores, online: bool, up_to: int, last: int) -> np.ndarray | None:
@@ -381,16 +386,17 @@ def table_row(
         at_n.append(phase_score(scores, True, scores.offline_steps + n, last) if done else None)
     change = end - after_offline if end is not None and after_offline is not None else None
     online_steps = str(final - scores.offline_steps) if end is not None else "n/a"
+    decimals = DECIMALS[metric]
     return [
         *key,
         line.label,
         str(len(line.runs)),
         metric,
-        _mean_std(after_offline),
-        *map(_mean_std, at_n),
-        _mean_std(end),
+        _mean_std(after_offline, decimals),
+        *(_mean_std(score, decimals) for score in at_n),
+        _mean_std(end, decimals),
         online_steps,
-        _mean_std(change, signed=True),
+        _mean_std(change, decimals, signed=True),
     ]
 
 

@@ -157,7 +157,7 @@ def test_success_rate_is_used_where_every_run_has_it_and_compile_does_not_split_
         run = write_run(tmp_path / f"s{seed}", "cql", seed)
         lines = (run / "metrics.csv").read_text().splitlines()
         success = [
-            r.replace("eval_return", "eval_success_rate").rsplit(",", 1)[0] + ",0.4"
+            r.replace("eval_return", "eval_success_rate").rsplit(",", 1)[0] + f",{0.4 + 0.1 * seed}"
             for r in lines
             if "eval_return" in r
         ]
@@ -168,7 +168,8 @@ def test_success_rate_is_used_where_every_run_has_it_and_compile_does_not_split_
         OmegaConf.save(config, run / ".hydra" / "config.yaml")
     panels, table = plot.build([tmp_path])
     assert panels[0].ylabel == "success rate" and len(panels[0].curves) == 1
-    assert table_rows(table)[0][2:6] == ["cql", "2", "eval_success_rate", "0.4 ± 0.0"]
+    # Two decimals for a rate: one would print 0.5 ± 0.1 for seeds at 0.4 and 0.5.
+    assert table_rows(table)[0][2:6] == ["cql", "2", "eval_success_rate", "0.45 ± 0.05"]
 
 
 def test_bootstrap_band_contains_the_mean_and_is_deterministic() -> None:
