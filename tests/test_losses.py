@@ -109,7 +109,7 @@ def test_tanh_log_det_jacobian_matches_the_direct_formula():
 
 def test_gae_cuts_at_terminals_and_bootstraps_through_truncation():
     gamma, lam = 0.9, 0.5
-    buf = RolloutBuffer(steps=3, num_envs=1, obs_dim=1, action_dim=1)
+    buf = RolloutBuffer(steps=3, num_envs=1, obs_layout=1, action_dim=1)
     values = [1.0, 2.0, 3.0]
     rewards = [1.0, 1.0, 1.0]
     # step 0 truncated (time limit; V(true final obs) = 10), step 1 ordinary, step 2 terminated

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 
 import rl.train
 from rl.agents import AGENTS, Phase, build_agent
-from rl.buffers import Batch
+from rl.buffers import Batch, ObsSpec, RolloutBuffer
 from rl.checkpoint import load_checkpoint
 from rl.data import Dataset, DatasetInfo, check_dataset, load_dataset
 from rl.nets import EncoderConfig
@@ -40,7 +40,8 @@ SPACE = gym.spaces.Dict(
     }
 )
 TINY = EncoderConfig(feature_dim=8, filters=8, proprio_dim=4, pad=2)
-IMAGE_AGENTS = sorted(name for name, (cls, _) in AGENTS.items() if cls.takes_images)
+IMAGE_AGENTS = sorted(name for name, (cls, _) in AGENTS.items() if cls.takes_images and not cls.on_policy)
+"""The off-policy image agents (DrQ's sharing); ReinFlow and DPPO have their own tests below."""
 TOY_ENV = [
     "env.name=pixel-toy",
     "env.id=PixelToy",
@@ -182,6 +183,79 @@ def test_observation_spaces_an_agent_cannot_take_are_refused_in_one_line(name, s
     with pytest.raises(ValueError, match=expected) as refused:
         build_agent(cfg, None, ACT, CPU, obs_space=space)
     assert "\n" not in str(refused.value)
+
+
+# -- on-policy generative policies: ReinFlow and DPPO -------------------------------------------------
+
+
+def encoder_weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["reinflow", "dppo"])
+def test_generative_policies_train_their_encoder_by_bc_then_fine_tune_it_with_an_exact_first_ratio(name):
+    """BC trains the policy's encoder (shifted frames) and the EMA follows it; going online, the value
+    net's encoder starts from the EMA's; one PPO iteration on a rollout of dict observations moves
+    the actor's and the value net's encoders, with the ratio 1 at the first minibatch (the update
+    reads the frames the rollout acted on, un-shifted)."""
+    agent = make(name)
+    policy_encoder, ema_encoder = agent.policy.cond.encoder, agent.ema.cond.encoder
+    before, ema_before = encoder_weights(policy_encoder), encoder_weights(ema_encoder)
+    for _ in range(3):
+        agent.update(pixel_batch(agent.batch_size))
+    assert changed(before, policy_encoder) and changed(ema_before, ema_encoder)
+    assert agent.critic[0] is not agent.ema.cond.encoder  # the value net has its own encoder
+
+    agent.set_phase(Phase.ONLINE)
+    value_encoder = agent.critic[0]
+    for ours, ema in zip(value_encoder.state_dict().values(), ema_encoder.state_dict().values(), strict=True):
+        assert torch.equal(ours, ema)
+    steps, envs, g = 4, 2, torch.Generator().manual_seed(3)
+    rollout = RolloutBuffer(steps, envs, ObsSpec.from_space(SPACE), ACT)
+    assert rollout.obs["camera"].dtype == torch.uint8
+    for _ in range(steps):
+        obs = pixel_obs(envs, g)
+        action, log_prob, value = agent.policy_step(obs)
+        assert action.shape == (envs, ACT) and value.shape == (envs,)
+        done = torch.zeros(envs)
+        rollout.add(obs, action, log_prob, torch.randn(envs, generator=g), value, done, done, done)
+    actor_before, value_before = encoder_weights(agent.actor.cond.encoder), encoder_weights(value_encoder)
+    metrics = agent.update_rollout(rollout, pixel_obs(envs, g))
+    assert float(metrics["first_ratio_error"]) < 1e-5
+    assert changed(actor_before, agent.actor.cond.encoder) and changed(value_before, value_encoder)
+    deterministic = agent.act(pixel_obs(envs, g), deterministic=True)
+    assert deterministic.shape == (envs, ACT) and deterministic.abs().max() <= 1.0
+
+
+def test_a_pixel_dataset_trains_reinflow_offline_then_online_and_resumes_exactly(tmp_path, monkeypatch):
+    """ReinFlow on the toy pixel env: BC on a D4RL-layout pixel file, then PPO from the camera and the
+    proprio; a run stopped after its checkpoint at the end of the first rollout continues to the
+    same numbers and the same weights as an uninterrupted one."""
+    data = write_pixel_d4rl(tmp_path / "toy.hdf5", toy_episodes(6), next_observations=False)
+    cfg = compose_run(
+        "agent=reinflow", *TOY_ENV, *TINY_ENCODER, f"dataset.source=d4rl:{data}", "agent.hidden=[32,32,32]",
+        "agent.critic_hidden=[32]", "agent.noise_hidden=[16]", "agent.batch_size=16", "agent.minibatch=8",
+        "agent.repeat_samples=1", "agent.epochs=2", "agent.iterations=2", "num_envs=2", "rollout_steps=10",
+        "steps.offline=10", "steps.online=20", "steps.checkpoint_every=10", "steps.eval_every=10",
+        "steps.eval_episodes=1", "steps.log_every=10", "threads=1", "progress=false",
+    )  # fmt: skip
+    reference = tmp_path / "reference"
+    rl.train.train(cfg, reference)
+    phases = {(r[1], r[3]) for r in metrics(reference)}
+    assert {("offline", "bc_loss"), ("online", "first_ratio_error"), ("online", "eval_return")} <= phases
+
+    stopped = tmp_path / "stopped"
+    train_until_checkpoint(cfg, stopped, 20, monkeypatch)
+    rl.train.train(cfg, stopped)
+    assert metrics(stopped) == metrics(reference)
+    final = [
+        load_checkpoint(d / "checkpoints/agent_final.pt")["agent"]["state"] for d in (reference, stopped)
+    ]
+    assert_identical(final[0], final[1])
 
 
 # -- pixel datasets --------------------------------------------------------------------------------
@@ -441,7 +515,7 @@ def test_the_bridge_with_the_sim_camera_trains_from_pixels_and_its_log_exports_t
     # A learner that updates between steps answers late on a loaded machine: wide staleness and
     # watchdog limits keep every action applied, so the log holds exactly the 12 transitions.
     server = start_server(
-        camera=True,
+        cameras=("front",),
         max_episode_steps=6,
         max_action_age_ms=10_000,
         hold_after_ms=10_000,
@@ -457,15 +531,15 @@ def test_the_bridge_with_the_sim_camera_trains_from_pixels_and_its_log_exports_t
     assert [r[0] for r in rows if r[3] == "critic_loss"][-1] == "12"
 
     dataset = log_to_dataset(server.recorder.path)
-    frames = dataset.observations["pixels"]
+    frames = dataset.observations["front_image"]
     assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 64, 3) and len(dataset) == 12
     assert frames.std() > 0  # rendered images, not blanks
     write_d4rl_hdf5(dataset, tmp_path / "recorded.hdf5")
     space = gym.spaces.Dict(
-        {"state": gym.spaces.Box(-np.inf, np.inf, (25,), np.float32), "pixels": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)}
+        {"state": gym.spaces.Box(-np.inf, np.inf, (25,), np.float32), "front_image": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)}
     )  # fmt: skip
     loaded = check_dataset(
         load_dataset(f"d4rl:{tmp_path / 'recorded.hdf5'}"), space, gym.spaces.Box(-1, 1, (7,)), True
     )
-    np.testing.assert_array_equal(loaded.observations["pixels"], frames)
-    np.testing.assert_array_equal(loaded.next_observations["pixels"], dataset.next_observations["pixels"])
+    np.testing.assert_array_equal(loaded.observations["front_image"], frames)
+    np.testing.assert_array_equal(loaded.next_observations["front_image"], dataset.next_observations["front_image"])

@@ -26,6 +26,9 @@ rises exponentially from ``clip_base`` to ``clip`` over k (``clip_rate``). No en
 is fixed), no BC term. Evaluation: the same chain without noise.
 The rollout's log-prob column stays 0: the per-step log-probs are computed before the epochs.
 
+Pixels: as ReinFlow's decision 11 (the image encoder is part of the policy network, the value net
+has its own copy started from it online, the random shift in BC only).
+
 Deviation: DPPO's deterministic sampling keeps a std of 1e-3 on all steps but the last; here it is 0.
 """
 
@@ -39,10 +42,18 @@ import torch
 
 from rl.agents.base import Agent, AgentConfig, Part, Phase, polyak_update, set_lr
 from rl.agents.losses import approx_kl, ddpm_loss, ppo_clip_loss, standardize
-from rl.agents.reinflow import ChainStore, ReturnScale, cosine, ppo_minibatches, value_net
-from rl.buffers.batch import Batch
+from rl.agents.reinflow import (
+    ChainStore,
+    ReturnScale,
+    cosine,
+    ppo_minibatches,
+    start_value_encoder,
+    value_net,
+)
+from rl.buffers.batch import Batch, Obs, map_obs, obs_rows, take_rows
 from rl.buffers.rollout import RolloutBuffer
 from rl.nets import ObservationNormalizer
+from rl.nets.encoders import ObservationEncoder
 from rl.nets.flow import FlowMLP
 
 
@@ -114,6 +125,7 @@ class DPPO(Agent):
     name = "dppo"
     config_class = DPPOConfig
     on_policy = True
+    takes_images = True
 
     def __init__(
         self,
@@ -122,6 +134,7 @@ class DPPO(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
         if not 1 <= cfg.ft_steps <= cfg.denoising_steps:
@@ -130,13 +143,13 @@ class DPPO(Agent):
             )
         self.schedule = DDPMSchedule(cfg.denoising_steps, device)
         net = FlowMLP(
-            obs_dim, action_dim, cfg.hidden, cfg.time_dim, cfg.cond_hidden, cfg.activation, obs_norm
+            obs_dim, action_dim, cfg.hidden, cfg.time_dim, cfg.cond_hidden, cfg.activation, obs_norm, encoder
         )
         self.policy = net.to(device)
         self.ema = copy.deepcopy(self.policy).requires_grad_(False)
         self.pretrained = copy.deepcopy(self.policy).requires_grad_(False)
         self.actor = copy.deepcopy(self.policy)
-        self.critic = value_net(obs_dim, cfg.critic_hidden, obs_norm).to(device)
+        self.critic = value_net(obs_dim, cfg.critic_hidden, obs_norm, encoder).to(device)
         self.return_scale = ReturnScale().to(device)
         self.bc_optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=cfg.bc_lr, weight_decay=cfg.bc_weight_decay
@@ -167,7 +180,7 @@ class DPPO(Agent):
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:
         if self.phase is Phase.ONLINE:
             raise RuntimeError("dppo online is on-policy: use policy_step() and update_rollout()")
-        cond, n = self.policy.encode(batch.obs), len(batch)
+        cond, n = self.policy.encode(self.policy.cond.augment(batch.obs)), len(batch)
         t = torch.randint(0, self.cfg.denoising_steps, (n,), device=self.device)
 
         def predict_noise(x: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
@@ -183,10 +196,12 @@ class DPPO(Agent):
         return {"bc_loss": loss.detach()}
 
     def set_phase(self, phase: Phase) -> None:
-        """Going online freezes the EMA policy for the early steps and starts the fine-tuned copy from it, once."""
+        """Going online freezes the EMA policy for the early steps and starts the fine-tuned copy (and,
+        for pixels, the value net's encoder) from it, once."""
         if self.phase is Phase.OFFLINE and phase is Phase.ONLINE:
             self.pretrained.load_state_dict(self.ema.state_dict())
             self.actor.load_state_dict(self.ema.state_dict())
+            start_value_encoder(self.critic, self.ema)
         super().set_phase(phase)
 
     # -- the chain -------------------------------------------------------------------------------------
@@ -203,9 +218,9 @@ class DPPO(Agent):
         return mean, s.std[t].unsqueeze(-1).clamp(min=self.cfg.min_std).expand_as(mean)
 
     @torch.no_grad()
-    def sample_chain(self, obs: torch.Tensor, noisy: bool) -> torch.Tensor:
+    def sample_chain(self, obs: Obs, noisy: bool) -> torch.Tensor:
         """The last ``ft_steps + 1`` points of the T-step chain, ``(N, ft_steps + 1, A)``."""
-        cfg, n = self.cfg, obs.shape[0]
+        cfg, n = self.cfg, obs_rows(obs)
         online = self.phase is Phase.ONLINE
         early, late = (self.pretrained, self.actor) if online else (self.ema, self.ema)
         cond_early, cond_late = early.encode(obs), late.encode(obs)
@@ -223,7 +238,7 @@ class DPPO(Agent):
         kept.append(x.clamp(-1.0, 1.0))
         return torch.stack(kept, dim=1)
 
-    def step_log_prob(self, obs: torch.Tensor, chain: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    def step_log_prob(self, obs: Obs, chain: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Log-prob ``(B,)`` of the kept step ``k`` (``chain[:, k] -> chain[:, k + 1]``) under the
         fine-tuned network: clamped per number, averaged over the chunk."""
         rows = torch.arange(len(k), device=self.device)
@@ -235,11 +250,11 @@ class DPPO(Agent):
     # -- acting ----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
         return self.sample_chain(obs, noisy=not deterministic)[:, -1]
 
     @torch.no_grad()
-    def policy_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def policy_step(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The executed chunk, a zero log-prob (DPPO scores its steps in ``update_rollout``, as the
         official, so the rollout pays only the T denoising passes) and ``V(obs)``; the kept chain is
         stored for the update."""
@@ -247,13 +262,13 @@ class DPPO(Agent):
             raise RuntimeError("dppo: call set_phase(Phase.ONLINE) before policy_step()")
         chain = self.sample_chain(obs, noisy=True)
         self.rollout_chains.add(chain)
-        return chain[:, -1], torch.zeros(len(obs), device=self.device), self.critic(obs)
+        return chain[:, -1], torch.zeros(obs_rows(obs), device=self.device), self.critic(obs)
 
     @torch.no_grad()
-    def state_value(self, obs: torch.Tensor) -> torch.Tensor:
+    def state_value(self, obs: Obs) -> torch.Tensor:
         return self.critic(obs)
 
-    def update_rollout(self, rollout: RolloutBuffer, last_obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update_rollout(self, rollout: RolloutBuffer, last_obs: Obs) -> dict[str, torch.Tensor]:
         cfg, k_steps = self.cfg, self.cfg.ft_steps
         chains = self.rollout_chains.take(rollout.steps).flatten(0, 1)
         if cfg.reward_norm:  # in place: the loop empties the rollout after this update
@@ -261,16 +276,16 @@ class DPPO(Agent):
             rollout.reward.copy_(self.return_scale(rollout.reward, done, cfg.gamma))
         rollout.compute_gae(self.state_value(last_obs), cfg.gamma, cfg.gae_lambda)
         obs, returns, advantage = (
-            rollout.obs.flatten(0, 1),
+            map_obs(rollout.obs, lambda t: t.flatten(0, 1)),
             rollout.returns.flatten(),
             rollout.advantage.flatten(),
         )
-        n = len(obs)
+        n = len(returns)
         with (
             torch.no_grad()
         ):  # old log-probs of every (chunk, step) pair, pair p = chunk p // K', step p % K'
             old = torch.cat([
-                self.step_log_prob(obs[p // k_steps], chains[p // k_steps], p % k_steps)
+                self.step_log_prob(take_rows(obs, p // k_steps), chains[p // k_steps], p % k_steps)
                 for p in torch.arange(n * k_steps, device=self.device).split(cfg.minibatch)
             ])  # fmt: skip
         progress = torch.arange(k_steps, device=self.device) / max(k_steps - 1, 1)
@@ -284,10 +299,11 @@ class DPPO(Agent):
         for _ in range(cfg.epochs):
             for pairs in ppo_minibatches(n * k_steps, 1, cfg.minibatch, self.device):
                 rows, k = pairs // k_steps, pairs % k_steps
-                log_prob = self.step_log_prob(obs[rows], chains[rows], k)
+                mini_obs = take_rows(obs, rows)
+                log_prob = self.step_log_prob(mini_obs, chains[rows], k)
                 adv = standardize(advantage[rows], 0) * discount[k]
                 policy_loss = ppo_clip_loss(log_prob, old[pairs], adv, clips[k])
-                value_loss = 0.5 * (self.critic(obs[rows]) - returns[rows]).pow(2).mean()
+                value_loss = 0.5 * (self.critic(mini_obs) - returns[rows]).pow(2).mean()
                 loss = policy_loss + cfg.vf_coef * value_loss
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)

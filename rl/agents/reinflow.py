@@ -59,6 +59,16 @@ Decisions on the official code's pitfalls (spec §1.10) and other deviations:
 10. The kept chains live in the agent between ``policy_step`` and ``update_rollout``: the shared
    ``RolloutBuffer`` stores the executed chunk (its action column), and checkpoints are written only
    between rollouts, when none are kept.
+11. Pixels (a ``Dict`` of cameras and proprio, with ``env.obs_history = 1`` as the official
+   ``img_cond_steps``): the condition starts with an image encoder (``agent.encoder``, the shared
+   ``rl.nets.encoders.ObservationEncoder``, in place of the official ViT + ``SpatialEmb``). It is part
+   of the policy network, so BC trains it, the EMA averages it, and the actor and reference copy it;
+   PPO fine-tunes the actor's encoder at the actor's rate, and the noise net's gradient reaches it
+   through the condition, as in the official code (its ``cond_emb`` is not detached). The value net
+   has its own encoder (the official ``ViTCritic`` has its own ViT), started from the BC encoder's
+   weights when going online rather than from random weights. The random shift (``encoder.pad``)
+   is applied in BC only, as the official applies ``RandomShiftsAug`` in pre-training; the PPO update
+   encodes the un-shifted frames the rollout acted on, so the first minibatch's ratio stays 1.
 """
 
 from __future__ import annotations
@@ -81,9 +91,10 @@ from rl.agents.losses import (
     shortcut_loss,
     standardize,
 )
-from rl.buffers.batch import Batch
+from rl.buffers.batch import Batch, Obs, map_obs, obs_rows, take_rows
 from rl.buffers.rollout import RolloutBuffer
 from rl.nets import ObservationNormalizer
+from rl.nets.encoders import ObservationEncoder
 from rl.nets.flow import (
     FlowMLP,
     FlowNet,
@@ -172,14 +183,18 @@ def cosine(progress: float, start: float, end: float) -> float:
 
 
 def build_flow_net(
-    cfg: ReinFlowConfig, obs_dim: int, action_dim: int, obs_norm: ObservationNormalizer | None
-):
-    """The velocity network ``cfg.model`` names."""
+    cfg: ReinFlowConfig,
+    obs_dim: int,
+    action_dim: int,
+    obs_norm: ObservationNormalizer | None,
+    encoder: ObservationEncoder | None,
+) -> FlowNet:
+    """The velocity network ``cfg.model`` names, reading ``encoder``'s features for pixels."""
     if cfg.model not in MODELS:
         raise ValueError(f"agent.model={cfg.model!r}: not one of {list(MODELS)}")
     kind = FlowMLP if cfg.model == "flow" else ShortcutMLP
     cond = cfg.cond_hidden if cfg.cond_hidden is not None or cfg.model == "flow" else [64, cfg.time_dim]
-    return kind(obs_dim, action_dim, cfg.hidden, cfg.time_dim, cond, cfg.activation, obs_norm)
+    return kind(obs_dim, action_dim, cfg.hidden, cfg.time_dim, cond, cfg.activation, obs_norm, encoder)
 
 
 class ReturnScale(nn.Module):
@@ -233,17 +248,29 @@ def ppo_minibatches(total: int, repeat: int, size: int, device: torch.device) ->
     return list((torch.randperm(total * repeat, device=device) % total).split(size))
 
 
-def value_net(obs_dim: int, hidden: list[int], obs_norm: ObservationNormalizer | None) -> nn.Module:
-    """``V(s)`` ``(B,)``: the official ``CriticObs`` (residual MLP, Mish)."""
-    return nn.Sequential(
-        obs_norm or ObservationNormalizer(obs_dim), ResidualMLP(obs_dim, hidden, 1, "mish"), nn.Flatten(0)
-    )
+def value_net(
+    obs_dim: int,
+    hidden: list[int],
+    obs_norm: ObservationNormalizer | None,
+    encoder: ObservationEncoder | None,
+) -> nn.Sequential:
+    """``V(s)`` ``(B,)``: the official ``CriticObs`` (residual MLP, Mish), on the normalised state or,
+    for pixels, on the features of its own copy of ``encoder`` (``start_value_encoder``)."""
+    first = copy.deepcopy(encoder) if encoder is not None else obs_norm or ObservationNormalizer(obs_dim)
+    return nn.Sequential(first, ResidualMLP(obs_dim, hidden, 1, "mish"), nn.Flatten(0))
+
+
+def start_value_encoder(critic: nn.Sequential, policy: FlowNet) -> None:
+    """Pixels: the value net's encoder starts online from the pre-trained policy's encoder weights."""
+    if policy.cond.encoder is not None:
+        critic[0].load_state_dict(policy.cond.encoder.state_dict())
 
 
 class ReinFlow(Agent):
     name = "reinflow"
     config_class = ReinFlowConfig
     on_policy = True
+    takes_images = True
 
     def __init__(
         self,
@@ -252,15 +279,16 @@ class ReinFlow(Agent):
         action_dim: int,
         device: torch.device,
         obs_norm: ObservationNormalizer | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__(cfg, obs_dim, action_dim, device)
         check_config(cfg)
-        self.policy = build_flow_net(cfg, obs_dim, action_dim, obs_norm).to(device)
+        self.policy = build_flow_net(cfg, obs_dim, action_dim, obs_norm, encoder).to(device)
         self.ema = copy.deepcopy(self.policy).requires_grad_(False)
         self.actor = copy.deepcopy(self.policy)
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
         self.noise = NoiseNet(self.policy.noise_input_dim, action_dim, cfg.noise_hidden).to(device)
-        self.critic = value_net(obs_dim, cfg.critic_hidden, obs_norm).to(device)
+        self.critic = value_net(obs_dim, cfg.critic_hidden, obs_norm, encoder).to(device)
         self.return_scale = ReturnScale().to(device)
         self.bc_optimizer = torch.optim.AdamW(
             self.policy.parameters(), lr=cfg.bc_lr, weight_decay=cfg.bc_weight_decay
@@ -295,7 +323,7 @@ class ReinFlow(Agent):
         """One BC step (flow matching or shortcut) on ``batch.obs`` -> ``batch.action`` chunks, then the EMA."""
         if self.phase is Phase.ONLINE:
             raise RuntimeError("reinflow online is on-policy: use policy_step() and update_rollout()")
-        loss = bc_loss(self.cfg, self.policy, batch.obs, batch.action)
+        loss = bc_loss(self.cfg, self.policy, self.policy.cond.augment(batch.obs), batch.action)
         self.bc_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.bc_optimizer.step()
@@ -308,19 +336,21 @@ class ReinFlow(Agent):
         return self.actor if self.phase is Phase.ONLINE else self.ema
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
         """The K-step Euler ODE from ``x^0 ~ N(0, I)``; online and not ``deterministic``, the noisy chain."""
         if self.phase is Phase.ONLINE and not deterministic:
             return self.sample_chain(obs)[0][:, -1]
         net = self._deployed()
-        x0 = torch.randn(obs.shape[0], self.action_dim, device=self.device)
+        x0 = torch.randn(obs_rows(obs), self.action_dim, device=self.device)
         return euler_sample(net, net.encode(obs), x0, self.cfg.denoising_steps, self.cfg.clip_intermediate)
 
     def set_phase(self, phase: Phase) -> None:
-        """Going online starts the fine-tuned actor and the W2 reference from the EMA policy, once."""
+        """Going online starts the fine-tuned actor and the W2 reference from the EMA policy (and, for
+        pixels, the value net's encoder from its encoder), once."""
         if self.phase is Phase.OFFLINE and phase is Phase.ONLINE:
             self.actor.load_state_dict(self.ema.state_dict())
             self.reference.load_state_dict(self.ema.state_dict())
+            start_value_encoder(self.critic, self.ema)
         super().set_phase(phase)
 
     # -- the chain -------------------------------------------------------------------------------------
@@ -349,11 +379,11 @@ class ReinFlow(Agent):
         return mean, self.noise(torch.cat([time_emb.detach(), cond], dim=-1), *bounds)
 
     @torch.no_grad()
-    def sample_chain(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_chain(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The chain ``(N, K + 1, A)`` (``x^0 ~ N(0, I)``, then the noisy Euler steps; ``x^K`` in
         [-1, 1]) and each step's mean and std ``(N, K, A)``."""
         cond, bounds, steps = self.actor.encode(obs), self.sigma_bounds(), self.cfg.denoising_steps
-        x = torch.randn(obs.shape[0], self.action_dim, device=self.device)
+        x = torch.randn(obs_rows(obs), self.action_dim, device=self.device)
         chain, means, stds = [x], [], []
         for k in range(steps):
             mean, std = self._transition(x, k, cond, bounds)
@@ -369,7 +399,7 @@ class ReinFlow(Agent):
         return torch.stack(chain, dim=1), torch.stack(means, dim=1), torch.stack(stds, dim=1)
 
     def chain_log_prob(
-        self, obs: torch.Tensor, chain: torch.Tensor
+        self, obs: Obs, chain: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Normalised log-likelihood ``(N,)`` of stored chains, their entropy rate ``(N,)`` and the mean
         sigma, with gradients to the actor and the noise net."""
@@ -387,7 +417,7 @@ class ReinFlow(Agent):
     # -- online PPO ------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def policy_step(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def policy_step(self, obs: Obs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The executed chunk ``x^K`` ``(N, A)``, its chain's log-likelihood ``(N,)`` (from the means
         and stds of the sampling pass, the same numbers ``chain_log_prob`` recomputes) and ``V(obs)``;
         the chain is kept for ``update_rollout``."""
@@ -399,10 +429,10 @@ class ReinFlow(Agent):
         return chain[:, -1], log_prob, self.critic(obs)
 
     @torch.no_grad()
-    def state_value(self, obs: torch.Tensor) -> torch.Tensor:
+    def state_value(self, obs: Obs) -> torch.Tensor:
         return self.critic(obs)
 
-    def update_rollout(self, rollout: RolloutBuffer, last_obs: torch.Tensor) -> dict[str, torch.Tensor]:
+    def update_rollout(self, rollout: RolloutBuffer, last_obs: Obs) -> dict[str, torch.Tensor]:
         """PPO on a full ``rollout`` of chunks and the chains ``policy_step`` kept (module docstring)."""
         cfg = self.cfg
         chains = self.rollout_chains.take(rollout.steps).flatten(0, 1)
@@ -410,15 +440,16 @@ class ReinFlow(Agent):
             done = torch.maximum(rollout.terminated, rollout.truncated)
             rollout.reward.copy_(self.return_scale(rollout.reward, done, cfg.gamma))
         rollout.compute_gae(self.state_value(last_obs), cfg.gamma, cfg.gae_lambda)
-        obs, returns = rollout.obs.flatten(0, 1), rollout.returns.flatten()
+        obs, returns = map_obs(rollout.obs, lambda t: t.flatten(0, 1)), rollout.returns.flatten()
         old_log_prob, advantage = rollout.log_prob.flatten(), rollout.advantage.flatten()
         low, high = cfg.logprob_clamp
         train_actor = int(self.iteration) >= cfg.critic_warmup_iterations
 
         totals, minibatches, first_ratio = torch.zeros(8, device=self.device), 0, None
         for _ in range(cfg.epochs):
-            for index in ppo_minibatches(len(obs), cfg.repeat_samples, cfg.minibatch, self.device):
-                log_prob, entropy, sigma = self.chain_log_prob(obs[index], chains[index])
+            for index in ppo_minibatches(len(returns), cfg.repeat_samples, cfg.minibatch, self.device):
+                mini_obs = take_rows(obs, index)
+                log_prob, entropy, sigma = self.chain_log_prob(mini_obs, chains[index])
                 old = old_log_prob[index]
                 log_ratio = log_prob.clamp(low, high) - old.clamp(low, high)
                 policy_loss = ppo_clip_loss(
@@ -427,9 +458,9 @@ class ReinFlow(Agent):
                     standardize(advantage[index], 0),
                     cfg.clip,
                 )
-                value_loss = 0.5 * (self.critic(obs[index]) - returns[index]).pow(2).mean()
+                value_loss = 0.5 * (self.critic(mini_obs) - returns[index]).pow(2).mean()
                 loss = policy_loss - cfg.ent_coef * entropy.mean() + cfg.vf_coef * value_loss
-                w2 = self._w2(obs[index]) if cfg.bc_coef > 0 else torch.zeros((), device=self.device)
+                w2 = self._w2(mini_obs) if cfg.bc_coef > 0 else torch.zeros((), device=self.device)
                 loss = loss + cfg.bc_coef * w2
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
@@ -478,10 +509,10 @@ class ReinFlow(Agent):
             "minibatches": torch.tensor(float(minibatches)),
         }
 
-    def _w2(self, obs: torch.Tensor) -> torch.Tensor:
+    def _w2(self, obs: Obs) -> torch.Tensor:
         """``mean((ODE_reference(x0) - ODE_actor(x0))^2)``, one shared random ``x0`` per row (decision 7)."""
         steps, clip = self.cfg.denoising_steps, self.cfg.clip_intermediate
-        x0 = torch.randn(obs.shape[0], self.action_dim, device=self.device)
+        x0 = torch.randn(obs_rows(obs), self.action_dim, device=self.device)
         with torch.no_grad():
             target = euler_sample(self.reference, self.reference.encode(obs), x0, steps, clip)
         return (euler_sample(self.actor, self.actor.encode(obs), x0, steps, clip) - target).pow(2).mean()
@@ -535,7 +566,7 @@ class ReinFlow(Agent):
         self.ema.load_state_dict(state)
 
 
-def bc_loss(cfg: ReinFlowConfig, net: FlowNet, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+def bc_loss(cfg: ReinFlowConfig, net: FlowNet, obs: Obs, action: torch.Tensor) -> torch.Tensor:
     """The pre-training loss of ``cfg.model`` on one batch of (observation history, action chunk) rows."""
     cond, n = net.encode(obs), action.shape[0]
     x0 = torch.randn_like(action)

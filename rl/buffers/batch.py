@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -33,7 +34,9 @@ class Batch:
         return [self.slice(i * size, (i + 1) * size) for i in range(parts)]
 
     def slice(self, start: int, stop: int) -> Batch:
-        return Batch(**{f.name: _map(getattr(self, f.name), lambda t: t[start:stop]) for f in fields(self)})
+        return Batch(
+            **{f.name: map_obs(getattr(self, f.name), lambda t: t[start:stop]) for f in fields(self)}
+        )
 
     @staticmethod
     def cat(parts: list[Batch]) -> Batch:
@@ -49,7 +52,18 @@ class Batch:
         return Batch(**out)
 
 
-def _map(value: Obs, fn) -> Obs:
+def map_obs(value: Obs, fn: Callable[[torch.Tensor], torch.Tensor]) -> Obs:
+    """``fn`` applied to an observation tensor, or to each tensor of a dict observation."""
     if isinstance(value, dict):
         return {k: fn(v) for k, v in value.items()}
     return fn(value)
+
+
+def obs_rows(value: Obs) -> int:
+    """Rows of an observation batch: its leading size, or that of a dict observation's tensors."""
+    return next(iter(value.values())).shape[0] if isinstance(value, dict) else value.shape[0]
+
+
+def take_rows(value: Obs, index: torch.Tensor) -> Obs:
+    """The rows ``index`` of an observation batch (of each tensor of a dict observation)."""
+    return map_obs(value, lambda t: t[index])

@@ -4,11 +4,17 @@ Advantages cut at every episode end (terminated or truncated): an advantage neve
 episodes. They bootstrap through truncation: at a time-limit step the value of the *true* final
 observation (``bootstrap_value``) stands in for the next state's value, because the next row
 already belongs to the reset episode; at a terminal step nothing is bootstrapped.
+
+Observations (``obs_layout``) are that many floats, or the columns of an ``ObsSpec``: a dict observation (cameras
+and proprio) keeps one column per key, frames as uint8.
 """
 
 from __future__ import annotations
 
 import torch
+
+from rl.buffers.batch import Obs
+from rl.buffers.replay import ARRAY_KEY, ObsSpec
 
 
 class RolloutBuffer:
@@ -16,7 +22,7 @@ class RolloutBuffer:
         self,
         steps: int,
         num_envs: int,
-        obs_dim: int,
+        obs_layout: int | ObsSpec,
         action_dim: int,
         device: torch.device | str = "cpu",
         reward_scale: float = 1.0,
@@ -26,10 +32,13 @@ class RolloutBuffer:
         self.device = torch.device(device)
         self.reward_scale, self.reward_bias = reward_scale, reward_bias
 
-        def column(*shape: int) -> torch.Tensor:
-            return torch.zeros((steps, num_envs, *shape), device=self.device)
+        def column(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros((steps, num_envs, *shape), dtype=dtype, device=self.device)
 
-        self.obs = column(obs_dim)
+        if not isinstance(obs_layout, ObsSpec):
+            obs_layout = ObsSpec({ARRAY_KEY: ((obs_layout,), torch.float32)}, False)
+        columns = {key: column(*shape, dtype=dtype) for key, (shape, dtype) in obs_layout.columns.items()}
+        self.obs: Obs = columns if obs_layout.is_dict else columns[ARRAY_KEY]
         self.action = column(action_dim)
         self.log_prob = column()
         self.reward = column()
@@ -47,7 +56,7 @@ class RolloutBuffer:
 
     def add(
         self,
-        obs: torch.Tensor,
+        obs: Obs,
         action: torch.Tensor,
         log_prob: torch.Tensor,
         reward: torch.Tensor,
@@ -60,7 +69,12 @@ class RolloutBuffer:
         if self.full:
             raise RuntimeError("rollout buffer is full; call compute_gae and reset first")
         t = self.t
-        self.obs[t], self.action[t], self.log_prob[t] = obs, action, log_prob
+        if isinstance(self.obs, dict):
+            for key, column in self.obs.items():
+                column[t] = obs[key]
+        else:
+            self.obs[t] = obs
+        self.action[t], self.log_prob[t] = action, log_prob
         self.reward[t], self.value[t] = self.scale_reward(reward), value
         self.terminated[t], self.truncated[t] = terminated.float(), truncated.float()
         self.bootstrap_value[t] = bootstrap_value

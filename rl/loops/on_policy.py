@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rl.agents import Phase
-from rl.buffers import RolloutBuffer
+from rl.buffers import ObsSpec, RolloutBuffer
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
 from rl.loops.labelling import RolloutLabeller
@@ -30,8 +30,8 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
     n, schedule, agent = run.cfg.num_envs, run.schedule, run.agent
     agent.set_phase(Phase.ONLINE)
     rollout = RolloutBuffer(
-        run.cfg.rollout_steps // n, n, run.obs_dim, run.action_dim, run.device,
-        run.reward_scale, run.reward_bias,
+        run.cfg.rollout_steps // n, n, ObsSpec.from_space(run.env.single_observation_space),
+        run.action_dim, run.device, run.reward_scale, run.reward_bias,
     )  # fmt: skip
     labeller = run.labeller if isinstance(run.labeller, RolloutLabeller) else None
     while state.step < schedule.total:

@@ -1,7 +1,8 @@
 """Flow-matching and diffusion policy networks over action chunks (ReinFlow, DPPO).
 
 A policy acts on a flat chunk ``x`` of ``Ta * Da`` numbers (the chunk env wrapper's action) given a
-flat observation history of ``To * Do`` numbers; the networks never need ``Ta`` or ``To`` apart.
+flat observation history of ``To * Do`` numbers, or a ``Dict`` of cameras and proprio read through
+an image encoder (``Conditioning``); the networks never need ``Ta`` or ``To`` apart.
 
 - ``SinusoidalEmbedding``: the transformer/DDPM sinusoid of a scalar per row.
 - ``ResidualMLP``: Linear -> (pre-activation two-layer residual blocks) -> Linear, the IBC/d3il head
@@ -35,6 +36,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from rl.nets.encoders import ObservationEncoder
 from rl.nets.mlp import ObservationNormalizer
 
 ACTIVATIONS = {"relu": nn.ReLU, "mish": nn.Mish, "tanh": nn.Tanh}
@@ -104,8 +106,10 @@ def plain_mlp(in_dim: int, widths: Sequence[int], activation: str) -> nn.Sequent
 
 
 class Conditioning(nn.Module):
-    """Observation features: fixed normalisation, an optional encoder (pixels: ``ObservationEncoder``),
-    then an optional condition MLP. ``out_dim`` is the width the velocity head reads."""
+    """Observation features: a state history through fixed normalisation, or a ``Dict`` of cameras
+    and proprio through an image encoder (``rl.nets.encoders.ObservationEncoder``, then ``obs_dim`` is
+    its ``out_dim``), then an optional condition MLP. ``out_dim`` is the width the velocity head reads.
+    The encoder is part of the policy: copies of the policy (EMA, fine-tuned actor, reference) copy it."""
 
     def __init__(
         self,
@@ -113,19 +117,21 @@ class Conditioning(nn.Module):
         cond_hidden: Sequence[int] | None,
         activation: str,
         obs_norm: ObservationNormalizer | None = None,
-        encoder: nn.Module | None = None,
-        encoder_dim: int | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__()
-        self.obs_norm = obs_norm or ObservationNormalizer(obs_dim)
         self.encoder = encoder
-        in_dim = encoder_dim if encoder is not None else obs_dim
-        self.mlp = plain_mlp(in_dim, cond_hidden, activation) if cond_hidden else None
-        self.out_dim = cond_hidden[-1] if cond_hidden else in_dim
+        self.obs_norm = None if encoder is not None else obs_norm or ObservationNormalizer(obs_dim)
+        self.mlp = plain_mlp(obs_dim, cond_hidden, activation) if cond_hidden else None
+        self.out_dim = cond_hidden[-1] if cond_hidden else obs_dim
 
     def forward(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         x = self.encoder(obs) if self.encoder is not None else self.obs_norm(obs)
         return self.mlp(x) if self.mlp is not None else x
+
+    def augment(self, obs: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor | dict[str, torch.Tensor]:
+        """``obs`` with the encoder's random shift (``encoder.pad``); state observations unchanged."""
+        return obs if self.encoder is None else self.encoder.augment(obs)[0]
 
 
 class FlowMLP(nn.Module):
@@ -140,8 +146,7 @@ class FlowMLP(nn.Module):
         cond_hidden: Sequence[int] | None = None,
         activation: str = "relu",
         obs_norm: ObservationNormalizer | None = None,
-        encoder: nn.Module | None = None,
-        encoder_dim: int | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__()
         self.action_dim, self.time_dim = action_dim, time_dim
@@ -151,7 +156,7 @@ class FlowMLP(nn.Module):
             nn.Mish(),
             nn.Linear(2 * time_dim, time_dim),
         )
-        self.cond = Conditioning(obs_dim, cond_hidden, activation, obs_norm, encoder, encoder_dim)
+        self.cond = Conditioning(obs_dim, cond_hidden, activation, obs_norm, encoder)
         self.head = ResidualMLP(action_dim + time_dim + self.cond.out_dim, hidden, action_dim, activation)
 
     @property
@@ -182,8 +187,7 @@ class ShortcutMLP(nn.Module):
         cond_hidden: Sequence[int] = (64, 16),
         activation: str = "relu",
         obs_norm: ObservationNormalizer | None = None,
-        encoder: nn.Module | None = None,
-        encoder_dim: int | None = None,
+        encoder: ObservationEncoder | None = None,
     ) -> None:
         super().__init__()
         if not cond_hidden or cond_hidden[-1] != time_dim:
@@ -196,7 +200,7 @@ class ShortcutMLP(nn.Module):
         self.td_embedding = nn.Sequential(
             nn.Linear(2 * time_dim, time_dim), nn.Mish(), nn.Linear(time_dim, time_dim)
         )
-        self.cond = Conditioning(obs_dim, cond_hidden, activation, obs_norm, encoder, encoder_dim)
+        self.cond = Conditioning(obs_dim, cond_hidden, activation, obs_norm, encoder)
         self.head = ResidualMLP(action_dim + time_dim, hidden, action_dim, activation)
 
     @property
