@@ -87,7 +87,7 @@ class BridgeEnv(gym.Env):
         cameras = self.server_spec["cameras"]
         if pixels and not cameras:
             raise ValueError(
-                "bridge env: pixels=True but the server has no camera (start it with camera=true)"
+                "bridge env: pixels=True but the server has no camera (start the sim with cameras=front)"
             )
         self.camera = next(iter(cameras)) if pixels else None
         if self.camera is None:

@@ -6,7 +6,9 @@ Keys (all optional except where a backend needs one):
   max_action_age_ms=   lease_timeout_s=3   stale_frames_to_estop=0   fsync_interval_s=1
   workspace_low=0.25,-0.25,0.15   workspace_high=0.7,0.25,0.6   max_step_m=0.025 ... (any SafetyLimits field)
   home_xyz=0.307,0,0.491   home_rpy=3.14159,0,0
-  sim:      lockstep=false inner_loop=process|thread camera=false camera_size=64 latency_ms=0
+  sim:      lockstep=false inner_loop=process|thread latency_ms=0
+            cameras= (none; front,wrist: a fixed view and one on the hand, each a square RGB image)
+            camera_size=64 (pixels, for every camera; or one per camera: 64,48)
             freeze_camera_after= fault_after_commands=
             obstacle=x,y,z,hx,hy,hz (a fixed box: centre and half-sizes, to test the force guard)
             drop_every=0 (fault injection: drop every N-th inbound message)
@@ -46,8 +48,9 @@ def _coerce(value: str, annotation: typing.Any, name: str) -> typing.Any:
     if value == "" and "None" in text:
         return None
     try:
-        if text.startswith("tuple"):
-            return tuple(float(v) for v in value.split(","))
+        item = _tuple_item(annotation)
+        if item is not None:
+            return () if value == "" else tuple(item(v) for v in value.split(","))
         if "bool" in text:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError("expected true or false")
@@ -61,6 +64,14 @@ def _coerce(value: str, annotation: typing.Any, name: str) -> typing.Any:
     return value
 
 
+def _tuple_item(annotation: typing.Any) -> type | None:
+    """The items' type of a tuple annotation (``float`` for ``tuple[float, ...] | None``), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(candidate) is tuple:
+            return typing.get_args(candidate)[0]
+    return None
+
+
 def build(overrides: dict[str, str]) -> ArmServer:
     overrides = dict(overrides)
     backend_name = overrides.pop("backend", "sim")
@@ -71,8 +82,8 @@ def build(overrides: dict[str, str]) -> ArmServer:
     config_kwargs, limit_kwargs, backend_kwargs = {}, {}, {}
     backend_hints = {
         "lockstep": bool,
-        "camera": bool,
-        "camera_size": int,
+        "cameras": tuple[str, ...],
+        "camera_size": tuple[int, ...],
         "inner_hz": float,
         "latency_ms": float,
         "freeze_camera_after": int | None,

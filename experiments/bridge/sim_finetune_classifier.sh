@@ -36,7 +36,7 @@ mkdir -p "$work"
 server=
 serve() {  # one server process per stage: its log holds that stage's episodes only
     [ -z "$server" ] || { kill "$server"; wait "$server" 2>/dev/null || true; }
-    MUJOCO_GL=${MUJOCO_GL:-egl} $py -m real_robot.serve backend=sim lockstep=true camera=true keys="$work/keys" \
+    MUJOCO_GL=${MUJOCO_GL:-egl} $py -m real_robot.serve backend=sim lockstep=true cameras=front keys="$work/keys" \
         log_dir="$work/$1" address="tcp://127.0.0.1:$port" max_action_age_ms=5000 hold_after_ms=5000 \
         stop_after_ms=10000 > "$work/$1.serve.log" 2>&1 &
     server=$!

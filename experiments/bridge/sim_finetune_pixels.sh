@@ -19,7 +19,7 @@ py=.venv/bin/python
 port=${O2O_BRIDGE_PORT:-5598}
 mkdir -p "$work"
 [ -d "$work/keys" ] || $py -m real_robot.keygen --dir "$work/keys"
-MUJOCO_GL=${MUJOCO_GL:-egl} $py -m real_robot.serve backend=sim lockstep=true camera=true keys="$work/keys" \
+MUJOCO_GL=${MUJOCO_GL:-egl} $py -m real_robot.serve backend=sim lockstep=true cameras=front keys="$work/keys" \
     log_dir="$work/log" address="tcp://127.0.0.1:$port" max_action_age_ms=5000 hold_after_ms=5000 \
     stop_after_ms=10000 > "$work/serve.log" 2>&1 &
 server=$!

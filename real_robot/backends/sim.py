@@ -23,11 +23,14 @@ MuJoCo force/torque sensor at the end-effector point measures what the tool tran
 hand's weight, that is the external wrench the force guard reads (the hand's inertial force, about
 0.5 kg times its acceleration, is left in, as a real sensor tared at rest would). ``obstacle``
 adds a fixed box to the scene (centre xyz and half-sizes), to test the force guard by driving into
-it. The camera (optional) renders a fixed front view with ``mujoco.Renderer`` (set MUJOCO_GL=egl or
-osmesa when there is no display).
+it. Cameras (optional, ``cameras=("front", "wrist")``, a real cell's usual pair) render with
+``mujoco.Renderer`` (set MUJOCO_GL=egl or osmesa when there is no display): ``front`` a fixed view of
+the workspace, ``wrist`` the Panda model's camera on the hand, which moves with the arm
+(``sim_arm.CAMERAS``). Images are square, ``camera_size`` pixels: one size for every camera, or one
+per camera (cameras of a real cell often differ). Every camera is rendered at the same instant.
 
-Fault injection (``SimFaults``): added latency on every state read, a camera that freezes after N
-frames (its frame id stops advancing), and a backend fault (a "reflex") after N commands.
+Fault injection (``SimFaults``): added latency on every state read, cameras that freeze after N
+frames (their frame ids stop advancing), and a backend fault (a "reflex") after N commands.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from real_robot.backends.base import ArmState, Backend, Frame
-from real_robot.backends.sim_arm import SimArm, SimSettings
+from real_robot.backends.sim_arm import CAMERAS, SimArm, SimSettings
 from real_robot.backends.sim_loop import InnerLoop
 from real_robot.governor import JointLimits, Pose
 
@@ -47,7 +50,7 @@ class SimFaults:
     latency_ms: float = 0.0
     """Added to every ``read_state`` (a slow driver or network)."""
     freeze_camera_after: int | None = None
-    """After this many frames the camera keeps returning its last frame (id and timestamp frozen)."""
+    """After this many frames every camera keeps returning its last frame (id and timestamp frozen)."""
     fault_after_commands: int | None = None
     """After this many commands (counted from the start or the last ``recover``) the arm reports a
     reflex until ``recover``: a reflex every N commands, for tests and the soak."""
@@ -89,21 +92,21 @@ class SimBackend(Backend):
         self,
         lockstep: bool = False,
         inner_hz: float = 500.0,
-        camera: bool = False,
-        camera_size: int = 64,
+        cameras: tuple[str, ...] = (),
+        camera_size: int | tuple[int, ...] = 64,
         faults: SimFaults | None = None,
         obstacle: tuple[float, ...] | None = None,
         inner_loop: str = "process",
     ):
         self.lockstep = lockstep
         self.faults = faults or SimFaults()
-        settings = SimSettings(inner_hz, camera, obstacle, self.faults.fault_after_commands)
+        self._sizes = camera_sizes(tuple(cameras), camera_size)
+        settings = SimSettings(inner_hz, tuple(cameras), obstacle, self.faults.fault_after_commands)
         self._arm: InProcess | InnerLoop = (
             InProcess(settings) if lockstep else InnerLoop(settings, inner_loop)
         )
         self._limits = self._arm.call("joint_limits")
-        self._camera_size = camera_size if camera else 0
-        self._frame: Frame | None = None
+        self._frames: dict[str, Frame] = {}
         self._frames_made = 0
 
     def now_ns(self) -> int:
@@ -138,19 +141,34 @@ class SimBackend(Backend):
         return self._limits
 
     def camera_shapes(self) -> dict[str, tuple[int, int, int]]:
-        return {"front": (self._camera_size, self._camera_size, 3)} if self._camera_size else {}
+        return {camera: (size, size, 3) for camera, size in self._sizes.items()}
 
     def frames(self) -> dict[str, Frame]:
-        if not self._camera_size:
+        if not self._sizes:
             return {}
         freeze = self.faults.freeze_camera_after
-        if self._frame is not None and freeze is not None and self._frames_made >= freeze:
-            return {"front": self._frame}
+        if self._frames and freeze is not None and self._frames_made >= freeze:
+            return self._frames
         t_capture = self.now_ns()
-        image = self._arm.call("render", self._camera_size)
+        images = self._arm.call("render", self._sizes)
         self._frames_made += 1
-        self._frame = Frame(self._frames_made, t_capture, image)
-        return {"front": self._frame}
+        self._frames = {camera: Frame(self._frames_made, t_capture, images[camera]) for camera in self._sizes}
+        return self._frames
 
     def close(self) -> None:
         self._arm.close()
+
+
+def camera_sizes(cameras: tuple[str, ...], camera_size: int | tuple[int, ...]) -> dict[str, int]:
+    """Each camera's image size (``camera_size``: one for all, or one per camera), names checked."""
+    unknown = [camera for camera in cameras if camera not in CAMERAS]
+    if unknown or len(set(cameras)) != len(cameras):
+        raise ValueError(f"sim: cameras {list(cameras)}: each at most once, of the sim's {list(CAMERAS)}")
+    sizes = (camera_size,) if isinstance(camera_size, int) else tuple(camera_size)
+    if len(sizes) == 1:
+        sizes *= len(cameras)
+    if len(sizes) != len(cameras) or any(size < 1 for size in sizes):
+        raise ValueError(
+            f"sim: camera_size {camera_size}: one positive size for every camera, or one per camera {list(cameras)}"
+        )
+    return dict(zip(cameras, sizes, strict=True))

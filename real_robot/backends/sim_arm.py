@@ -23,6 +23,10 @@ HOME_Q = np.array([0.0, -np.pi / 4, 0.0, -3 * np.pi / 4, 0.0, np.pi / 2, np.pi /
 _GRIPPER_SPEED = 2.0  # closure fraction per second
 _KP_POS, _KP_ROT, _KP_NULL = 600.0, 60.0, 10.0
 _RESET_S = 1.0
+CAMERAS = {"front": "front", "wrist": "eye_in_hand"}
+"""The sim's cameras, by the MuJoCo camera each renders: ``front`` a fixed view of the workspace
+(added by ``build_model``), ``wrist`` the Panda model's own camera on the hand (robosuite's
+``robot0_eye_in_hand``), which moves with the arm and sees the tool and what is below it."""
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class SimSettings:
     """What builds a ``SimArm`` (picklable: the inner-loop process builds its own from it)."""
 
     inner_hz: float = 500.0
-    camera: bool = False
+    cameras: tuple[str, ...] = ()
+    """Names from ``CAMERAS``; any camera keeps the visual meshes in the model."""
     obstacle: tuple[float, ...] | None = None
     fault_after_commands: int | None = None
 
@@ -44,11 +49,11 @@ def panda_model_path() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def build_model(inner_hz: float, camera: bool, obstacle: tuple[float, ...] | None = None) -> mujoco.MjModel:
+def build_model(inner_hz: float, visual: bool, obstacle: tuple[float, ...] | None = None) -> mujoco.MjModel:
     """Compile the scene once per process (0.7 s of mesh loading); arms share the read-only model."""
     spec = mujoco.MjSpec.from_file(str(panda_model_path()))
     spec.option.timestep = 1.0 / inner_hz
-    if not camera:  # visual meshes only matter for images; dropping them halves load time
+    if not visual:  # visual meshes only matter for images; dropping them halves load time
         for geom in list(spec.geoms):
             if geom.group == 1:
                 spec.delete(geom)
@@ -89,7 +94,7 @@ class SimArm:
 
     def __init__(self, settings: SimSettings):
         self.settings = settings
-        self.model = build_model(settings.inner_hz, settings.camera, settings.obstacle)
+        self.model = build_model(settings.inner_hz, bool(settings.cameras), settings.obstacle)
         self.data = mujoco.MjData(self.model)
         self.home_q = HOME_Q.copy()
         self.steps = 0
@@ -102,7 +107,7 @@ class SimArm:
         self._fault = ""
         self._gripper, self._gripper_cmd = 0.0, 0.0
         self._jac = np.zeros((6, self.model.nv))
-        self._renderer: mujoco.Renderer | None = None
+        self._renderers: dict[int, mujoco.Renderer] = {}  # by image size: a renderer has one
         self._reference = Interpolator(Pose(np.zeros(3), np.array([1.0, 0, 0, 0])), 0.0)
         self._teleport(self.home_q)
 
@@ -153,20 +158,27 @@ class SimArm:
         self._gripper_cmd = 0.0
         return _RESET_S
 
-    def render(self, size: int) -> np.ndarray:
-        """The front camera's image (the renderer is made on the first calling thread: GL contexts are per thread)."""
-        if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, size, size)
-        self._renderer.update_scene(self.data, camera="front")
-        return self._renderer.render().copy()
+    def render(self, sizes: dict[str, int]) -> dict[str, np.ndarray]:
+        """Each camera's image (name -> square size; names from ``CAMERAS``), all of one instant.
+
+        One call for every camera, so the real-time loop answers one pipe message per observation.
+        Renderers are made on the first calling thread (GL contexts are per thread)."""
+        images = {}
+        for camera, size in sizes.items():
+            if size not in self._renderers:
+                self._renderers[size] = mujoco.Renderer(self.model, size, size)
+            renderer = self._renderers[size]
+            renderer.update_scene(self.data, camera=CAMERAS[camera])
+            images[camera] = renderer.render().copy()
+        return images
 
     def joint_limits(self) -> JointLimits:
         return JointLimits(self.model.jnt_range[:, 0].copy(), self.model.jnt_range[:, 1].copy())
 
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.close()
-            self._renderer = None
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers = {}
 
     # --- physics ---------------------------------------------------------------------------------
 

@@ -32,20 +32,23 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def start_server(keys_dir: Path, tmp_path: Path) -> Iterator[Callable[..., ArmServer]]:
     """Start a server; keyword arguments override ServerConfig fields, ``lockstep``, ``faults``,
-    ``camera`` and ``obstacle`` configure the sim."""
+    ``cameras``, ``camera_size`` and ``obstacle`` configure the sim."""
     running: list[tuple[ArmServer, threading.Thread]] = []
 
     def start(
         lockstep: bool = True,
         faults: SimFaults | None = None,
-        camera: bool = False,
+        cameras: tuple[str, ...] = (),
+        camera_size: int | tuple[int, ...] = 64,
         obstacle: tuple[float, ...] | None = None,
         **overrides,
     ) -> ArmServer:
         config = replace(
             ServerConfig(address="tcp://127.0.0.1:0", log_dir=str(tmp_path / "logs")), **overrides
         )
-        backend = SimBackend(lockstep=lockstep, faults=faults, camera=camera, obstacle=obstacle)
+        backend = SimBackend(
+            lockstep=lockstep, faults=faults, cameras=cameras, camera_size=camera_size, obstacle=obstacle
+        )
         server = ArmServer(config, backend, load_server_keys(keys_dir))
         thread = threading.Thread(target=server.serve_forever, daemon=True)
         thread.start()

@@ -27,7 +27,7 @@ PATIENT = {"max_action_age_ms": 5000.0, "hold_after_ms": 5000.0, "stop_after_ms"
 
 
 def test_the_reward_view_carries_the_logged_frames_and_ids_beside_a_state_observation(start_server, keys_dir):
-    server = start_server(camera=True, **PATIENT)
+    server = start_server(cameras=("front",), **PATIENT)
     env = make_bridge_env(address=server.address, keys_dir=str(keys_dir))
     try:
         assert env.observation_space == gym.spaces.Box(
@@ -63,7 +63,7 @@ def test_no_camera_no_reward_view_and_an_unknown_reward_camera_is_refused(start_
         assert "reward_view" not in env.step(np.zeros(7, np.float32))[4]
     finally:
         env.close()
-    server = start_server(camera=True)
+    server = start_server(cameras=("front",))
     with pytest.raises(
         ValueError, match=r"reward_cameras \['wrist'\] are not the server's cameras \['front'\]"
     ):
@@ -95,7 +95,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     label is in ``<run_dir>/labels.jsonl``, and the server's log joined with it has, transition by
     transition, the rewards, successes and terminals the learner's buffer holds."""
     probe = start_server(
-        camera=True, **PATIENT
+        cameras=("front",), **PATIENT
     )  # its own server, so the run's log holds the run's episodes only
     env = make_bridge_env(address=probe.address, keys_dir=str(keys_dir))
     try:  # a threshold that some frames pass and some do not, from this scene's frames
@@ -106,7 +106,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     finally:
         env.close()
     model = Brightness(float(np.median([f.mean() / 255 for f in frames])))
-    server = start_server(camera=True, max_episode_steps=8, **PATIENT)
+    server = start_server(cameras=("front",), max_episode_steps=8, **PATIENT)
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: model)
     overrides = [
         "env=real", f"env.kwargs.address={server.address}", f"env.kwargs.keys_dir={keys_dir}",
@@ -140,7 +140,7 @@ def test_a_calibration_file_gives_the_reward_camera_its_geometry_and_bad_files_a
 ):
     import json
 
-    server = start_server(camera=True)
+    server = start_server(cameras=("front",))
     intrinsics = [[50.0, 0.0, 32.0], [0.0, 50.0, 32.0], [0.0, 0.0, 1.0]]
     extrinsics = [[1.0, 0.0, 0.0, 0.5], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 1.5], [0.0, 0.0, 0.0, 1.0]]
     good = {"front": {"intrinsics": intrinsics, "extrinsics": extrinsics, "height": 64, "width": 64}}

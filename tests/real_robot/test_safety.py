@@ -169,7 +169,7 @@ def test_frozen_camera_is_reported_then_latches(start_server, connect):
     # Generous deadlines: on a loaded machine a slow client must not have its action refused as stale
     # or trigger a watchdog hold here; those have their own tests.
     server = start_server(
-        camera=True,
+        cameras=("front",),
         faults=SimFaults(freeze_camera_after=3),
         stale_frames_to_estop=3,
         max_action_age_ms=5000.0,
