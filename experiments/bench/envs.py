@@ -40,6 +40,7 @@ HALFCHEETAH = EnvConfig(name="halfcheetah", id="HalfCheetah-v5", score_name="hal
 LIFT = EnvConfig(name="lift", id="Lift", family="robosuite", score_name=None)
 VECTOR_SIZES = (2, 4, 8)
 ONLINE_SIZES = (1, 2, 4, 8)
+COMPILED_ACT_SIZES = (1, 8)
 GROUPS = ("halfcheetah", "lift", "lift_pixels", "online_loop")
 
 Stepper = tuple[Callable[[], None], int]
@@ -92,14 +93,16 @@ def vector(vec) -> Stepper:
     return (lambda: vec.step(actions[next(count) % 4096])), vec.num_envs
 
 
-def online_loop(vec, agent, buffer: ReplayBuffer) -> Stepper:
-    """The trainer's online phase without learning: one batched ``agent.act`` per vector step and
-    ``collect_step`` (the vector step, the replay add, the episode rows and MC returns), the very
-    function ``rl.loops.off_policy.online_phase`` calls."""
+def online_loop(vec, act: Callable[[torch.Tensor], torch.Tensor], buffer: ReplayBuffer) -> Stepper:
+    """The trainer's online phase without learning: one batched ``act`` (an agent's ``act``, or a
+    compiled copy of it) per vector step and ``collect_step`` (the vector step, the replay add, the
+    episode rows and MC returns), the very function ``rl.loops.off_policy.online_phase`` calls."""
     state = {"obs": vec.reset(seed=0), "rows": [[] for _ in range(vec.num_envs)]}
+    for _ in range(3):  # a compiled act compiles here, outside the timed turns
+        act(state["obs"])
 
     def step() -> None:
-        action = agent.act(state["obs"])
+        action = act(state["obs"])
         state["obs"] = collect_step(vec, state["obs"], action, buffer, state["rows"]).obs
 
     return step, vec.num_envs
@@ -136,7 +139,9 @@ def halfcheetah(seconds: float) -> dict:
 
 def halfcheetah_online_loop(seconds: float) -> dict:
     """``online_loop_n{1,2,4,8}`` (in-process ``make_vec``, SAC with o2o's default 256x256 actor on
-    CPU, a 200k-row replay buffer each) against a bare ``gymnasium.make`` env and the physics floor."""
+    CPU, a 200k-row replay buffer each) against a bare ``gymnasium.make`` env and the physics floor;
+    ``online_loop_compiled_act_n{1,8}``: the same with ``torch.compile(agent.act)``, the acting lever
+    the issue names (inductor's CPU kernels behind dynamo's guards)."""
     torch.manual_seed(0)
     bare = gym.make(HALFCHEETAH.id)
     core = bare.unwrapped
@@ -149,7 +154,13 @@ def halfcheetah_online_loop(seconds: float) -> dict:
         obs_dim, action_dim = int(np.prod(obs_space.shape)), vec.single_action_space.shape[0]
         agent = build_agent(SACConfig(), obs_dim, action_dim, torch.device("cpu"))
         buffer = ReplayBuffer(200_000, ObsSpec.from_space(obs_space), action_dim)
-        steppers[f"online_loop_n{n}"] = online_loop(vec, agent, buffer)
+        steppers[f"online_loop_n{n}"] = online_loop(vec, agent.act, buffer)
+        if n in COMPILED_ACT_SIZES:
+            vec = envs.make_vec(HALFCHEETAH, n, mode="sync")
+            to_close.append(vec)
+            buffer = ReplayBuffer(200_000, ObsSpec.from_space(obs_space), action_dim)
+            compiled_act = torch.compile(agent.act, dynamic=False)
+            steppers[f"online_loop_compiled_act_n{n}"] = online_loop(vec, compiled_act, buffer)
     try:
         figures = {name: round(value, 1) for name, value in round_robin(steppers, seconds).items()}
     finally:
@@ -231,16 +242,12 @@ def main() -> None:
         targets["lift_subprocess_n2_over_single >= 1.7"] = {"value": speedup, "met": speedup >= 1.7}
     if "online_loop" in groups:
         loop = report["halfcheetah_v5_online_loop"] = halfcheetah_online_loop(args.seconds)
-        best = max(loop["over_bare_single_env"], key=loop["over_bare_single_env"].get)
-        over_bare, over_floor = loop["over_bare_single_env"][best], loop["over_physics_floor"][best]
-        targets[f"halfcheetah_{best}_over_bare_single_env >= 0.7"] = {
-            "value": over_bare,
-            "met": over_bare >= 0.7,
-        }
-        targets[f"halfcheetah_{best}_over_physics_floor >= 0.6"] = {
-            "value": over_floor,
-            "met": over_floor >= 0.6,
-        }
+        for n, goal in ((8, 0.7), (1, 0.4)):  # issue 14's P4, on the default (eager) acting path
+            over_bare = loop["over_bare_single_env"][f"online_loop_n{n}"]
+            targets[f"halfcheetah_online_loop_n{n}_over_bare_single_env >= {goal}"] = {
+                "value": over_bare,
+                "met": over_bare >= goal,
+            }
     if "lift_pixels" in groups:
         report["robosuite_lift_pixels_84"] = lift_pixels(args.seconds)
     report["targets"] = targets
