@@ -3,9 +3,16 @@
 ``make_bridge_env(address=..., keys_dir=...)`` connects, takes the control lease (HELLO) and builds
 its spaces from the server's spec: actions are ``Box(-1, 1, (7,))`` ee-delta commands
 (dx, dy, dz, droll, dpitch, dyaw, gripper), observations a flat float32 ``Box`` of the spec's
-``obs_keys`` (with ``pixels=True`` and a camera on the server, a ``Dict`` of ``state`` and
-``pixels``). One ``step`` is one ACT -> OBS round trip; the server's clock sets the control period,
+``obs_keys``. One ``step`` is one ACT -> OBS round trip; the server's clock sets the control period,
 so the env never sleeps.
+
+Pixels (``pixels=True``): the observation is a ``Dict`` of ``state`` (that flat ``Box``) and, for each
+observed camera, its uint8 ``(H, W, 3)`` frame under ``<camera>_image`` (robosuite's naming:
+``front_image``, ``wrist_image``), at that camera's size from the spec (cameras may differ). The
+cameras are every server camera, or those named by ``cameras`` (``env.kwargs.cameras``); a name the
+server lacks, an empty list, or ``cameras`` without ``pixels=True`` is refused in one line.
+``real_robot.convert`` exports a log with the same keys, so a converted dataset trains an agent that
+then acts through this env.
 
 What a step returns when the server refuses the action: a *fatal* refusal (the e-stop is latched)
 raises ``BridgeError``, because training must stop until an operator clears it. Any other refusal
@@ -27,11 +34,11 @@ each state entry (``ee_pos`` and ``ee_quat`` under the arm-neutral ``eef_pos`` a
 the server's key of the observation, ``ids/episode``, ``ids/step`` and ``ids/obs_id`` (int64 scalars),
 with which the learner's labeller keys its label log (``rl.data.label_log``) so that
 ``real_robot.convert --labels`` can join the labels to the server's log. The policy's observation is
-unchanged (state only unless ``pixels=True``). Decisions: the view is on by default whenever the
-server has a camera, because ``env=real`` is built from ``env.kwargs`` only, so the run's
-``env.reward_cameras`` cannot reach this env; the frames are the server's, at the server camera's
-size (``reward.image_size`` must equal it; no resizing on the learner side, so the model sees what
-the log holds).
+unchanged (state only unless ``pixels=True``; the reward cameras need not be the observed ones).
+Decisions: the view is on by default whenever the server has a camera, because ``env=real`` is
+built from ``env.kwargs`` only, so the run's ``env.reward_cameras`` cannot reach this env; the frames
+are the server's, at the server camera's size (``reward.image_size`` must equal it; no resizing on
+the learner side, so the model sees what the log holds).
 
 Camera calibration (what KAGI lifts keypoints to 3D with): ``calibration=<file.json>``
 (``env.kwargs.calibration``) names a JSON file with, per reward camera, ``intrinsics`` (3x3, pixels
@@ -76,37 +83,53 @@ class BridgeEnv(gym.Env):
         client_name: str = "o2o-env",
         reward_cameras: list[str] | None = None,
         calibration: str | None = None,
+        cameras: list[str] | None = None,
     ):
         self.client = BridgeClient(address, load_client_keys(keys_dir, key_name), timeout_s, client_name)
         self.server_spec = self.client.hello()
         self.reset_timeout_s = reset_timeout_s
         self.max_episode_steps = max_episode_steps or int(self.server_spec["max_episode_steps"])
         self.obs_keys = list(self.server_spec["obs_keys"])
-        state_dim = sum(int(self.server_spec["obs_dims"][k]) for k in self.obs_keys)
-        state_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
-        cameras = self.server_spec["cameras"]
-        if pixels and not cameras:
-            raise ValueError(
-                "bridge env: pixels=True but the server has no camera (start the sim with cameras=front)"
-            )
-        self.camera = next(iter(cameras)) if pixels else None
-        if self.camera is None:
-            self.observation_space = state_space
-        else:
-            image = gym.spaces.Box(0, 255, tuple(cameras[self.camera]), np.uint8)
-            self.observation_space = gym.spaces.Dict({"state": state_space, "pixels": image})
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (int(self.server_spec["action_dim"]),), np.float32)
-        self.reward_cameras = list(cameras) if reward_cameras is None else list(reward_cameras)
-        unknown = [camera for camera in self.reward_cameras if camera not in cameras]
-        if unknown:
-            raise ValueError(
-                f"bridge env: reward_cameras {unknown} are not the server's cameras {sorted(cameras)}"
-            )
         self.reward_view_space: gym.spaces.Dict | None = None
         """The layout of ``info["reward_view"]`` (None: no reward camera), read by the vector envs."""
+        try:
+            self._build_spaces(pixels, cameras, reward_cameras)
+            self.calibration = (
+                None if calibration is None else read_calibration(calibration, self.server_spec["cameras"])
+            )
+        except ValueError:
+            self.close()  # the client holds sockets and the lease: a refused setting must not leak them
+            raise
+        self._last: protocol.Message | None = None
+        self._steps = 0
+
+    def _build_spaces(
+        self, pixels: bool, cameras: list[str] | None, reward_cameras: list[str] | None
+    ) -> None:
+        """The observation, action and reward view spaces from the server's spec (module docstring)."""
+        server_cameras = self.server_spec["cameras"]
+        self.cameras = observed_cameras(pixels, cameras, server_cameras)
+        """The cameras the policy observes (empty: state only)."""
+        state_dim = sum(int(self.server_spec["obs_dims"][k]) for k in self.obs_keys)
+        state_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
+        if self.cameras:
+            images = {
+                protocol.image_key(c): gym.spaces.Box(0, 255, tuple(server_cameras[c]), np.uint8)
+                for c in self.cameras
+            }
+            self.observation_space = gym.spaces.Dict({"state": state_space, **images})
+        else:
+            self.observation_space = state_space
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (int(self.server_spec["action_dim"]),), np.float32)
+        self.reward_cameras = list(server_cameras) if reward_cameras is None else list(reward_cameras)
+        unknown = [camera for camera in self.reward_cameras if camera not in server_cameras]
+        if unknown:
+            raise ValueError(
+                f"bridge env: reward_cameras {unknown} are not the server's cameras {sorted(server_cameras)}"
+            )
         if self.reward_cameras:
             views = {
-                f"frames/{c}": gym.spaces.Box(0, 255, tuple(cameras[c]), np.uint8)
+                f"frames/{c}": gym.spaces.Box(0, 255, tuple(server_cameras[c]), np.uint8)
                 for c in self.reward_cameras
             }
             views |= {
@@ -117,13 +140,6 @@ class BridgeEnv(gym.Env):
             }
             views |= {f"ids/{k}": gym.spaces.Box(0, np.iinfo(np.int64).max, (), np.int64) for k in IDS}
             self.reward_view_space = gym.spaces.Dict(views)
-        try:
-            self.calibration = None if calibration is None else read_calibration(calibration, cameras)
-        except ValueError:
-            self.close()  # the client holds sockets and the lease: a refused file must not leak them
-            raise
-        self._last: protocol.Message | None = None
-        self._steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
@@ -177,10 +193,7 @@ class BridgeEnv(gym.Env):
         }
 
     def _observation(self, msg: protocol.Message) -> Any:
-        state = protocol.flatten_state(msg.body["state"], self.obs_keys)
-        if self.camera is None:
-            return state
-        return {"state": state, "pixels": np.asarray(msg.body["frames"][self.camera]["image"])}
+        return protocol.observation(msg.body, self.obs_keys, self.cameras)
 
     def _reward_view(self, body: dict[str, Any]) -> dict[str, np.ndarray]:
         """The reward view of the observation in ``body`` (module docstring)."""
@@ -199,6 +212,31 @@ class BridgeEnv(gym.Env):
             pass  # the lease times out on its own; closing must not raise
         finally:
             self.client.close()
+
+
+def observed_cameras(pixels: bool, cameras: list[str] | None, server_cameras: dict[str, Any]) -> list[str]:
+    """The cameras a pixel observation holds (module docstring); a ValueError says what is wrong."""
+    if not pixels:
+        if cameras is not None:
+            raise ValueError(f"bridge env: cameras={list(cameras)} needs pixels=True")
+        return []
+    if not server_cameras:
+        raise ValueError(
+            "bridge env: pixels=True but the server has no camera (start the sim with cameras=front)"
+        )
+    if cameras is None:
+        return list(server_cameras)
+    if not cameras:
+        raise ValueError(
+            f"bridge env: cameras is empty; pixels=True observes one or more of the server's "
+            f"cameras {sorted(server_cameras)}"
+        )
+    unknown = [camera for camera in cameras if camera not in server_cameras]
+    if unknown:
+        raise ValueError(
+            f"bridge env: cameras {unknown} are not the server's cameras {sorted(server_cameras)}"
+        )
+    return list(dict.fromkeys(cameras))  # a camera named twice is observed once
 
 
 def read_calibration(path: str | Path, cameras: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -5,11 +5,13 @@ rewards, terminals, timeouts, next_observations, plus infos/intervened), which
 ``rl.train dataset=d4rl:<out.hdf5>`` reads.
 
 Observations are what ``env=real`` observes: the flat state vector of the spec's ``obs_keys``; from
-a server with a camera, a dict of that ``state`` and ``pixels``, the frame of the server's first
-camera that each observation carried (the camera ``BridgeEnv(pixels=True)`` observes; its name is
-in ``info.extra['camera']`` and the file's ``camera`` attribute), stored as the groups
-``observations/state`` and ``observations/pixels`` (frames gzip-compressed, losslessly). A state-only
-run can still train on such a file: ``rl.data.check_dataset`` takes its ``state``.
+a server with cameras, what ``BridgeEnv(pixels=True)`` observes, a dict of that ``state`` and each
+camera's frame under ``<camera>_image`` (``front_image``, ``wrist_image``), for every camera of the
+log's spec (named, in order, in ``info.extra['cameras']`` and the file's ``cameras`` attribute),
+stored as the groups ``observations/state`` and ``observations/<camera>_image`` (frames
+gzip-compressed, losslessly). ``rl.data.check_dataset`` fits such a file to the env that trains on
+it: a state-only env takes its ``state``, an env observing some of the cameras takes those (a camera
+or an image size the file lacks is refused in one line naming both sides).
 
 A transition is ``(obs at step k, applied action, obs at step k+1)`` within one episode, where the
 action is the *applied* one from the log (after the governor's clipping, or the human's), not the
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from real_robot.protocol import flatten_state
+from real_robot import protocol
 from real_robot.recorder import read_log
 from rl.data.dataset import Dataset, DatasetInfo
 from rl.data.label_log import labels_by_key, read_label_log
@@ -41,7 +43,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
     path = Path(path)
     obs_keys: list[str] | None = None
     task = None
-    camera: str | None = None
+    cameras: list[str] = []
     columns: dict[str, list[Any]] = {
         k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated", "human", "key")
     }
@@ -57,7 +59,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
         kind = record["kind"]
         if kind == "header":
             obs_keys, task = record["spec"]["obs_keys"], record["spec"]["task"]
-            camera = next(iter(record["spec"].get("cameras") or {}), None)
+            cameras = list(record["spec"].get("cameras") or {})
         elif kind == "applied":
             applied = record
         elif kind == "obs":
@@ -65,10 +67,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
                 raise ValueError(f"{path}: observation before the header record")
             if record["episode"] == finished:
                 continue  # steps a client took after the task terminated are not the learner's episode
-            observation = flatten_state(record["state"], obs_keys)
-            if camera is not None:
-                frame = np.asarray(record["frames"][camera]["image"], np.uint8)
-                observation = {"state": observation, "pixels": frame}
+            observation = protocol.observation(record, obs_keys, cameras)
             continues = (
                 previous is not None
                 and applied is not None
@@ -109,7 +108,7 @@ def log_to_dataset(path: str | Path) -> Dataset:
             extra={
                 "intervened": np.asarray(columns["human"]),
                 "obs_keys": obs_keys,
-                "camera": camera,
+                "cameras": cameras,
                 "reached": columns["key"],
             },
         ),
@@ -181,8 +180,8 @@ def write_d4rl_hdf5(dataset: Dataset, out: str | Path) -> None:
             f.attrs["label_model"] = dataset.info.extra["label_model"]
         f.attrs["source"] = dataset.info.source
         f.attrs["env_id"] = dataset.info.env_id
-        if dataset.info.extra.get("camera") is not None:
-            f.attrs["camera"] = dataset.info.extra["camera"]
+        if dataset.info.extra.get("cameras"):
+            f.attrs["cameras"] = dataset.info.extra["cameras"]
 
 
 def main(argv: list[str] | None = None) -> int:

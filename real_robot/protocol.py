@@ -247,8 +247,31 @@ def _check_body(kind: str, body: dict) -> None:
 
 
 def flatten_state(state: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
-    """The flat float32 observation the client env and the log converter both build."""
+    """The flat float32 state vector of an observation (``observation``)."""
     try:
         return np.concatenate([np.asarray(state[k], dtype=np.float32).ravel() for k in keys])
     except KeyError as exc:
         raise ProtocolError(f"observation state lacks {exc.args[0]!r}") from None
+
+
+def image_key(camera: str) -> str:
+    """A camera's key in a pixel observation: robosuite's ``<camera>_image`` (``front_image``)."""
+    return f"{camera}_image"
+
+
+def observation(
+    body: dict[str, Any], keys: list[str], cameras: list[str]
+) -> np.ndarray | dict[str, np.ndarray]:
+    """What the client env observes and the log converter stores, from an OBS body or a logged
+    ``obs`` record: the flat state of ``keys``; with ``cameras``, a dict of that ``state`` and each
+    camera's uint8 frame under its ``image_key``."""
+    state = flatten_state(body["state"], keys)
+    if not cameras:
+        return state
+    frames = body.get("frames") or {}
+    missing = [camera for camera in cameras if camera not in frames]
+    if missing:
+        raise ProtocolError(f"observation frames lack cameras {missing} (it has {sorted(frames)})")
+    return {"state": state} | {
+        image_key(camera): np.asarray(frames[camera]["image"], np.uint8) for camera in cameras
+    }

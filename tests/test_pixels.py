@@ -1,7 +1,7 @@
 """Pixels end to end (issue 20): the agents' shared image encoder (who trains it, the target copy),
 refused observation spaces, pixel datasets (Minari Dict, D4RL layout with image keys, the demos' state
 layout, camera mismatches), exact resume on a toy pixel env, a pixel dataset through ``rl.train``
-offline then online, a CLI run on ``env=lift-pixels`` and the bridge with the sim server's camera.
+offline then online, a CLI run on ``env=lift-pixels`` and the bridge with the sim server's two cameras.
 
 Encoder shapes and the random shift itself are tests/test_encoders.py's."""
 
@@ -505,7 +505,7 @@ def test_cli_run_on_lift_pixels(tmp_path):
     assert any(r[3] == "eval_return" for r in rows)
 
 
-def test_the_bridge_with_the_sim_camera_trains_from_pixels_and_its_log_exports_the_frames(
+def test_the_bridge_with_two_sim_cameras_trains_from_pixels_and_its_log_exports_the_frames(
     start_server,  # noqa: F811
     keys_dir,  # noqa: F811
     tmp_path,
@@ -515,7 +515,7 @@ def test_the_bridge_with_the_sim_camera_trains_from_pixels_and_its_log_exports_t
     # A learner that updates between steps answers late on a loaded machine: wide staleness and
     # watchdog limits keep every action applied, so the log holds exactly the 12 transitions.
     server = start_server(
-        cameras=("front",),
+        cameras=("front", "wrist"),
         max_episode_steps=6,
         max_action_age_ms=10_000,
         hold_after_ms=10_000,
@@ -531,15 +531,19 @@ def test_the_bridge_with_the_sim_camera_trains_from_pixels_and_its_log_exports_t
     assert [r[0] for r in rows if r[3] == "critic_loss"][-1] == "12"
 
     dataset = log_to_dataset(server.recorder.path)
-    frames = dataset.observations["front_image"]
-    assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 64, 3) and len(dataset) == 12
-    assert frames.std() > 0  # rendered images, not blanks
+    cameras = ("front_image", "wrist_image")
+    for key in cameras:
+        frames = dataset.observations[key]
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 64, 3) and len(dataset) == 12
+        assert frames.std() > 0  # rendered images, not blanks
     write_d4rl_hdf5(dataset, tmp_path / "recorded.hdf5")
+    image = gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     space = gym.spaces.Dict(
-        {"state": gym.spaces.Box(-np.inf, np.inf, (25,), np.float32), "front_image": gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)}
-    )  # fmt: skip
+        {"state": gym.spaces.Box(-np.inf, np.inf, (25,), np.float32)} | dict.fromkeys(cameras, image)
+    )
     loaded = check_dataset(
         load_dataset(f"d4rl:{tmp_path / 'recorded.hdf5'}"), space, gym.spaces.Box(-1, 1, (7,)), True
     )
-    np.testing.assert_array_equal(loaded.observations["front_image"], frames)
-    np.testing.assert_array_equal(loaded.next_observations["front_image"], dataset.next_observations["front_image"])
+    for key in cameras:
+        np.testing.assert_array_equal(loaded.observations[key], dataset.observations[key])
+        np.testing.assert_array_equal(loaded.next_observations[key], dataset.next_observations[key])
