@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -238,14 +239,18 @@ class DPPO(Agent):
         kept.append(x.clamp(-1.0, 1.0))
         return torch.stack(kept, dim=1)
 
-    def step_log_prob(self, obs: Obs, chain: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        """Log-prob ``(B,)`` of the kept step ``k`` (``chain[:, k] -> chain[:, k + 1]``) under the
-        fine-tuned network: clamped per number, averaged over the chunk."""
-        rows = torch.arange(len(k), device=self.device)
+    def step_log_prob(
+        self, obs: Obs, rows: torch.Tensor, chains: torch.Tensor, k: torch.Tensor
+    ) -> torch.Tensor:
+        """Log-prob ``(B,)`` of the (chunk ``rows``, kept step ``k``) pairs, ``chains[rows, k] ->
+        chains[rows, k + 1]``, under the fine-tuned network: clamped per number, averaged over the
+        chunk; ``obs`` and ``chains`` hold every chunk of the rollout."""
+        cond = per_chunk(self.actor.encode, obs, rows)
+        chain, pair = chains[rows], torch.arange(len(k), device=self.device)
         t = self.cfg.ft_steps - 1 - k  # kept step k runs DDPM step t
-        mean, std = self._step(self.actor, chain[rows, k], t, self.actor.encode(obs))
+        mean, std = self._step(self.actor, chain[pair, k], t, cond)
         low, high = self.cfg.logprob_clamp
-        return torch.distributions.Normal(mean, std).log_prob(chain[rows, k + 1]).clamp(low, high).mean(-1)
+        return torch.distributions.Normal(mean, std).log_prob(chain[pair, k + 1]).clamp(low, high).mean(-1)
 
     # -- acting ----------------------------------------------------------------------------------------
 
@@ -285,7 +290,7 @@ class DPPO(Agent):
             torch.no_grad()
         ):  # old log-probs of every (chunk, step) pair, pair p = chunk p // K', step p % K'
             old = torch.cat([
-                self.step_log_prob(take_rows(obs, p // k_steps), chains[p // k_steps], p % k_steps)
+                self.step_log_prob(obs, p // k_steps, chains, p % k_steps)
                 for p in torch.arange(n * k_steps, device=self.device).split(cfg.minibatch)
             ])  # fmt: skip
         progress = torch.arange(k_steps, device=self.device) / max(k_steps - 1, 1)
@@ -299,11 +304,10 @@ class DPPO(Agent):
         for _ in range(cfg.epochs):
             for pairs in ppo_minibatches(n * k_steps, 1, cfg.minibatch, self.device):
                 rows, k = pairs // k_steps, pairs % k_steps
-                mini_obs = take_rows(obs, rows)
-                log_prob = self.step_log_prob(mini_obs, chains[rows], k)
+                log_prob = self.step_log_prob(obs, rows, chains, k)
                 adv = standardize(advantage[rows], 0) * discount[k]
                 policy_loss = ppo_clip_loss(log_prob, old[pairs], adv, clips[k])
-                value_loss = 0.5 * (self.critic(mini_obs) - returns[rows]).pow(2).mean()
+                value_loss = 0.5 * (per_chunk(self.critic, obs, rows) - returns[rows]).pow(2).mean()
                 loss = policy_loss + cfg.vf_coef * value_loss
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 self.critic_optimizer.zero_grad(set_to_none=True)
@@ -340,3 +344,10 @@ class DPPO(Agent):
             "value_mean": rollout.value.mean(),
             "minibatches": torch.tensor(float(minibatches)),
         }
+
+
+def per_chunk(fn: Callable[[Obs], torch.Tensor], obs: Obs, rows: torch.Tensor) -> torch.Tensor:
+    """``fn(obs[rows])``, with each chunk that appears with several of its denoising steps passed
+    through ``fn`` once (for pixels an encoder pass per (chunk, step) pair would cost K' times more)."""
+    chunks, which = torch.unique(rows, return_inverse=True)
+    return fn(take_rows(obs, chunks))[which]
