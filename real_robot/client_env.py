@@ -7,8 +7,9 @@ its spaces from the server's spec: actions are ``Box(-1, 1, (7,))`` ee-delta com
 so the env never sleeps.
 
 Pixels (``pixels=True``): the observation is a ``Dict`` of ``state`` (that flat ``Box``) and, for each
-observed camera, its uint8 ``(H, W, 3)`` frame under ``<camera>_image`` (robosuite's naming:
-``front_image``, ``wrist_image``), at that camera's size from the spec (cameras may differ). The
+observed camera, its uint8 ``(H, W, 3)`` frame under the camera's name (``front``, ``wrist``: the
+layout ``envs.robosuite_adapter`` gives its cameras), at that camera's size from the spec (cameras
+may differ). The
 cameras are every server camera, or those named by ``cameras`` (``env.kwargs.cameras``); a name the
 server lacks, an empty list, or ``cameras`` without ``pixels=True`` is refused in one line.
 ``real_robot.convert`` exports a log with the same keys, so a converted dataset trains an agent that
@@ -114,8 +115,8 @@ class BridgeEnv(gym.Env):
         state_space = gym.spaces.Box(-np.inf, np.inf, (state_dim,), np.float32)
         if self.cameras:
             images = {
-                protocol.image_key(c): gym.spaces.Box(0, 255, tuple(server_cameras[c]), np.uint8)
-                for c in self.cameras
+                camera: gym.spaces.Box(0, 255, tuple(server_cameras[camera]), np.uint8)
+                for camera in self.cameras
             }
             self.observation_space = gym.spaces.Dict({"state": state_space, **images})
         else:
@@ -225,7 +226,7 @@ def observed_cameras(pixels: bool, cameras: list[str] | None, server_cameras: di
             "bridge env: pixels=True but the server has no camera (start the sim with cameras=front)"
         )
     if cameras is None:
-        return list(server_cameras)
+        return protocol.check_camera_names(list(server_cameras))
     if not cameras:
         raise ValueError(
             f"bridge env: cameras is empty; pixels=True observes one or more of the server's "
@@ -236,7 +237,9 @@ def observed_cameras(pixels: bool, cameras: list[str] | None, server_cameras: di
         raise ValueError(
             f"bridge env: cameras {unknown} are not the server's cameras {sorted(server_cameras)}"
         )
-    return list(dict.fromkeys(cameras))  # a camera named twice is observed once
+    return protocol.check_camera_names(
+        list(dict.fromkeys(cameras))
+    )  # one key per camera, even if named twice
 
 
 def read_calibration(path: str | Path, cameras: dict[str, Any]) -> dict[str, dict[str, Any]]:

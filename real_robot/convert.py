@@ -6,9 +6,9 @@ rewards, terminals, timeouts, next_observations, plus infos/intervened), which
 
 Observations are what ``env=real`` observes: the flat state vector of the spec's ``obs_keys``; from
 a server with cameras, what ``BridgeEnv(pixels=True)`` observes, a dict of that ``state`` and each
-camera's frame under ``<camera>_image`` (``front_image``, ``wrist_image``), for every camera of the
+camera's frame under the camera's name (``front``, ``wrist``), for every camera of the
 log's spec (named, in order, in ``info.extra['cameras']`` and the file's ``cameras`` attribute),
-stored as the groups ``observations/state`` and ``observations/<camera>_image`` (frames
+stored as the groups ``observations/state`` and ``observations/<camera>`` (frames
 gzip-compressed, losslessly). ``rl.data.check_dataset`` fits such a file to the env that trains on
 it: a state-only env takes its ``state``, an env observing some of the cameras takes those (a camera
 or an image size the file lacks is refused in one line naming both sides).

@@ -254,9 +254,13 @@ def flatten_state(state: dict[str, np.ndarray], keys: list[str]) -> np.ndarray:
         raise ProtocolError(f"observation state lacks {exc.args[0]!r}") from None
 
 
-def image_key(camera: str) -> str:
-    """A camera's key in a pixel observation: robosuite's ``<camera>_image`` (``front_image``)."""
-    return f"{camera}_image"
+def check_camera_names(cameras: list[str]) -> list[str]:
+    """``cameras``, each of which keys its frame in a pixel observation by its own name, as
+    ``envs.robosuite_adapter`` keys its cameras (``agentview``), so every o2o env lays out a pixel
+    observation alike; a camera named ``state`` would take the proprio state's key and is refused."""
+    if "state" in cameras:
+        raise ProtocolError(f"cameras {cameras}: a camera named 'state' would take the proprio state's key")
+    return cameras
 
 
 def observation(
@@ -264,7 +268,7 @@ def observation(
 ) -> np.ndarray | dict[str, np.ndarray]:
     """What the client env observes and the log converter stores, from an OBS body or a logged
     ``obs`` record: the flat state of ``keys``; with ``cameras``, a dict of that ``state`` and each
-    camera's uint8 frame under its ``image_key``."""
+    camera's uint8 frame under the camera's name (``check_camera_names``)."""
     state = flatten_state(body["state"], keys)
     if not cameras:
         return state
@@ -273,5 +277,5 @@ def observation(
     if missing:
         raise ProtocolError(f"observation frames lack cameras {missing} (it has {sorted(frames)})")
     return {"state": state} | {
-        image_key(camera): np.asarray(frames[camera]["image"], np.uint8) for camera in cameras
+        camera: np.asarray(frames[camera]["image"], np.uint8) for camera in check_camera_names(cameras)
     }

@@ -531,7 +531,7 @@ def test_the_bridge_with_two_sim_cameras_trains_from_pixels_and_its_log_exports_
     assert [r[0] for r in rows if r[3] == "critic_loss"][-1] == "12"
 
     dataset = log_to_dataset(server.recorder.path)
-    cameras = ("front_image", "wrist_image")
+    cameras = ("front", "wrist")
     for key in cameras:
         frames = dataset.observations[key]
         assert frames.dtype == np.uint8 and frames.shape[1:] == (64, 64, 3) and len(dataset) == 12

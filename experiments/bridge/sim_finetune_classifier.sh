@@ -83,7 +83,7 @@ import numpy as np
 from minari.data_collector import EpisodeBuffer
 
 with h5py.File(sys.argv[1]) as f:
-    obs, nxt = f["observations/front_image"][:], f["next_observations/front_image"][:]
+    obs, nxt = f["observations/front"][:], f["next_observations/front"][:]
     state, next_state = f["observations/state"][:], f["next_observations/state"][:]
     actions, terminals, timeouts = f["actions"][:], f["terminals"][:], f["timeouts"][:]
 ends = np.flatnonzero(terminals | timeouts) + 1

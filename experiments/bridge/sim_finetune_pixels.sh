@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # sim_finetune.sh from the camera: the same bridge run on the sim arm, with the server's 64x64 front
 # camera beside the proprio state (env=real +env.kwargs.pixels=true, a Dict observation of state and
-# front_image that SAC and IQL read through their image encoder; the server's cameras=front,wrist
-# would add wrist_image, a second encoder's worth of work per update, not what the timing below measured):
+# front that SAC and IQL read through their image encoder; the server's cameras=front,wrist
+# would add wrist, a second encoder's worth of work per update, not what the timing below measured):
 #   keys -> arm server with camera -> pixel SAC trained online -> fine-tuned from that checkpoint ->
 #   the server's log, frames included, converted to a dataset -> pixel IQL trained offline, then online.
 # Usage: bash experiments/bridge/sim_finetune_pixels.sh [workdir]   (19 minutes at load 5-9 on a 2-core CPU, 9 of them CPU)

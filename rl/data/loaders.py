@@ -8,7 +8,7 @@ Source specs:
   ``terminals``, ``timeouts`` and optionally ``next_observations``. Pixel data keeps the layout with
   ``observations`` (and ``next_observations``) as a group of one dataset per key, as Minari and
   ``real_robot.convert`` store a ``Dict`` observation: one per camera, uint8 ``(rows, H, W, C)``
-  frames under the env's key for it (``agentview``; the bridge's ``front_image``), and
+  frames under the env's key for it (``agentview``; the bridge's ``front``), and
   ``observations/state`` a float ``(rows, D)`` vector.
 
 Every error names the source and the field, so a bad file fails in one readable line.

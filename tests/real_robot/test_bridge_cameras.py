@@ -1,5 +1,5 @@
 """Several cameras through the bridge: the pixel observation holds every chosen server camera under
-``<camera>_image`` at that camera's size, and a logged run exports exactly the frames the env saw,
+the camera's name at that camera's size, and a logged run exports exactly the frames the env saw,
 through the hdf5 file and back to the keys the env observes."""
 
 from __future__ import annotations
@@ -31,20 +31,20 @@ def test_pixels_observe_every_server_camera_or_the_chosen_ones_and_unknown_ones_
     env = make_bridge_env(address=server.address, keys_dir=str(keys_dir), pixels=True)
     try:
         assert env.observation_space == gym.spaces.Dict(
-            {"state": STATE, "front_image": image(64), "wrist_image": image(64)}
+            {"state": STATE, "front": image(64), "wrist": image(64)}
         )
         env.reset(seed=0)
         obs = env.step(np.full(7, 0.5, np.float32))[0]
         assert env.observation_space.contains(obs)
         # Two views of one instant, not one camera under two names.
-        assert not np.array_equal(obs["front_image"], obs["wrist_image"])
+        assert not np.array_equal(obs["front"], obs["wrist"])
     finally:
         env.close()
     env = make_bridge_env(address=server.address, keys_dir=str(keys_dir), pixels=True, cameras=["wrist"])
     try:
-        assert env.observation_space == gym.spaces.Dict({"state": STATE, "wrist_image": image(64)})
+        assert env.observation_space == gym.spaces.Dict({"state": STATE, "wrist": image(64)})
         obs, _ = env.reset(seed=0)
-        assert set(obs) == {"state", "wrist_image"}
+        assert set(obs) == {"state", "wrist"}
     finally:
         env.close()
 
@@ -70,7 +70,7 @@ def test_a_two_camera_run_exports_the_frames_the_env_saw_and_loads_back_as_the_e
     space = env.observation_space
     seen = []
     try:
-        assert space["front_image"] == image(64) and space["wrist_image"] == image(48)  # each its own size
+        assert space["front"] == image(64) and space["wrist"] == image(48)  # each its own size
         for seed in (0, 1):
             obs, _ = env.reset(seed=seed)
             done = False
@@ -82,17 +82,17 @@ def test_a_two_camera_run_exports_the_frames_the_env_saw_and_loads_back_as_the_e
         env.close()
     dataset = log_to_dataset(server.recorder.path)
     assert len(dataset) == len(seen) == 6 and dataset.info.extra["cameras"] == ["front", "wrist"]
-    assert set(dataset.observations) == {"state", "front_image", "wrist_image"} == set(space.spaces)
+    assert set(dataset.observations) == {"state", "front", "wrist"} == set(space.spaces)
     for key in space.spaces:
         np.testing.assert_array_equal(dataset.observations[key], np.stack([s[0][key] for s in seen]))
         np.testing.assert_array_equal(dataset.next_observations[key], np.stack([s[1][key] for s in seen]))
-    assert dataset.observations["wrist_image"].dtype == np.uint8
+    assert dataset.observations["wrist"].dtype == np.uint8
 
     path = tmp_path / "run.hdf5"
     write_d4rl_hdf5(dataset, path)
     with h5py.File(path) as f:
         assert list(f.attrs["cameras"]) == ["front", "wrist"]
-        assert f["observations/wrist_image"].compression == "gzip"
+        assert f["observations/wrist"].compression == "gzip"
     loaded = check_dataset(load_dataset(f"d4rl:{path}"), space, env.action_space, clip_actions=True)
     for name in ("observations", "next_observations"):
         rows, stored = getattr(loaded, name), getattr(dataset, name)
@@ -100,9 +100,9 @@ def test_a_two_camera_run_exports_the_frames_the_env_saw_and_loads_back_as_the_e
         for key in space.spaces:
             np.testing.assert_array_equal(rows[key], stored[key])
     # An env observing the wrist at another size cannot train on it: one line naming both sides.
-    other = gym.spaces.Dict({"state": STATE, "front_image": image(64), "wrist_image": image(64)})
+    other = gym.spaces.Dict({"state": STATE, "front": image(64), "wrist": image(64)})
     with pytest.raises(
         ValueError,
-        match=r"cameras front_image 64x64x3, wrist_image 48x48x3 do not match the env's front_image 64x64x3, wrist_image 64x64x3$",
+        match=r"cameras front 64x64x3, wrist 48x48x3 do not match the env's front 64x64x3, wrist 64x64x3$",
     ):
         check_dataset(load_dataset(f"d4rl:{path}"), other, env.action_space, clip_actions=True)

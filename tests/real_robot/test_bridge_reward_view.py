@@ -131,7 +131,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
     np.testing.assert_allclose(dataset.info.extra["p_success"], dataset.rewards, atol=1e-6)
     assert 0 < dataset.info.extra["success"].sum() < 24
     # Each label is the model's own answer on the frame the server logged for that observation.
-    frames = torch.from_numpy(np.asarray(dataset.next_observations["front_image"]))
+    frames = torch.from_numpy(np.asarray(dataset.next_observations["front"]))
     np.testing.assert_allclose(dataset.rewards, (frames.float().mean((1, 2, 3)) / 255).numpy(), atol=1e-6)
 
 

@@ -142,3 +142,9 @@ def test_deeply_nested_input_is_rejected_not_a_crash():
     data = b"\x91" * 100_000 + b"\x00"  # 100k nested one-element arrays
     with pytest.raises(protocol.ProtocolError):
         protocol.decode(data)
+
+
+def test_a_camera_named_state_is_refused_because_it_would_take_the_proprio_key():
+    assert protocol.check_camera_names(["front", "wrist"]) == ["front", "wrist"]
+    with pytest.raises(protocol.ProtocolError, match=r"a camera named 'state' would take the proprio"):
+        protocol.check_camera_names(["front", "state"])
