@@ -480,6 +480,8 @@ def parse_key_values(args: list[str], config_class: type) -> object:
                 values[key] = raw.lower() == "true"
             elif "int" in str(kind):
                 values[key] = int(raw)
+            elif "float" in str(kind):
+                values[key] = float(raw)
             else:
                 values[key] = raw
         except ValueError:
