@@ -1,4 +1,5 @@
-"""``python -m rl.data generate|reference key=value ...``, ``export-policy`` and ``export-medium-replay``.
+"""``python -m rl.data generate|reference|check-door-reward key=value ...``, ``export-policy`` and
+``export-medium-replay``.
 
 An entry point: it may import the generation code (``rl.generate``), which the data modules never do.
 """
@@ -8,6 +9,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rl.generate.adroit import ENVS as ADROIT_ENVS
+from rl.generate.adroit import (
+    ClonedConfig,
+    RewardCheckConfig,
+    check_door_reward,
+    format_door_reward_check,
+    generate_cloned,
+)
 from rl.generate.demos import ENVS as DEMO_ENVS
 from rl.generate.demos import DemoConfig, generate_demos
 from rl.generate.locomotion import (
@@ -25,7 +34,10 @@ USAGE = (
     "medium-expert|medium-replay> [size=N] [seed=N] [dataset_id=ID]\n"
     "       python -m rl.data generate env=<lift|can> level=<expert|mixed> [episodes=N] [seed=N] "
     "[image_size=N] [dataset_id=ID]\n"
+    "       python -m rl.data generate env=door level=cloned [size=N] [seed=N] [bc_steps=N] [noise_std=X] "
+    "[demos=PATH] [dataset_id=ID]\n"
     "       python -m rl.data reference env=<hopper|halfcheetah|walker2d> [episodes=N] [seed=N]\n"
+    "       python -m rl.data check-door-reward [demos=PATH] [tolerance=X]\n"
     "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>\n"
     "       python -m rl.data export-medium-replay <run/checkpoints/last.pt> <env> <rows>"
 )
@@ -40,6 +52,10 @@ def main(argv: list[str]) -> int:
             dataset_id = generate_demos(parse_key_values(argv[1:], DemoConfig))
             print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
             return 0
+        if argv[:1] == ["generate"] and any(f"env={env}" in argv[1:] for env in ADROIT_ENVS):
+            dataset_id = generate_cloned(parse_key_values(argv[1:], ClonedConfig))
+            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            return 0
         if argv[:1] == ["generate"]:
             dataset_id = generate(parse_key_values(argv[1:], GenerateConfig))
             print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
@@ -50,6 +66,10 @@ def main(argv: list[str]) -> int:
                 f"o2o: pinned reference scores min {entry['ref_min_score']:.1f}, "
                 f"max {entry['ref_max_score']:.1f} ({entry['episodes']} episodes each)"
             )
+            return 0
+        if argv[:1] == ["check-door-reward"]:
+            cfg = parse_key_values(argv[1:], RewardCheckConfig)
+            print(format_door_reward_check(check_door_reward(cfg), cfg.tolerance))
             return 0
         if argv[:1] == ["export-policy"] and len(argv) == 3:
             export_policy(Path(argv[1]), Path(argv[2]))
