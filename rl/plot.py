@@ -17,7 +17,9 @@ lines of the same agent with different configs add the differing values to the l
 Score: the evaluation metric ``normalized_score`` (D4RL scale, 0-100); in a panel where some run has
 none (an env without reference scores), ``eval_success_rate`` if every run has it (a task with a
 success test, such as Lift, whose shaped or sparse return says less), else ``eval_return``, for the
-whole panel, as the y label says.
+whole panel, as the y label says. A normalised-score panel whose runs logged their dataset's own
+level (``dataset_normalized_score``, the mean score of the dataset's episodes) draws it as a dotted
+line: where a pre-trained policy stands against the data it learned from.
 
 Alignment: the seeds of a line are compared at the evaluation steps they all have (the intersection);
 steps that only some seeds reached, e.g. the tail of an unfinished run, are dropped with a note on
@@ -68,6 +70,9 @@ from omegaconf import OmegaConf
 
 REQUIRED_COLUMNS = ("step", "phase", "env_steps", "metric", "value")  # rl.loops.logger.CSV_FIELDS
 SCORE_METRICS = ("normalized_score", "eval_success_rate", "eval_return")  # in order of preference
+DATASET_LEVEL = "dataset_normalized_score"
+"""Logged once at a run's start (``rl.loops``): the dataset's own episodes' mean normalised score,
+drawn as a dotted reference line on normalised-score panels."""
 Y_LABELS = {
     "normalized_score": "normalized score",
     "eval_success_rate": "success rate",
@@ -112,6 +117,8 @@ class Run:
     """Flattened config (dotted keys) without seed and the settings in ``SAME_RESULTS_KEYS``."""
     evals: pd.DataFrame
     """The rows of ``metrics.csv`` whose metric is one of ``SCORE_METRICS``."""
+    dataset_score: float | None = None
+    """The dataset's own episodes' mean normalised score, as the run logged it (``DATASET_LEVEL``)."""
 
 
 def find_runs(dirs: Sequence[Path]) -> list[Path]:
@@ -152,6 +159,7 @@ def load_run(path: Path) -> Run:
         offline_steps=int(flat["steps.offline"]),
         config={k: str(v) for k, v in flat.items() if k not in SAME_RESULTS_KEYS},
         evals=metrics[metrics["metric"].isin(SCORE_METRICS)],
+        dataset_score=next(iter(metrics.loc[metrics["metric"] == DATASET_LEVEL, "value"]), None),
     )
 
 
@@ -272,6 +280,8 @@ class Panel:
     curves: list[Curve] = field(default_factory=list)
     switches: set[int] = field(default_factory=set)
     """x positions where an offline phase ends and the online phase begins."""
+    dataset_level: float | None = None
+    """A normalised-score panel's reference line: its dataset's own episodes' mean score."""
 
 
 def line_curve(label: str, scores: Scores, x: str) -> Curve:
@@ -450,6 +460,8 @@ def draw(panels: Sequence[Panel], x: str, path: Path) -> None:
             ax.fill_between(
                 curve.x, low, high, color=color[curve.label], alpha=0.1 if curve.external else 0.2
             )
+        if panel.dataset_level is not None:
+            ax.axhline(panel.dataset_level, color="grey", linestyle=":", label="dataset's episodes (mean)")
         for switch in sorted(panel.switches):
             ax.axvline(switch, color="black", linestyle="--", linewidth=0.8)
             for text, align in (("offline ", "right"), (" online", "left")):
@@ -512,6 +524,9 @@ def build_from_runs(
     for key, lines in group_lines(runs).items():
         metric = panel_metric(lines)
         panel = panels[key] = Panel(title=" / ".join(key), ylabel=Y_LABELS[metric])
+        levels = {run.dataset_score for line in lines for run in line.runs}
+        if metric == "normalized_score" and len(levels) == 1:  # one dataset, one level (None: not logged)
+            panel.dataset_level = levels.pop()
         for line in lines:
             scores = align_scores(line, metric)
             panel.curves.append(line_curve(line.label, scores, x))

@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from rl import plot
 from rl.sweep import INDEX, INDEX_FIELDS, read_index
 
-EVALUATION_METRICS = ("eval_", "normalized_score")
+EVALUATION_METRICS = ("eval_", "normalized_score", "dataset_normalized_score")
 BEGIN = (
     "<!-- rl.report: generated from here to the end marker by python -m rl.report; edits here are lost -->"
 )

@@ -141,6 +141,22 @@ def test_env_steps_axis_keeps_the_last_offline_evaluation_at_zero(sweep: Path) -
     assert not panels[0].switches
 
 
+def test_the_datasets_own_level_is_a_reference_line_on_its_normalised_score_panel(
+    sweep: Path, tmp_path: Path
+) -> None:
+    for run in sorted(sweep.iterdir()):
+        with (run / "metrics.csv").open("a", newline="") as f:
+            csv.writer(f).writerow([0, "offline", 0, "dataset_normalized_score", 56.5])
+    panels, _ = plot.build([sweep])
+    assert [p.dataset_level for p in panels] == [56.5]
+    plot.main([str(sweep), "--out", str(tmp_path / "out")])
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 10_000
+    # A run that did not log it (older runs, no reference scores) leaves the panel without a line.
+    first = sorted(sweep.iterdir())[0] / "metrics.csv"
+    first.write_text("".join(line for line in first.open() if "dataset_normalized_score" not in line))
+    assert [p.dataset_level for p in plot.build([sweep])[0]] == [None]
+
+
 def test_eval_return_is_used_without_reference_scores(tmp_path: Path) -> None:
     run = write_run(tmp_path / "run", "cql", 0)
     lines = (run / "metrics.csv").read_text().splitlines()

@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
 from tests.conftest import MINARI_ID, REPO
@@ -88,6 +90,14 @@ def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hoppe
     scores = [(int(r["step"]), r["phase"]) for r in rows if r["metric"] == "normalized_score"]
     assert scores == [(20, "offline"), (40, "offline"), (60, "online"), (80, "online"), (100, "online")]
     assert f"source: d4rl:{hopper_d4rl_file}" in (run_dir / ".hydra/config.yaml").read_text()
+    # The data's own level, logged once at the start: its episodes' mean return on D4RL's hopper scale.
+    with h5py.File(hopper_d4rl_file, "r") as f:
+        rewards, ends = f["rewards"][:], f["terminals"][:] | f["timeouts"][:]
+    episodes = np.split(rewards.astype(np.float64), np.flatnonzero(ends[:-1]) + 1)
+    expected = 100 * (np.mean([e.sum() for e in episodes]) + 20.272305) / (3234.3 + 20.272305)
+    level = [r for r in rows if r["metric"] == "dataset_normalized_score"]
+    assert [(r["step"], r["phase"]) for r in level] == [("0", "offline")]
+    assert float(level[0]["value"]) == pytest.approx(expected, rel=1e-5)
 
     again = run_cli(*command)
     assert again.returncode == 0 and "after online: score" in again.stdout

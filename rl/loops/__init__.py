@@ -25,6 +25,8 @@ def run_phases(run: Run, state: LoopState, run_dir: Path) -> dict[str, dict[str,
     schedule = run.schedule
     logger = RunLogger(run_dir, schedule.total, state.step, run.cfg.progress)
     books = Bookkeeper(run, state, run_dir, logger)
+    if state.step == 0 and run.dataset_score is not None:  # once per run: a resume has it logged
+        logger.log(0, "offline", 0, {"dataset_normalized_score": run.dataset_score})
     try:
         if state.step < schedule.offline:
             off_policy.offline_phase(run, state, books)

@@ -69,6 +69,9 @@ class Run:
     """None: the env's own reward (``reward=env``)."""
     labeller: Labeller | RolloutLabeller | None = None
     """Labels the online rows (off-policy) or the rollouts (on-policy) with ``reward_model``."""
+    dataset_score: float | None = None
+    """The dataset's own episodes' mean normalised score (None without a dataset or reference scores):
+    the level a pre-trained policy is measured against, logged once and drawn by ``rl.plot``."""
 
     def close(self) -> None:
         if self.labeller is not None:
@@ -116,11 +119,15 @@ def build_run(cfg: TrainConfig) -> Run:
         steps, history = cfg.env.action_chunk, cfg.env.obs_history
         step_spaces = single_step_spaces(obs_space, action_space, steps, history)
         dataset = check_dataset(load_dataset(cfg.dataset.source), *step_spaces, cfg.dataset.clip_actions)
+        episode_returns = dataset.episode_returns  # per env step: chunk rows would count steps repeatedly
         dataset = chunk_dataset(dataset, steps, history)
     info = dataset.info if dataset is not None else None
     normalizer = ScoreNormalizer.for_run(
         cfg.env.score_name, info and info.ref_min_score, info and info.ref_max_score
     )
+    dataset_score = None
+    if dataset is not None and normalizer is not None:
+        dataset_score = float(np.mean(normalizer(episode_returns)))
     reward_scale = cfg.env.reward_scale * return_range_factor(cfg, dataset)
     buffer_args = dict(
         obs_spec=ObsSpec.from_space(obs_space),
@@ -176,7 +183,7 @@ def build_run(cfg: TrainConfig) -> Run:
         agent.compile_update()
     return Run(
         cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
-        online_buffer, sampler, agent, schedule, obs_dim, action_dim, reward_model, labeller,
+        online_buffer, sampler, agent, schedule, obs_dim, action_dim, reward_model, labeller, dataset_score,
     )  # fmt: skip
 
 
