@@ -120,6 +120,8 @@ def test_the_repositorys_pinned_reference_scores_belong_to_its_experts():
 
 def test_missing_policy_and_bad_arguments_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "BEHAVIOUR_DIR", tmp_path)
+    # An empty store: on a machine that has generated walker2d-medium, "already exists" comes first.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "store"))
     with pytest.raises(ValueError, match=r"no expert behaviour policy for walker2d"):
         gen.measure_reference_scores(gen.ReferenceConfig(env="walker2d"))
     with pytest.raises(ValueError, match=r"no pinned reference scores for walker2d"):
