@@ -16,7 +16,11 @@ Conventions, per suite (each one a default that ``cfg.kwargs``/``cfg.obs_keys`` 
   time limits (300/600/800); the goal is sampled per episode, so it is observed:
   ``[observation, desired_goal]`` (x, y, vx, vy, goal x, goal y).
 - Adroit (``AdroitHand{Door,Hammer,Pen,Relocate}-v1``): D4RL's dense reward and no termination
-  (time-outs only), so the D4RL normalised score applies to the raw return. Time limit 200, and 100
+  (time-outs only), so the D4RL normalised score applies to the raw return. Door's reward is
+  recomputed by D4RL's formula (``D4RLDoorReward``): gymnasium-robotics 1.4.2 adds
+  ``0.1 |palm - handle|`` where D4RL subtracts it (``python -m rl.data check-door-reward``,
+  results/door_cloned); hammer, pen and relocate are not checked (the library warns that their
+  rewards changed in 1.2.1 too). Time limit 200, and 100
   for Pen (D4RL's ``pen-*``; gymnasium-robotics registers 200). The observation is already flat
   (39/46/45/39 numbers, D4RL's layout). ``info["success"]`` is the env's goal_achieved.
 - Franka Kitchen (``FrankaKitchen-v1``): the 4 D4RL target subtasks (microwave, kettle, light switch,
@@ -76,6 +80,22 @@ ANTMAZE_EVAL_MAPS: dict[str, list[list[Any]]] = {
 }
 KITCHEN_COMPLETE_TASKS = ["microwave", "kettle", "light switch", "slide cabinet"]
 
+# D4RL's door observation (door_v0.py ``get_obs``, kept by AdroitHandDoor-v1): 27 arm and hand
+# joint angles, the latch and door hinge angles, the palm and handle positions, palm minus handle,
+# and whether the door is open. Its reward reads the hinge angle and palm minus handle.
+DOOR_LATCH, DOOR_HINGE = 27, 28
+DOOR_PALM, DOOR_HANDLE, DOOR_PALM_MINUS_HANDLE = slice(29, 32), slice(32, 35), slice(35, 38)
+
+
+def d4rl_door_reward(next_obs: np.ndarray, qvel: np.ndarray | None) -> float:
+    """D4RL's door reward (``door_v0.py``) for the state a step reached. Everything it reads is in
+    the observation except the joint velocities; ``qvel=None`` leaves out their (small, <= 0) term."""
+    door = float(next_obs[DOOR_HINGE])
+    reward = -0.1 * float(np.linalg.norm(next_obs[DOOR_PALM_MINUS_HANDLE])) - 0.1 * (door - 1.57) ** 2
+    if qvel is not None:
+        reward -= 1e-5 * float(np.sum(np.square(qvel)))
+    return reward + 2.0 * (door > 0.2) + 8.0 * (door > 1.0) + 10.0 * (door > 1.35)
+
 
 class FlattenObservation(gym.ObservationWrapper):
     """Concatenate the chosen keys of a dict observation into one float vector, in the given order."""
@@ -95,6 +115,16 @@ class FlattenObservation(gym.ObservationWrapper):
 
     def observation(self, observation: dict[str, Any]) -> np.ndarray:
         return np.concatenate([np.ravel(observation[key]) for key in self.keys])
+
+
+class D4RLDoorReward(gym.Wrapper):
+    """``AdroitHandDoor-v1`` paying D4RL's door reward (``d4rl_door_reward``), the reward of D4RL's
+    door datasets and of CORL's published curves; the library's own is kept in ``info["env_reward"]``."""
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["env_reward"] = float(reward)
+        return obs, d4rl_door_reward(obs, self.env.unwrapped.data.qvel), terminated, truncated, info
 
 
 class KitchenSubtaskReward(gym.Wrapper):
@@ -172,6 +202,8 @@ def make_robotics(cfg: EnvConfig) -> gym.Env:
 
     if suite == "FrankaKitchen":
         env = KitchenSubtaskReward(env)
+    elif cfg.id.startswith("AdroitHandDoor"):
+        env = D4RLDoorReward(env)
     keys = cfg.obs_keys if cfg.obs_keys is not None else obs_keys
     if keys is not None:
         env = FlattenObservation(env, keys)

@@ -91,18 +91,21 @@ def test_rollout_rows_are_the_saved_bc_policys_actions_with_d4rls_reward(cloned)
     np.testing.assert_allclose(episode.actions, expected, atol=1e-6)
     assert np.abs(np.diff(episode.actions, axis=0)).max() > 0.01  # the policy acts, it is not constant
 
-    # The same actions from the episode's reset seed reach the same states; the rows' reward is the
-    # env's minus 0.2 * |palm - handle| (D4RL subtracts 0.1 * that distance, AdroitHandDoor-v1 adds it).
+    # The same actions from the episode's reset seed reach the same states; the rows' reward is what
+    # env=door pays (D4RL's), and the library's own minus 0.2 * |palm - handle| (D4RL subtracts 0.1 *
+    # that distance, AdroitHandDoor-v1 adds it).
     env = envs.make(adroit.env_config("door"))
     obs, _ = env.reset(seed=1_000_001)
     np.testing.assert_array_equal(obs, episode.observations[0])
-    env_rewards = []
+    env_rewards, library_rewards = [], []
     for t, action in enumerate(episode.actions):
-        obs, reward, *_ = env.step(action)
+        obs, reward, _, _, info = env.step(action)
         np.testing.assert_array_equal(obs, episode.observations[t + 1])
         env_rewards.append(reward)
+        library_rewards.append(info["env_reward"])
     distance = np.linalg.norm(episode.observations[1:, 35:38], axis=1)
-    np.testing.assert_allclose(episode.rewards, np.array(env_rewards) - 0.2 * distance, atol=1e-9)
+    np.testing.assert_allclose(episode.rewards, env_rewards, atol=1e-12)
+    np.testing.assert_allclose(episode.rewards, np.array(library_rewards) - 0.2 * distance, atol=1e-9)
     env.close()
 
 
@@ -155,7 +158,7 @@ OBS, ACTIONS, REWARDS = (
     np.array([[1.0], [-2.0], [0.5]]),
     np.array([-4.0, 0.0, -0.25]),
 )
-ENV_REWARD = {"env": lambda env, reward, next_obs: reward}
+ENV_REWARD = {"env": lambda env, reward, next_obs, info: reward}
 
 
 def test_reward_check_reports_an_exact_match_on_a_case_computed_by_hand() -> None:
@@ -183,15 +186,15 @@ def test_door_state_is_restored_from_an_observation_and_its_recording_replays_ex
         rewards.append(reward)
     observations = np.stack(observations)
     env.reset(seed=9)  # another door position: the restore must find the recorded one
-    reward_of = ENV_REWARD | {
-        "d4rl": lambda env, r, next_obs: adroit.d4rl_door_reward(next_obs, env.unwrapped.data.qvel)
-    }
+    # env=door pays D4RL's reward; the library's own (info["env_reward"]) adds 0.1 |palm - handle|
+    # where D4RL's subtracts it, so the two differ by 0.2 |palm - handle| at every step.
+    reward_of = ENV_REWARD | {"library": lambda env, r, next_obs, info: info["env_reward"]}
     check = adroit.check_replay(
         env, adroit.restore_door, observations, actions, np.array(rewards), 1e-6, reward_of
     )
     assert check.replayed == 15 and check.max_reward_diff["env"] < 1e-9
     distance = 0.2 * np.linalg.norm(observations[1:, 35:38], axis=1)
-    assert check.max_reward_diff["d4rl"] == pytest.approx(distance.max(), abs=1e-9)
+    assert check.max_reward_diff["library"] == pytest.approx(distance.max(), abs=1e-9)
     env.close()
 
 

@@ -56,10 +56,11 @@ drop it); the cut demonstration at the end keeps every row it has, ending in a t
 **Rewards.** gymnasium-robotics 1.4.2's ``AdroitHandDoor-v1`` is not D4RL's door reward: since its
 1.2.1 it adds ``0.1 * |palm - handle|`` where D4RL subtracts it (``check-door-reward`` measures this on
 the demonstrations). The dataset keeps D4RL's reward throughout: the demonstration rows keep their
-recorded rewards, and each BC row is labelled by ``d4rl_door_reward`` from the simulator's state after
-the step, the formula of D4RL's ``d4rl/hand_manipulation_suite/door_v0.py``. The env's own reward for
-the same step is that plus ``0.2 * |palm - handle|``. An agent fine-tuned online in ``env=door``
-still receives the env's reward; results/door_cloned/README.md says what that means for scores.
+recorded rewards, and each BC row gets the reward ``env=door`` pays, which is D4RL's
+(``envs.robotics.d4rl_door_reward`` from the simulator's state after the step, the formula of D4RL's
+``d4rl/hand_manipulation_suite/door_v0.py``; the library's own is kept in ``info["env_reward"]``
+and is that plus ``0.2 * |palm - handle|``). So an agent fine-tuned online in ``env=door`` is paid
+as the data and CORL's curves are.
 Reference scores: D4RL's for door (``rl.data.D4RL_REF_SCORES``), measured with D4RL's reward.
 
 Everything is seeded (BC initialisation and minibatches by ``seed``, episode ``i`` resets with seed
@@ -82,6 +83,13 @@ from torch import nn
 from tqdm import tqdm
 
 import envs
+from envs.robotics import (
+    DOOR_HANDLE,
+    DOOR_HINGE,
+    DOOR_LATCH,
+    DOOR_PALM,
+    d4rl_door_reward,
+)
 from rl.data import D4RL_REF_SCORES, Dataset, check_dataset, load_d4rl_hdf5
 from rl.generate.locomotion import _single_threaded, file_digest
 from rl.nets import MLP, ObservationNormalizer
@@ -96,12 +104,6 @@ D4RL_ROWS = EPISODE_STEPS * 5_000
 BC_HIDDEN = (256, 256)
 """The width of D4RL's stored BC policy (module docstring, step 2)."""
 BC_POLICY_FILE = "bc_policy.pt"
-
-# D4RL's door observation (door_v0.py ``get_obs``, kept by AdroitHandDoor-v1): 27 arm and hand
-# joint angles, the latch and door hinge angles, the palm and handle positions, palm minus handle,
-# and whether the door is open. Its reward reads the hinge angle and palm minus handle.
-LATCH, DOOR_HINGE = 27, 28
-PALM, HANDLE, PALM_MINUS_HANDLE = slice(29, 32), slice(32, 35), slice(35, 38)
 
 
 @dataclass
@@ -236,16 +238,6 @@ def bc_action(policy: nn.Module, obs: np.ndarray, noise: np.ndarray | None = Non
 # -- rewards --------------------------------------------------------------------------------------
 
 
-def d4rl_door_reward(next_obs: np.ndarray, qvel: np.ndarray | None) -> float:
-    """D4RL's door reward (``door_v0.py``) for the state a step reached. Everything it reads is in
-    the observation except the joint velocities; ``qvel=None`` leaves out their (small, <= 0) term."""
-    door = float(next_obs[DOOR_HINGE])
-    reward = -0.1 * float(np.linalg.norm(next_obs[PALM_MINUS_HANDLE])) - 0.1 * (door - 1.57) ** 2
-    if qvel is not None:
-        reward -= 1e-5 * float(np.sum(np.square(qvel)))
-    return reward + 2.0 * (door > 0.2) + 8.0 * (door > 1.0) + 10.0 * (door > 1.35)
-
-
 def record_bc_episode(env: gym.Env, policy: nn.Module, reset_seed: int, noise_std: float, episode_id: int):
     """One BC episode as a Minari ``EpisodeBuffer``, labelled with D4RL's reward."""
     from minari.data_collector import EpisodeBuffer
@@ -257,10 +249,10 @@ def record_bc_episode(env: gym.Env, policy: nn.Module, reset_seed: int, noise_st
     while not done:
         noise = rng.normal(0.0, noise_std, env.action_space.shape) if noise_std > 0 else None
         action = bc_action(policy, obs, noise)
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, reward, terminated, truncated, _ = env.step(action)  # D4RL's reward (envs.robotics)
         observations.append(obs)
         actions.append(action)
-        rewards.append(d4rl_door_reward(obs, env.unwrapped.data.qvel))
+        rewards.append(float(reward))
         terminations.append(bool(terminated))
         truncations.append(bool(truncated))
         done = terminated or truncated
@@ -444,8 +436,8 @@ def load_bc_policy(dataset_id: str) -> nn.Sequential:
 
 Restore = Callable[[gym.Env, np.ndarray], np.ndarray]
 """Put an env in the state a recorded observation shows; returns the env's observation of it."""
-RewardOf = Callable[[gym.Env, float, np.ndarray], float]
-"""``(env after the step, the env's reward, next observation) -> the reward to compare``."""
+RewardOf = Callable[[gym.Env, float, np.ndarray, dict], float]
+"""``(env after the step, the env's reward, next observation, info) -> the reward to compare``."""
 
 
 @dataclass(frozen=True)
@@ -473,11 +465,11 @@ def check_replay(
     replayed: dict[str, list[float]] = {name: [] for name in reward_of}
     on_track = bool(np.max(np.abs(restore(env, observations[0]) - observations[0])) <= tolerance)
     for t in range(len(actions) if on_track else 0):
-        next_obs, reward, *_ = env.step(actions[t])
+        next_obs, reward, _, _, info = env.step(actions[t])
         if np.max(np.abs(next_obs - observations[t + 1])) > tolerance:
             break
         for name, of in reward_of.items():
-            replayed[name].append(of(env, float(reward), next_obs))
+            replayed[name].append(of(env, float(reward), next_obs, info))
     steps = len(next(iter(replayed.values()), []))
     return EpisodeCheck(
         transitions=len(actions),
@@ -507,15 +499,15 @@ def restore_door(env: gym.Env, obs: np.ndarray) -> np.ndarray:
 
     def reset_to(slide: float, door_body: np.ndarray) -> np.ndarray:
         qpos = np.zeros_like(base["qpos"])
-        qpos[0], qpos[HAND_QPOS] = slide, obs[:LATCH]
-        qpos[LATCH_QPOS], qpos[HINGE_QPOS] = obs[LATCH], obs[DOOR_HINGE]
+        qpos[0], qpos[HAND_QPOS] = slide, obs[:DOOR_LATCH]
+        qpos[LATCH_QPOS], qpos[HINGE_QPOS] = obs[DOOR_LATCH], obs[DOOR_HINGE]
         state = {"qpos": qpos, "qvel": np.zeros_like(base["qvel"]), "door_body_pos": door_body}
         return env.reset(options={"initial_state_dict": state})[0]
 
     at_zero = reset_to(0.0, base["door_body_pos"])
-    direction = reset_to(1.0, base["door_body_pos"])[PALM] - at_zero[PALM]
-    slide = float(np.dot(obs[PALM] - at_zero[PALM], direction) / np.dot(direction, direction))
-    return reset_to(slide, base["door_body_pos"] + obs[HANDLE] - at_zero[HANDLE])
+    direction = reset_to(1.0, base["door_body_pos"])[DOOR_PALM] - at_zero[DOOR_PALM]
+    slide = float(np.dot(obs[DOOR_PALM] - at_zero[DOOR_PALM], direction) / np.dot(direction, direction))
+    return reset_to(slide, base["door_body_pos"] + obs[DOOR_HANDLE] - at_zero[DOOR_HANDLE])
 
 
 @dataclass(frozen=True)
@@ -532,8 +524,8 @@ def check_door_reward(cfg: RewardCheckConfig) -> list[DoorRewardRow]:
     if not cfg.tolerance > 0:
         raise ValueError(f"check-door-reward: tolerance={cfg.tolerance} must be > 0")
     reward_of: dict[str, RewardOf] = {
-        ENVS["door"]: lambda env, reward, next_obs: reward,
-        "D4RL": lambda env, reward, next_obs: d4rl_door_reward(next_obs, env.unwrapped.data.qvel),
+        ENVS["door"]: lambda env, reward, next_obs, info: info["env_reward"],  # the library's own
+        "D4RL": lambda env, reward, next_obs, info: reward,  # envs.robotics.D4RLDoorReward
     }
     env = envs.make(env_config("door"))
     try:
