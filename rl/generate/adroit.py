@@ -91,7 +91,7 @@ from envs.robotics import (
     d4rl_door_reward,
 )
 from rl.data import D4RL_REF_SCORES, Dataset, check_dataset, load_d4rl_hdf5
-from rl.generate.locomotion import _single_threaded, file_digest
+from rl.generate.locomotion import file_digest, single_threaded
 from rl.nets import MLP, ObservationNormalizer
 
 ENVS = {"door": "AdroitHandDoor-v1"}
@@ -304,7 +304,7 @@ def _check_config(cfg: ClonedConfig) -> None:
 
 def generate_cloned(cfg: ClonedConfig) -> str:
     """Write the cloned dataset into the local Minari store; returns its id."""
-    with _single_threaded():
+    with single_threaded():
         return _generate_cloned(cfg)
 
 

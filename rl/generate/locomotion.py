@@ -142,7 +142,7 @@ def load_policy(env: str, name: str, seed: int) -> Policy:
 
 
 @contextmanager
-def _single_threaded() -> Iterator[None]:
+def single_threaded() -> Iterator[None]:
     """Torch on one thread for the duration (rollouts of one observation at a time; module docstring)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -192,7 +192,7 @@ def measure_reference_scores(cfg: ReferenceConfig) -> dict:
     _check_env("reference", cfg.env)
     if cfg.episodes < 1:
         raise ValueError(f"reference: episodes={cfg.episodes} must be at least 1")
-    with _single_threaded():
+    with single_threaded():
         env_cfg = _env_config(cfg.env)
         action_dim = envs.make(env_cfg).action_space.shape[0]
         expert = load_policy(cfg.env, "expert", cfg.seed + 3)
@@ -271,7 +271,7 @@ def mean_return(env: gym.Env, policy: Policy, episodes: int, seed: int) -> float
 
 def generate(cfg: GenerateConfig) -> str:
     """Record the dataset; returns its Minari id."""
-    with _single_threaded():
+    with single_threaded():
         return _generate(cfg)
 
 
