@@ -9,8 +9,9 @@ are skipped when the command runs again, so it resumes job by job. ``--report DI
 table (``DIR/table.md``, ``DIR/scores.csv``) from the finished rows and runs nothing.
 
 - **o2o**: ``rl.train agent=<algo> dataset=<dataset> steps.offline=<updates> steps.online=0`` with
-  the agent's defaults (the official settings the fidelity issue settled), one torch thread, as a
-  subprocess; its score is the ``normalized_score`` it logs at the last update.
+  the agent's defaults (the official settings the fidelity issue settled; IQL's actor cosine over
+  ``--updates``, as d3rlpy's below), one torch thread, as a subprocess; its score is the
+  ``normalized_score`` it logs at the last update.
 - **d3rlpy**: its own D4RL-locomotion reproduction settings (``reproductions/offline/{cql,iql}.py``
   of the d3rlpy repository): CQL with 256x256 networks, actor/critic/temperature rates 1e-4/3e-4/1e-4,
   a learned alpha from e with threshold 10, conservative weight 5 (its choice for every dataset but
@@ -49,6 +50,8 @@ def o2o_score(algo: str, dataset: str, seed: int, updates: int, episodes: int, r
         f"steps.offline={updates}", "steps.online=0", f"steps.eval_every={updates}",
         f"steps.eval_episodes={episodes}", "threads=1", "progress=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
+    if algo == "iql":  # the actor's cosine over this run, as d3rlpy's T_max (CORL: over its 1M)
+        command.append(f"agent.actor_lr_decay_steps={updates}")
     subprocess.run(command, cwd=REPO, check=True, capture_output=True, text=True)
     with (run_dir / "metrics.csv").open() as f:
         scores = [
