@@ -86,3 +86,31 @@ def test_evaluation_success_rate_counts_a_success_at_any_step_of_an_episode():
 
     result = evaluate(Still(), _SucceedsInEvenEpisodes(), episodes=4, seed=10, normalizer=None)
     assert result["success_rate"] == 0.5 and result["length"] == 3.0
+
+
+def test_evaluation_is_a_function_of_the_weights_and_leaves_trainings_random_stream_alone():
+    class DrawsNoise:  # as ReinFlow's chain: even the deterministic action starts from a draw
+        device = torch.device("cpu")
+
+        def act(self, obs, deterministic):
+            return torch.randn(1, 1)
+
+    def returns_under(global_seed: int) -> tuple[float, torch.Tensor]:
+        torch.manual_seed(global_seed)
+        env = _RewardIsTheAction()
+        result = evaluate(DrawsNoise(), env, episodes=2, seed=10, normalizer=None)
+        return result["return"], torch.randn(3)
+
+    first, after_first = returns_under(0)
+    second, after_second = returns_under(1)
+    assert first == second  # the same weights, whatever the training stream's state
+    torch.manual_seed(0)
+    untouched = torch.randn(3)
+    assert torch.equal(after_first, untouched)  # training draws what it would have without evaluating
+    assert not torch.equal(after_second, untouched)
+
+
+class _RewardIsTheAction(_SucceedsInEvenEpisodes):
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        return obs, float(action[0]), terminated, truncated, info

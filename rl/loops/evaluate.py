@@ -18,9 +18,21 @@ def evaluate(
     ``success_rate`` (envs whose info has ``success``): the share of episodes with a success at any
     step; it scores a task whether or not its episodes end at the first success.
 
-    Each episode is seeded (``seed + i``), so an evaluation depends only on the agent's weights,
-    never on the training env's state: resumed and uninterrupted runs evaluate identically.
+    Each episode is seeded (``seed + i``), and torch's random stream is forked and seeded with
+    ``seed`` for the evaluation, so an evaluation depends only on the agent's weights, even for
+    agents whose deterministic action still draws noise (ReinFlow's and DPPO's chains start from a
+    Gaussian draw). Training's stream is left where it was: how often a run evaluates, and with
+    which K, never changes what it trains.
     """
+    on_cuda = agent.device.type == "cuda"  # the CPU stream is always forked
+    with torch.random.fork_rng(devices=[agent.device] if on_cuda else [], device_type="cuda"):
+        torch.manual_seed(seed)
+        return _evaluate(agent, env, episodes, seed, normalizer)
+
+
+def _evaluate(
+    agent: Agent, env: gym.Env, episodes: int, seed: int, normalizer: ScoreNormalizer | None
+) -> dict[str, float]:
     returns, lengths, successes = [], [], []
     reports_success = False
     for i in range(episodes):
