@@ -541,3 +541,37 @@ def test_door_human_preset_runs_from_any_working_directory(tmp_path, monkeypatch
     assert cfg.dataset.source == f"d4rl:{REPO}/tests/data/door-human-demos-d4rl-layout.hdf5"
     train(cfg, tmp_path / "run")
     assert "env door | dataset door-human | after offline: score" in capsys.readouterr().out
+
+
+def test_an_offline_only_run_is_marked_finished_with_its_final_agent(tmp_path, hopper_d4rl_file):
+    """rl.report and rl.sweep call a run finished by checkpoints/agent_final.pt: a run with
+    steps.online=0 (a tuning pre-training, a peer comparison) must write it too."""
+    import torch
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.checkpoint import load_checkpoint
+    from rl.loops import LoopState, build_run, run_phases
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        overrides = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.offline=5"]
+        cfg = compose(
+            "config",
+            overrides=[
+                *overrides,
+                f"dataset.source=d4rl:{hopper_d4rl_file}",
+                "steps.online=0",
+                "steps.eval_episodes=0",
+                "threads=1",
+                "progress=false",
+            ],
+        )
+    run = build_run(cfg)
+    try:
+        run_phases(run, LoopState.start(run), tmp_path / "run")
+    finally:
+        run.close()
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "agent_final.pt")["agent"]["state"]
+    offline = load_checkpoint(tmp_path / "run" / "checkpoints" / "agent_offline.pt")["agent"]["state"]
+    assert final.keys() == offline.keys()
+    assert all(torch.equal(final[k], offline[k]) for k in final if isinstance(final[k], torch.Tensor))

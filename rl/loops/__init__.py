@@ -43,7 +43,7 @@ def run_phases(run: Run, state: LoopState, run_dir: Path) -> dict[str, dict[str,
                     "step": state.step,
                     "return": sum(state.recent_returns) / len(state.recent_returns),
                 }
-            books.save_agent("agent_final.pt")
+        books.save_agent("agent_final.pt")  # marks the run finished (rl.report, rl.sweep), offline-only too
     finally:
         logger.close()
     return state.summary
