@@ -36,6 +36,7 @@ ENTRY_POINTS = {
     "rl.report",
     "rl.quickstart",
     "rl.plot",
+    "rl.calibration",
     "rl.data.__main__",
     "rl.rewards.__main__",
 }
