@@ -94,6 +94,13 @@ class TrainConfig:
     repays the 15-35 s of compiling (2-6 s once inductor's on-disk cache holds the graphs), off for
     shorter ones (tests, smoke runs). The results match eager to float rounding, so like ``device`` and
     ``threads`` it may change when a run is resumed."""
+    precision: str = "fp32"
+    """``bf16``: the agent's ``update`` computes its matmuls in bfloat16 under autocast, with float32
+    weights, optimizer state and network outputs (``Agent.update_in_bf16``; off-policy agents only).
+    2.0x faster CQL updates on a CPU with AVX-512-BF16 (experiments/bench/learner.py), slower on one
+    without (a one-line warning says so). It changes the numbers a run computes, so unlike ``compile``
+    it is part of the run's identity; float32 stays the default until learning results show bf16 is
+    safe (experiments/bench/README.md)."""
     checkpoint: str | None = None
     """An agent checkpoint (``<run>/checkpoints/agent_*.pt``) to start the agent from, e.g. a
     pre-trained CQL agent for WSRL or a policy to fine-tune on a real arm."""
@@ -167,6 +174,7 @@ RANGE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
 CHOICES = {
     "steps.warmup_actions": ("random", "policy"),
     "env_mode": ("auto", "sync", "async"),
+    "precision": ("fp32", "bf16"),
     "reward.name": tuple(REWARD_MODELS),
     "reward.mode": ("sync", "async"),
     "reward.base": tuple(name for name in REWARD_MODELS if not name.startswith("kagi")),

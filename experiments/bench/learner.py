@@ -15,6 +15,10 @@ Shapes: batch 256, obs 17, act 6 (Hopper), 256x256 networks.
 - with ``--only``, also ``calql_2``, ``famo2o_cql`` and ``famo2o_iql`` (the fidelity study's other
   pre-training arms, for its cost table);
 - ``<name>_compiled``: the same after ``Agent.compile_update()`` (``compile=true``);
+- with ``--bf16``, ``<name>_bf16`` and ``<name>_bf16_compiled``: the same under
+  ``Agent.update_in_bf16()`` (``precision=bf16``), and ``<name>_bf16_matmuls``, their matmuls
+  replayed in bfloat16; ``bf16_over_fp32`` is the best bf16 rate over the best float32 one. The JSON
+  says whether this CPU multiplies bfloat16 natively (``native_bf16``: AVX-512-BF16 or AMX);
 - ``<name>_matmuls``: the **matmul ceiling**: every ``mm``/``addmm``/``bmm``/``baddbmm`` that one eager
   update calls, recorded with its operands' shapes and strides (a ``TorchDispatchMode``), replayed
   alone on fresh tensors in the same order. An update cannot be faster than its own matmuls; the
@@ -45,6 +49,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from rl.agents import Phase, build_agent
+from rl.agents.base import native_bf16
 from rl.agents.cql import CalQLConfig, CQLConfig
 from rl.agents.famo2o import FamO2OCQLConfig, FamO2OIQLConfig
 from rl.agents.iql import IQLConfig
@@ -72,7 +77,7 @@ def random_batch() -> Batch:
     )
 
 
-def our_update(name: str, batch: Batch, compiled: bool) -> Callable[[], object]:
+def our_update(name: str, batch: Batch, compiled: bool, bf16: bool = False) -> Callable[[], object]:
     configs = {
         "sac_2": SACConfig(num_critics=2),
         "sac_10": SACConfig(num_critics=10, subset_size=2),
@@ -86,6 +91,8 @@ def our_update(name: str, batch: Batch, compiled: bool) -> Callable[[], object]:
     torch.manual_seed(0)
     agent = build_agent(configs[name], OBS, ACT, torch.device("cpu"))
     agent.set_phase(Phase.OFFLINE)  # WSRL: its CQL pre-training step
+    if bf16:
+        agent.update_in_bf16()
     if compiled:
         agent.compile_update()
     return lambda: agent.update(batch)
@@ -140,17 +147,22 @@ class _RecordMatmuls(TorchDispatchMode):
 
     def __init__(self) -> None:
         super().__init__()
-        self.calls: list[tuple[object, list[tuple[tuple[int, ...], tuple[int, ...]] | object]]] = []
+        self.calls: list[
+            tuple[object, list[tuple[tuple[int, ...], tuple[int, ...], torch.dtype] | object]]
+        ] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func in MATMULS:
-            layout = [(tuple(a.shape), tuple(a.stride())) if isinstance(a, torch.Tensor) else a for a in args]
+            layout = [
+                (tuple(a.shape), tuple(a.stride()), a.dtype) if isinstance(a, torch.Tensor) else a
+                for a in args
+            ]
             self.calls.append((func, layout))
         return func(*args, **(kwargs or {}))
 
 
 def matmul_ceiling(update: Callable[[], object]) -> Callable[[], object]:
-    """The matmuls of one ``update``, with the same shapes and memory layouts, and nothing else."""
+    """The matmuls of one ``update``, with the same shapes, memory layouts and dtypes, and nothing else."""
     recorder = _RecordMatmuls()
     with recorder:
         update()
@@ -158,9 +170,9 @@ def matmul_ceiling(update: Callable[[], object]) -> Callable[[], object]:
     def operand(spec: object) -> object:
         if not isinstance(spec, tuple) or not spec or not isinstance(spec[0], tuple):
             return spec
-        shape, stride = spec
+        shape, stride, dtype = spec
         storage = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True) if n > 0)
-        return torch.randn(storage).as_strided(shape, stride)
+        return torch.randn(storage, dtype=dtype).as_strided(shape, stride)
 
     calls = [(func, [operand(spec) for spec in layout]) for func, layout in recorder.calls]
     return lambda: [func(*args) for func, args in calls]
@@ -196,6 +208,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--no-d3rlpy", action="store_true", help="skip d3rlpy even if it is installed")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled variants")
+    parser.add_argument("--bf16", action="store_true", help="also time each update with precision=bf16")
     parser.add_argument("--only", action="append", choices=OURS + EXTRA, help="time only these updates")
     args = parser.parse_args()
     if args.threads:
@@ -208,17 +221,18 @@ def main() -> None:
     flops: dict[str, int] = {}
     compile_seconds: dict[str, float] = {}
     for name in names:
-        updates[name] = our_update(name, batch, compiled=False)
-        flops[name] = count_flops(updates[name])
-        updates[f"{name}_matmuls"] = matmul_ceiling(updates[name])
-        flops[f"{name}_matmuls"] = count_flops(updates[f"{name}_matmuls"])
-        if not args.no_compile:
-            compiled = f"{name}_compiled"
-            updates[compiled] = our_update(name, batch, compiled=True)
-            start = time.perf_counter()
-            updates[compiled]()  # the first call compiles
-            compile_seconds[compiled] = round(time.perf_counter() - start, 1)
-            flops[compiled] = flops[name]
+        for variant, bf16 in ((name, False), (f"{name}_bf16", True))[: 1 + args.bf16]:
+            updates[variant] = our_update(name, batch, compiled=False, bf16=bf16)
+            flops[variant] = count_flops(updates[variant])
+            updates[f"{variant}_matmuls"] = matmul_ceiling(updates[variant])
+            flops[f"{variant}_matmuls"] = count_flops(updates[f"{variant}_matmuls"])
+            if not args.no_compile:
+                compiled = f"{variant}_compiled"
+                updates[compiled] = our_update(name, batch, compiled=True, bf16=bf16)
+                start = time.perf_counter()
+                updates[compiled]()  # the first call compiles
+                compile_seconds[compiled] = round(time.perf_counter() - start, 1)
+                flops[compiled] = flops[name]
     d3rlpy_version = None
     if not args.no_d3rlpy:
         try:
@@ -243,6 +257,7 @@ def main() -> None:
     result: dict = {
         "threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": native_bf16(torch.device("cpu")),
         "torch": torch.__version__,
         "d3rlpy": d3rlpy_version,
         "load_average_before_after": [round(x, 2) for x in (*load_before[:1], *os.getloadavg()[:1])],
@@ -285,6 +300,13 @@ def main() -> None:
             ratio = best(name) / cpu_rate(f"d3rlpy_{name}")
             result[f"d3rlpy_{name}"]["ours_best_over_this"] = round(ratio, 2)
             goals[f"P2 {name} >= 1.3x d3rlpy"] = ratio >= 1.3
+    for name in names:
+        if f"{name}_bf16" in result:
+            bf16 = result[f"{name}_bf16"]
+            bf16["bf16_over_fp32"] = round(best(f"{name}_bf16") / best(name), 2)
+            bf16["fraction_of_bf16_matmul_ceiling"] = round(
+                best(f"{name}_bf16") / cpu_rate(f"{name}_bf16_matmuls"), 3
+            )
     result["goals"] = goals
     print(json.dumps(result, indent=2))
 

@@ -10,6 +10,7 @@ dictates it (Uni-O4's stages, ``Agent.offline_steps``), so nobody copies that nu
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import envs
 from envs import termination
 from envs.chunking import single_step_spaces
 from rl.agents import Agent, build_agent
+from rl.agents.base import native_bf16
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, fill_from_dataset
 from rl.checkpoint import load_checkpoint, seed_everything
 from rl.config import COMPILE_FROM_STEPS, TrainConfig
@@ -179,6 +181,11 @@ def build_run(cfg: TrainConfig) -> Run:
     schedule = Schedule(offline=offline_length(cfg, agent), online=cfg.steps.online)
     if schedule.offline > 0 and offline_buffer is None:
         raise ValueError(f"steps.offline={schedule.offline} needs a dataset (dataset=<source:id>)")
+    if cfg.precision == "bf16":
+        if not native_bf16(device):
+            print(f"o2o: warning: precision=bf16 on {device.type} without native bfloat16 (no AVX-512-BF16 or "
+                  "AMX): expect updates slower than fp32", file=sys.stderr, flush=True)  # fmt: skip
+        agent.update_in_bf16()
     if should_compile(cfg.compile, schedule):
         agent.compile_update()
     return Run(

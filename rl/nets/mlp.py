@@ -3,10 +3,16 @@
 Layer order is Dense -> LayerNorm (optional) -> ReLU, as in WSRL/RLPD. Hidden layers use
 orthogonal init with gain sqrt(2); the output layer uses gain ``output_gain`` (1e-2 by default,
 WSRL's small final init, so fresh critics and policies start near zero instead of at a random scale).
+
+Under reduced precision (``precision=bf16``: the update runs in ``torch.autocast``) the hidden layers
+compute in bfloat16 and the output layer in float32: bfloat16 keeps 8 significant bits, so a Q-value
+of 300 would move in steps of 2, coarser than the TD errors the critic learns from. The output layer
+is one narrow matmul, so keeping it in float32 costs almost nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -32,6 +38,21 @@ class ObservationNormalizer(nn.Module):
         return (obs - self.mean) / self.std
 
 
+def _autocast_off(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """A context in which ``x``'s device runs float32 again when autocast is on; else nothing."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class OutputLinear(nn.Linear):
+    """An MLP's last Dense: float32 even under autocast (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with _autocast_off(x):
+            return super().forward(x.float())
+
+
 class MLP(nn.Sequential):
     def __init__(
         self,
@@ -41,8 +62,8 @@ class MLP(nn.Sequential):
         layer_norm: bool = False,
         output_gain: float = 1e-2,
     ) -> None:
-        def linear(d_in: int, d_out: int, gain: float) -> nn.Module:
-            return _orthogonal(nn.Linear(d_in, d_out), gain)
+        def linear(d_in: int, d_out: int, gain: float, output: bool) -> nn.Module:
+            return _orthogonal((OutputLinear if output else nn.Linear)(d_in, d_out), gain)
 
         super().__init__(*_layers(in_dim, hidden, out_dim, layer_norm, output_gain, linear, nn.LayerNorm))
 
@@ -53,20 +74,20 @@ def _layers(
     out_dim: int,
     layer_norm: bool,
     output_gain: float,
-    linear: Callable[[int, int, float], nn.Module],
+    linear: Callable[[int, int, float, bool], nn.Module],
     norm: Callable[[int], nn.Module],
 ) -> list[nn.Module]:
     """Dense -> (LayerNorm) -> ReLU per hidden layer, then the output Dense with ``output_gain``."""
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
     for d_in, d_out in itertools.pairwise(dims):
-        layers.append(linear(d_in, d_out, math.sqrt(2)))
+        layers.append(linear(d_in, d_out, math.sqrt(2), False))
         if layer_norm:
             layers.append(norm(d_out))
         # In place: neither a Dense's nor a LayerNorm's backward needs its own output, and a fresh
         # (members, rows, 256) tensor per ReLU cost ~2.5 ms of a 9 ms layer in the CQL proposals' pass.
         layers.append(nn.ReLU(inplace=True))
-    layers.append(linear(dims[-1], out_dim, output_gain))
+    layers.append(linear(dims[-1], out_dim, output_gain, True))
     return layers
 
 
@@ -84,8 +105,10 @@ class EnsembleLinear(nn.Module):
     ``baddbmm``, never a Python loop over modules.
     """
 
-    def __init__(self, members: int, in_dim: int, out_dim: int, gain: float) -> None:
+    def __init__(self, members: int, in_dim: int, out_dim: int, gain: float, output: bool = False) -> None:
         super().__init__()
+        self.full_precision = output
+        """The ensemble's last layer computes in float32 even under autocast (see the module docstring)."""
         weight = torch.empty(members, in_dim, out_dim)
         for w in weight:  # init only: each member gets its own orthogonal matrix
             nn.init.orthogonal_(w, gain)
@@ -102,6 +125,9 @@ class EnsembleLinear(nn.Module):
             # broadcasts through a copy of x per member and a separate add, and its backward reduces
             # the broadcast; 2.7x slower for CQL's (2, 7680, 23) first layer, forward+backward.
             x = x.expand(weight.shape[0], *x.shape)
+        if self.full_precision:
+            with _autocast_off(x):
+                return torch.baddbmm(bias, x.float(), weight)
         return torch.baddbmm(bias, x, weight)
 
 
@@ -140,7 +166,7 @@ class EnsembleMLP(nn.Module):
                 out_dim,
                 layer_norm,
                 output_gain,
-                lambda d_in, d_out, gain: EnsembleLinear(members, d_in, d_out, gain),
+                lambda d_in, d_out, gain, output: EnsembleLinear(members, d_in, d_out, gain, output),
                 lambda dim: EnsembleLayerNorm(members, dim),
             )
         )
