@@ -108,6 +108,53 @@ def online_loop(vec, act: Callable[[torch.Tensor], torch.Tensor], buffer: Replay
     return step, vec.num_envs
 
 
+def numpy_act(actor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A lever measured, not used by the trainer: the tanh-Gaussian actor's sampling in numpy on views
+    of its weights (``Tensor.numpy()`` shares memory, so optimizer steps show through), with the
+    noise still drawn by ``torch.randn``. It differs from ``actor.sample`` by float rounding only."""
+    linears = [m for m in actor.net if isinstance(m, torch.nn.Linear)]
+    if len(linears) != len(actor.net) // 2 + 1:
+        raise ValueError("numpy_act: takes an actor MLP of Linear and ReLU layers only (no LayerNorm)")
+    layers = [(m.weight.detach().numpy().T, m.bias.detach().numpy()) for m in linears]
+    mean, std = actor.obs_norm.mean.numpy(), actor.obs_norm.std.numpy()
+    low, high = actor.log_std_min, actor.log_std_max
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        x = (obs.numpy() - mean) / std
+        for weight, bias in layers[:-1]:
+            x = x @ weight
+            x += bias
+            np.maximum(x, 0.0, out=x)
+        out = x @ layers[-1][0] + layers[-1][1]
+        mu, log_std = np.split(out, 2, axis=-1)
+        noise = torch.randn(mu.shape).numpy()
+        return torch.from_numpy(np.tanh(mu + np.exp(np.clip(log_std, low, high)) * noise))
+
+    return act
+
+
+def vector_and_act(vec, act: Callable[[torch.Tensor], torch.Tensor]) -> Stepper:
+    """The online loop without the replay add: one batched ``act`` and one vector step."""
+    state = {"obs": vec.reset(seed=0)}
+
+    def step() -> None:
+        state["obs"] = vec.step(act(state["obs"])).obs
+
+    return step, vec.num_envs
+
+
+def vector_step_budget(figures: dict[str, float], n: int) -> dict[str, float]:
+    """One vector step of the n-copy online loop split by the differences of the timed variants:
+    the vector step itself (n env steps), ``act``, and the replay add with the episode bookkeeping."""
+    per_step = {k: 1e6 * n / figures[f"{k}_n{n}"] for k in ("vector_only", "vector_and_act", "online_loop")}
+    return {
+        "vector_step": round(per_step["vector_only"], 1),
+        "act": round(per_step["vector_and_act"] - per_step["vector_only"], 1),
+        "replay_add_and_bookkeeping": round(per_step["online_loop"] - per_step["vector_and_act"], 1),
+        "bare_env_steps": round(1e6 * n / figures["bare_single_env"], 1),
+    }
+
+
 def stepping_figures(cfg: EnvConfig, floor: Stepper, seconds: float) -> dict[str, float]:
     """Physics floor, single env, and vector envs of every size and mode, timed together."""
     to_close = [envs.make(cfg)]
@@ -141,7 +188,13 @@ def halfcheetah_online_loop(seconds: float) -> dict:
     """``online_loop_n{1,2,4,8}`` (in-process ``make_vec``, SAC with o2o's default 256x256 actor on
     CPU, a 200k-row replay buffer each) against a bare ``gymnasium.make`` env and the physics floor;
     ``online_loop_compiled_act_n{1,8}``: the same with ``torch.compile(agent.act)``, the acting lever
-    the issue names (inductor's CPU kernels behind dynamo's guards)."""
+    the issue names (inductor's CPU kernels behind dynamo's guards).
+
+    Where a vector step goes, n = 1 and 8: ``vector_only_n{n}`` steps the same vector env with
+    pre-drawn actions, ``vector_and_act_n{n}`` adds the batched ``act``; differences of the three
+    per-vector-step times price ``act`` and the replay add with its bookkeeping, all timed in the
+    same turns. ``vector_only`` over the bare env is the loop's ceiling if acting and storing were
+    free."""
     torch.manual_seed(0)
     bare = gym.make(HALFCHEETAH.id)
     core = bare.unwrapped
@@ -161,15 +214,23 @@ def halfcheetah_online_loop(seconds: float) -> dict:
             buffer = ReplayBuffer(200_000, ObsSpec.from_space(obs_space), action_dim)
             compiled_act = torch.compile(agent.act, dynamic=False)
             steppers[f"online_loop_compiled_act_n{n}"] = online_loop(vec, compiled_act, buffer)
+            vec = envs.make_vec(HALFCHEETAH, n, mode="sync")
+            to_close.append(vec)
+            buffer = ReplayBuffer(200_000, ObsSpec.from_space(obs_space), action_dim)
+            steppers[f"online_loop_numpy_act_n{n}"] = online_loop(vec, numpy_act(agent.ac.actor), buffer)
+            to_close += [envs.make_vec(HALFCHEETAH, n, mode="sync") for _ in range(2)]
+            steppers[f"vector_only_n{n}"] = vector(to_close[-2])
+            steppers[f"vector_and_act_n{n}"] = vector_and_act(to_close[-1], agent.act)
     try:
         figures = {name: round(value, 1) for name, value in round_robin(steppers, seconds).items()}
     finally:
         for env in to_close:
             env.close()
-    online = [k for k in figures if k.startswith("online_loop")]
+    online = [k for k in figures if k.startswith(("online_loop", "vector_only"))]
     return {
         "env_steps_per_second": figures,
         "over_bare_single_env": {k: round(figures[k] / figures["bare_single_env"], 3) for k in online},
+        "microseconds_per_vector_step": {f"n{n}": vector_step_budget(figures, n) for n in COMPILED_ACT_SIZES},
         "over_physics_floor": {
             k: round(v / figures["physics_floor"], 3) for k, v in figures.items() if k != "physics_floor"
         },
@@ -247,6 +308,7 @@ def main() -> None:
             targets[f"halfcheetah_online_loop_n{n}_over_bare_single_env >= {goal}"] = {
                 "value": over_bare,
                 "met": over_bare >= goal,
+                "ceiling_if_act_and_add_were_free": loop["over_bare_single_env"][f"vector_only_n{n}"],
             }
     if "lift_pixels" in groups:
         report["robosuite_lift_pixels_84"] = lift_pixels(args.seconds)
