@@ -2,7 +2,7 @@
 same number of gradient updates, scored by the same evaluation episodes.
 
     .venv/bin/python -m experiments.peer_d3rlpy [--algos cql iql] [--seeds 0 1 2] [--updates 20000]
-        [--episodes 10] [--dataset hopper-medium] [--out ~/o2o_runs/peer_d3rlpy]
+        [--episodes 10] [--dataset hopper-medium] [--impls o2o d3rlpy] [--out ~/o2o_runs/peer_d3rlpy]
 
 Each (implementation, algorithm, seed) is one job; finished jobs are rows of ``<out>/scores.csv`` and
 are skipped when the command runs again, so it resumes job by job. ``--report DIR`` writes the
@@ -12,6 +12,9 @@ table (``DIR/table.md``, ``DIR/scores.csv``) from the finished rows and runs not
   the agent's defaults (the official settings the fidelity issue settled; IQL's actor cosine over
   ``--updates``, as d3rlpy's below), one torch thread, as a subprocess; its score is the
   ``normalized_score`` it logs at the last update.
+- **o2o-bf16** (only when named in ``--impls``): the same o2o run with ``precision=bf16``, the
+  learning check that decides whether bf16 may become a default; tested against o2o's float32 rows
+  with the same spread rule.
 - **d3rlpy**: its own D4RL-locomotion reproduction settings (``reproductions/offline/{cql,iql}.py``
   of the d3rlpy repository): CQL with 256x256 networks, actor/critic/temperature rates 1e-4/3e-4/1e-4,
   a learned alpha from e with threshold 10, conservative weight 5 (its choice for every dataset but
@@ -44,11 +47,14 @@ REPO = Path(__file__).resolve().parents[1]
 FIELDS = ("impl", "algo", "seed", "updates", "episodes", "normalized_score")
 
 
-def o2o_score(algo: str, dataset: str, seed: int, updates: int, episodes: int, run_dir: Path) -> float:
+def o2o_score(
+    algo: str, dataset: str, seed: int, updates: int, episodes: int, run_dir: Path, precision: str = "fp32"
+) -> float:
     command = [
         sys.executable, "-m", "rl.train", f"agent={algo}", f"dataset={dataset}", f"seed={seed}",
         f"steps.offline={updates}", "steps.online=0", f"steps.eval_every={updates}",
-        f"steps.eval_episodes={episodes}", "threads=1", "progress=false", f"hydra.run.dir={run_dir}",
+        f"steps.eval_episodes={episodes}", f"precision={precision}", "threads=1", "progress=false",
+        f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     if algo == "iql":  # the actor's cosine over this run, as d3rlpy's T_max (CORL: over its 1M)
         command.append(f"agent.actor_lr_decay_steps={updates}")
@@ -161,15 +167,16 @@ def table(rows: list[dict[str, str]]) -> tuple[str, dict]:
             f"{', '.join(f'{s:.1f}' for s in scores)} |"
         )
     for algo in sorted({a for a, _ in by}):
-        ours, theirs = by.get((algo, "o2o")), by.get((algo, "d3rlpy"))
-        if ours and theirs:
-            gap = float(np.mean(ours) - np.mean(theirs))
-            spread = float(max(np.std(ours), np.std(theirs)))
-            verdicts[algo] = {
-                "o2o_minus_d3rlpy": round(gap, 2),
-                "larger_std": round(spread, 2),
-                "within_spread_or_above": gap >= 0 or abs(gap) < spread,
-            }
+        for ours_impl, theirs_impl in (("o2o", "d3rlpy"), ("o2o-bf16", "o2o")):
+            ours, theirs = by.get((algo, ours_impl)), by.get((algo, theirs_impl))
+            if ours and theirs:
+                gap = float(np.mean(ours) - np.mean(theirs))
+                spread = float(max(np.std(ours), np.std(theirs)))
+                verdicts[f"{algo}: {ours_impl} against {theirs_impl}"] = {
+                    "difference_of_means": round(gap, 2),
+                    "larger_std": round(spread, 2),
+                    "within_spread_or_above": gap >= 0 or abs(gap) < spread,
+                }
     return "\n".join(lines) + "\n", verdicts
 
 
@@ -180,6 +187,9 @@ def main() -> None:
     parser.add_argument("--updates", type=int, default=20_000)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--dataset", default="hopper-medium")
+    parser.add_argument(
+        "--impls", nargs="+", default=["o2o", "d3rlpy"], choices=["o2o", "o2o-bf16", "d3rlpy"]
+    )
     parser.add_argument("--out", type=Path, default=Path.home() / "o2o_runs" / "peer_d3rlpy")
     parser.add_argument("--report", type=Path, help="write table.md and scores.csv here and stop")
     args = parser.parse_args()
@@ -196,13 +206,16 @@ def main() -> None:
     done = {(r["impl"], r["algo"], r["seed"], r["updates"], r["episodes"]) for r in read_scores(scores_path)}
     for algo in args.algos:
         for seed in args.seeds:
-            for impl in ("o2o", "d3rlpy"):
+            for impl in args.impls:
                 key = (impl, algo, str(seed), str(args.updates), str(args.episodes))
                 if key in done:
                     continue
-                if impl == "o2o":
-                    run_dir = args.out / f"o2o-{algo}-{args.dataset}-s{seed}"
-                    score = o2o_score(algo, args.dataset, seed, args.updates, args.episodes, run_dir)
+                if impl.startswith("o2o"):
+                    run_dir = args.out / f"{impl}-{algo}-{args.dataset}-s{seed}"
+                    precision = "bf16" if impl == "o2o-bf16" else "fp32"
+                    score = o2o_score(
+                        algo, args.dataset, seed, args.updates, args.episodes, run_dir, precision
+                    )
                 else:
                     score = d3rlpy_score(algo, args.dataset, seed, args.updates, args.episodes)
                 new = not scores_path.is_file()
