@@ -92,8 +92,14 @@ def test_compile_flag_is_accepted_by_the_train_config_and_applied_when_the_run_i
     # A speed choice like device and threads: a run may resume with or without it.
     assert "compile" not in comparable_config(cfg)
 
+    # Graphs an earlier run left in this process must not pile up towards dynamo's recompile limit.
+    earlier_run = torch.compile(lambda x: x + 1, backend="eager")
+    earlier_run(torch.ones(1))
+    code = earlier_run._torchdynamo_orig_callable.__code__
+    assert len(torch._dynamo.eval_frame._debug_get_cache_entry_list(code)) == 1
     run = build_run(cfg)
     assert "update" in vars(run.agent)  # the instance's update is the compiled one
+    assert torch._dynamo.eval_frame._debug_get_cache_entry_list(code) == []
     run.close()
     cfg.compile = False
     run = build_run(cfg)

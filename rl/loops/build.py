@@ -187,6 +187,12 @@ def build_run(cfg: TrainConfig) -> Run:
                   "AMX): expect updates slower than fp32", file=sys.stderr, flush=True)  # fmt: skip
         agent.update_in_bf16()
     if should_compile(cfg.compile, schedule):
+        # Graphs and guards left by an earlier run in this process (a multi-seed quickstart, a joblib
+        # worker's later jobs) count towards dynamo's recompile limit, 8 entries per code object; each
+        # agent adds 2 to its update (offline and online), so from the fifth run on dynamo would fall
+        # back to eager without a word. That run is over: drop its graphs (inductor's disk cache
+        # keeps recompiling cheap).
+        torch._dynamo.reset()
         agent.compile_update()
     return Run(
         cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
