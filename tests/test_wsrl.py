@@ -198,3 +198,21 @@ def _flatten(state, prefix=""):
             out |= _flatten(v, f"{prefix}[{i}]")
         return out
     return {prefix: state}
+
+
+def test_a_warm_start_keeps_the_checkpoints_moments_but_this_runs_learning_rates():
+    # The pre-training ran at the demo's raised rates; the fine-tuning asks for the paper's.
+    layer_norms = {"critic_layer_norm": True, "actor_layer_norm": True}
+    cql = small_agent("cql", **layer_norms, actor_lr=3e-4, temperature_lr=3e-3)
+    cql.update(random_batch(16))
+    wsrl = small_agent("wsrl", actor_lr=1e-4, temperature_lr=1e-4)
+    wsrl.load_pretrained(cql.state_dict())
+    for name, lr in (("actor_optimizer", 1e-4), ("temperature_optimizer", 1e-4)):
+        ours, theirs = getattr(wsrl.ac, name), getattr(cql.ac, name)
+        assert [group["lr"] for group in ours.param_groups] == [lr]
+        for mine, pretrained in zip(ours.state.values(), theirs.state.values(), strict=True):
+            assert torch.equal(mine["exp_avg"], pretrained["exp_avg"])
+    # A resume is the same run continuing: it keeps the checkpoint's rates.
+    resumed = small_agent("cql", **layer_norms, actor_lr=1e-4, temperature_lr=1e-4)
+    resumed.load_state_dict(cql.state_dict())
+    assert [g["lr"] for g in resumed.ac.temperature_optimizer.param_groups] == [3e-3]

@@ -146,11 +146,17 @@ class Agent(abc.ABC):
 
     def load_pretrained(self, checkpoint: dict[str, Any]) -> None:
         """Start from another run's agent (``checkpoint=<path>``): its parts, not its phase (this run's
-        schedule sets that). By default it must be the same agent."""
-        self.load_parts(checkpoint)
+        schedule sets that), and not its optimizer settings (see ``load_parts``). By default it must be
+        the same agent."""
+        self.load_parts(checkpoint, own_settings=True)
 
-    def load_parts(self, checkpoint: dict[str, Any]) -> None:
-        """Copy a ``state_dict()``'s parts into this agent, refusing another format, agent or shape."""
+    def load_parts(self, checkpoint: dict[str, Any], own_settings: bool = False) -> None:
+        """Copy a ``state_dict()``'s parts into this agent, refusing another format, agent or shape.
+
+        ``own_settings``: the optimizers keep the checkpoint's moments (Adam's running averages, which
+        a warm start wants) but this run's settings (learning rates, betas); a resume passes False and
+        continues with the checkpoint's. Without it, a run started from a checkpoint silently trained
+        with the learning rates of the run that wrote it."""
         found = checkpoint.get("format", 1)
         if found != AGENT_FORMAT:
             raise ValueError(
@@ -174,7 +180,11 @@ class Agent(abc.ABC):
                 check_shapes(key, part.state_dict(), theirs[key])
                 part.load_state_dict(theirs[key])
             elif isinstance(part, torch.optim.Optimizer):
+                settings = [{k: v for k, v in group.items() if k != "params"} for group in part.param_groups]
                 part.load_state_dict(theirs[key])
+                if own_settings:
+                    for group, own in zip(part.param_groups, settings, strict=True):
+                        group.update(own)
             else:
                 if part.shape != theirs[key].shape:
                     raise ValueError(

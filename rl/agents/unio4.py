@@ -274,7 +274,7 @@ class UniO4(Agent):
     def load_pretrained(self, checkpoint: dict[str, Any]) -> None:
         """Start from another Uni-O4 run's agent: its parts and stage progress; this run's offline phase
         is what remains of the stages."""
-        self.load_parts(checkpoint)
+        self.load_parts(checkpoint, own_settings=True)
         self.start_updates.copy_(self.updates)
 
     def update(self, batch: Batch) -> dict[str, torch.Tensor]:

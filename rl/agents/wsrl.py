@@ -100,7 +100,7 @@ class WSRL(Agent):
         }
         if self.lagrange is not None:
             mapped |= {k: v for k, v in theirs.items() if "cql_multiplier" in k}
-        self.load_parts({**checkpoint, "agent": self.cfg.name, "state": mapped})
+        self.load_parts({**checkpoint, "agent": self.cfg.name, "state": mapped}, own_settings=True)
 
     @property
     def batch_size(self) -> int:
