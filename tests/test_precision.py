@@ -118,3 +118,22 @@ def test_precision_reaches_the_agent_and_is_part_of_the_run_identity():
     run = build_run(cfg)
     assert vars(run.agent)["update"].__name__ == "update_under_autocast"
     run.close()
+
+
+def test_a_run_saved_before_precision_existed_resumes_as_fp32_and_not_as_bf16(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.checkpoint import save_checkpoint
+    from rl.loops.run_state import LAST_CHECKPOINT, RUN_FORMAT, comparable_config, read_run_checkpoint
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["steps.eval_episodes=0"])
+    older = comparable_config(cfg)
+    del older["precision"]  # what the code before the setting saved
+    (tmp_path / LAST_CHECKPOINT).parent.mkdir(parents=True)
+    save_checkpoint(tmp_path / LAST_CHECKPOINT, {"kind": "run", "run_format": RUN_FORMAT, "config": older})
+    assert read_run_checkpoint(tmp_path, cfg)["config"] == older
+    cfg.precision = "bf16"
+    with pytest.raises(ValueError, match=r"another config \(precision: 'fp32' -> 'bf16'\)"):
+        read_run_checkpoint(tmp_path, cfg)

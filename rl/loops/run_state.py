@@ -37,6 +37,9 @@ without the pre-frame-sharing fields. 3: configs with ``reward``, online buffers
 columns (pending rows, reward views, model hashes). Older run checkpoints are refused by name."""
 RUNTIME_KEYS = ("resume", "device", "threads", "progress", "compile")
 """Config keys that may change when a run resumes: where and how fast it runs, not what it learns."""
+ADDED_SETTINGS = {"precision": "fp32"}
+"""Settings newer than some saved runs, with the value those runs computed with: a run whose config
+lacks one ran with it, so it resumes under the new code instead of being refused as another config."""
 
 
 @dataclass
@@ -99,7 +102,7 @@ def read_run_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | Non
             f"checkpoint {path}: run format {payload.get('run_format', 1)}, this o2o resumes format {RUN_FORMAT}; "
             "start the run again in a new directory"
         )
-    differences = config_differences(payload["config"], comparable_config(cfg))
+    differences = config_differences({**ADDED_SETTINGS, **payload["config"]}, comparable_config(cfg))
     if differences:
         raise ValueError(
             f"run directory {run_dir} holds a run with another config ({'; '.join(differences[:4])}); "
