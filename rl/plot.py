@@ -68,6 +68,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
+from rl.config import ADDED_SETTINGS
+
 REQUIRED_COLUMNS = ("step", "phase", "env_steps", "metric", "value")  # rl.loops.logger.CSV_FIELDS
 SCORE_METRICS = ("normalized_score", "eval_success_rate", "eval_return")  # in order of preference
 DATASET_LEVEL = "dataset_normalized_score"
@@ -137,7 +139,7 @@ def find_runs(dirs: Sequence[Path]) -> list[Path]:
 
 def load_run(path: Path) -> Run:
     cfg = OmegaConf.to_container(OmegaConf.load(path / ".hydra" / "config.yaml"))
-    flat = _flatten(cfg)
+    flat = _flatten({**ADDED_SETTINGS, **cfg})
     missing = [
         k for k in ("agent.name", "env.name", "dataset.name", "seed", "steps.offline") if k not in flat
     ]

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from envs.vector import TensorObs
 from rl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rl.config import TrainConfig
+from rl.config import ADDED_SETTINGS, TrainConfig
 from rl.data import Dataset
 from rl.loops.build import Run
 from rl.loops.labelling import Labeller
@@ -37,9 +37,6 @@ without the pre-frame-sharing fields. 3: configs with ``reward``, online buffers
 columns (pending rows, reward views, model hashes). Older run checkpoints are refused by name."""
 RUNTIME_KEYS = ("resume", "device", "threads", "progress", "compile")
 """Config keys that may change when a run resumes: where and how fast it runs, not what it learns."""
-ADDED_SETTINGS = {"precision": "fp32"}
-"""Settings newer than some saved runs, with the value those runs computed with: a run whose config
-lacks one ran with it, so it resumes under the new code instead of being refused as another config."""
 
 
 @dataclass
