@@ -37,7 +37,7 @@ def windows(run: plot.Run, metrics: pd.DataFrame, window: int, before: int) -> p
     rows = metrics[metrics["metric"].isin(METRICS)].copy()
     relative = rows["step"] - switch
     rows["window"] = np.where(relative <= 0, 0, np.ceil(relative / window).astype(int) * window)
-    rows = rows[(relative > 0) | (relative > -before)]
+    rows = rows[relative > -before]
     if switch == 0:
         rows = rows[rows["window"] > 0]
     table = rows.pivot_table(index="window", columns="metric", values="value", aggfunc="mean")
