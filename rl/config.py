@@ -47,7 +47,9 @@ class StepsConfig:
     warmup: int = 0
     """Online env steps before the first update (WSRL: 5000 with the pre-trained policy acting)."""
     warmup_actions: str = "random"
-    """Who acts during warm-up: 'random' (uniform in [-1, 1]) or 'policy' (the agent, stochastic)."""
+    """Who acts during warm-up: 'random' (uniform in [-1, 1]), 'policy' (the agent, sampling its
+    actions, as WSRL does) or 'policy_mean' (the agent's deterministic action: warm-up episodes as
+    long as its evaluations, where a sampled pre-trained Hopper policy falls within 100-400 steps)."""
     eval_every: int = 5000
     """Evaluate every this many steps of each phase (and always at each phase's end)."""
     eval_episodes: int = 5
@@ -176,8 +178,9 @@ RANGE_RULES: list[tuple[str, Callable[[float], bool], str]] = [
     ("reward.backoff_s", _non_negative, "a duration, must be >= 0"),
     ("reward.sanity_index", _non_negative, "an index, must be >= 0"),
 ]
+WARMUP_ACTIONS = ("random", "policy", "policy_mean")
 CHOICES = {
-    "steps.warmup_actions": ("random", "policy"),
+    "steps.warmup_actions": WARMUP_ACTIONS,
     "env_mode": ("auto", "sync", "async"),
     "precision": ("fp32", "bf16"),
     "reward.name": tuple(REWARD_MODELS),

@@ -351,6 +351,41 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
         build_run(cfg)
 
 
+@pytest.mark.parametrize(("warmup_actions", "deterministic_calls"), [("policy", 0), ("policy_mean", 3)])
+def test_warmup_acts_with_the_policys_mean_only_when_asked(tmp_path, warmup_actions, deterministic_calls):
+    """``policy_mean`` makes the warm-up's acts deterministic (3 vector steps of 2 copies here) and
+    the acts after it sample again; ``policy`` samples throughout. No evaluations, so every call
+    seen is the collection's."""
+    from hydra import compose, initialize_config_dir
+
+    import rl.train  # noqa: F401  (registers the configs)
+    from rl.loops import LoopState, build_run, run_phases
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "num_envs=2",
+                "steps.online=10",
+                "steps.warmup=6",
+                f"steps.warmup_actions={warmup_actions}",
+                *TINY,
+                "steps.eval_episodes=0",
+            ],
+        )
+    run = build_run(cfg)
+    flags = []
+    act = run.agent.act
+
+    def spy_act(obs, deterministic=False):
+        flags.append(deterministic)
+        return act(obs, deterministic)
+
+    run.agent.act = spy_act
+    run_phases(run, LoopState.start(run), tmp_path / "run")
+    assert flags == [True] * deterministic_calls + [False] * (5 - deterministic_calls)
+
+
 def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_episode_ends():
     """The online phase's collection step (also what experiments/bench/envs.py times): n rows per
     vector step, each copy's rows tracked, and an ended episode's returns-to-go written and cleared."""

@@ -4,8 +4,8 @@
 2. online: ``steps.online`` env steps, taken ``num_envs`` at a time by a vector env with one batched
    ``agent.act`` per vector step; each transition enters the online buffer, and after ``steps.warmup``
    env steps every env step is matched by one ``agent.update`` on a batch the ``MixedSampler`` draws
-   (``offline_ratio`` of it from the dataset). During warm-up the policy or uniform noise acts
-   (``steps.warmup_actions``).
+   (``offline_ratio`` of it from the dataset). During warm-up the policy (sampled or its mean) or uniform
+   noise acts (``steps.warmup_actions``).
 
 With a reward model the transitions wait in the online buffer for their labels (``run.labeller``,
 ``rl/loops/labelling.py``); updates skip while no labelled online row exists yet (an asynchronous
@@ -22,12 +22,11 @@ import envs
 from envs.vector import TensorObs
 from rl.agents import Phase
 from rl.buffers import ReplayBuffer
+from rl.config import WARMUP_ACTIONS
 from rl.loops.bookkeeping import Bookkeeper
 from rl.loops.build import Run
 from rl.loops.labelling import Labeller
 from rl.loops.run_state import LoopState
-
-WARMUP_ACTIONS = ("random", "policy")
 
 
 def offline_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
@@ -49,10 +48,12 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
     run.agent.set_phase(Phase.ONLINE)
     while state.step < schedule.total:
         online_step = state.step - schedule.offline  # env steps taken so far in this phase
-        if online_step < steps.warmup and steps.warmup_actions == "random":
+        warming_up = online_step < steps.warmup
+        if warming_up and steps.warmup_actions == "random":
             action = torch.rand(n, run.action_dim, device=run.device) * 2.0 - 1.0
         else:
-            action = run.agent.act(state.obs)
+            mean = warming_up and steps.warmup_actions == "policy_mean"
+            action = run.agent.act(state.obs, deterministic=mean)
         labeller = run.labeller if isinstance(run.labeller, Labeller) else None
         result = collect_step(run.env, state.obs, action, run.online_buffer, state.episode_rows, labeller)
         metrics: dict[str, Any] = books.finish_episodes(result.episodes) if result.episodes else {}
