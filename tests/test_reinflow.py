@@ -388,6 +388,7 @@ def test_resume_mid_fine_tuning_logs_what_an_uninterrupted_run_logs(tmp_path, ho
     reference = metrics(tmp_path / "reference")
     assert metrics(tmp_path / "killed") == reference
     assert sum(r[1] == "online" and r[3] == "first_ratio_error" for r in reference) == 4
+    assert reference[-1][2] == str(64 * 2)  # env_steps counts the 64 chunks' 128 env steps
 
 
 def test_a_dataset_with_the_wrong_action_size_is_refused_in_one_line_naming_file_and_field(tmp_path):

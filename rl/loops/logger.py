@@ -3,6 +3,7 @@
 ``metrics.csv`` has one row per (step, metric): ``step,phase,env_steps,metric,value``. ``step`` is
 the run's single x-axis: offline gradient steps first, then the online phase's env steps continue
 from there, so a plot puts both phases on one axis with the switch at ``steps.offline``.
+``env_steps`` counts the env's own steps across all copies: an action chunk counts ``action_chunk``.
 On resume, rows and events written after the checkpoint are dropped, so the resumed curve has no
 duplicates: the CSV is truncated and TensorBoard purges events past ``purge_step``.
 """
