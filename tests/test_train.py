@@ -146,6 +146,24 @@ def test_sigkill_then_the_same_command_continues_exactly(tmp_path, hopper_d4rl_f
     assert len(comparable(read_metrics(reference), after=140)) > 100
 
 
+def test_a_restart_drops_the_rows_past_its_checkpoint_and_a_fresh_start_drops_them_all(tmp_path):
+    """A run killed before its first checkpoint starts again at step 0 and logs its step-0 rows (the
+    dataset's level) again, so none of the killed attempt's rows may stay; a resume from step 10
+    keeps rows through step 10 only."""
+    from rl.loops import RunLogger
+
+    def attempt(start_step: int) -> list[tuple[str, str]]:
+        (tmp_path / "metrics.csv").write_text(
+            "step,phase,env_steps,metric,value\n0,offline,0,dataset_normalized_score,60.5\n"
+            "10,offline,0,td_loss,1.0\n30,offline,0,td_loss,0.5\n"
+        )
+        RunLogger(tmp_path, 100, start_step, progress=False).close()
+        return [(r["step"], r["metric"]) for r in read_metrics(tmp_path)]
+
+    assert attempt(0) == []
+    assert attempt(10) == [("0", "dataset_normalized_score"), ("10", "td_loss")]
+
+
 def read_index(sweep: Path) -> dict[str, dict[str, str]]:
     with (sweep / "index.csv").open(newline="") as f:
         return {row["folder"]: row for row in csv.DictReader(f)}

@@ -67,12 +67,14 @@ class RunLogger:
 
 
 def _truncate_csv(path: Path, keep_through: int) -> None:
-    """Keep the header and the rows with ``step <= keep_through`` (everything when starting fresh)."""
+    """Keep the header and the rows with ``step <= keep_through``; a start from step 0 (no checkpoint
+    yet) keeps only the header, as the run logs its step-0 rows again."""
     if not path.exists():
         return
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= keep_through] if rows else []
+    resumed = keep_through > 0
+    kept = [rows[0]] + [r for r in rows[1:] if resumed and int(r[0]) <= keep_through] if rows else []
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows(kept)
