@@ -326,25 +326,23 @@ def test_cuda_device_on_a_cpu_machine_is_refused(tmp_path):
     assert result.returncode == 2 and "CUDA is not available" in result.stderr
 
 
-def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_env_step(tmp_path):
+def compose_config(*overrides: str):
+    """The training config with ``overrides``, as ``rl.train`` composes it."""
     from hydra import compose, initialize_config_dir
 
     import rl.train  # noqa: F401  (registers the configs)
-    from rl.loops import LoopState, build_run, run_phases
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "num_envs=4",
-                "steps.online=40",
-                "steps.warmup=8",
-                "steps.warmup_actions=policy",
-                "steps.eval_every=1000",
-                "steps.eval_episodes=1",
-                *TINY,
-            ],
-        )
+        return compose("config", overrides=list(overrides))
+
+
+def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_env_step(tmp_path):
+    from rl.loops import LoopState, build_run, run_phases
+
+    cfg = compose_config(
+        "num_envs=4", "steps.online=40", "steps.warmup=8", "steps.warmup_actions=policy",
+        "steps.eval_every=1000", "steps.eval_episodes=1", *TINY,
+    )  # fmt: skip
     run = build_run(cfg)
     calls = {"act": [], "update": 0}
     act, update = run.agent.act, run.agent.update
@@ -374,23 +372,12 @@ def test_warmup_acts_with_the_policys_mean_only_when_asked(tmp_path, warmup_acti
     """``policy_mean`` makes the warm-up's acts deterministic (3 vector steps of 2 copies here) and
     the acts after it sample again; ``policy`` samples throughout. No evaluations, so every call
     seen is the collection's."""
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
     from rl.loops import LoopState, build_run, run_phases
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "num_envs=2",
-                "steps.online=10",
-                "steps.warmup=6",
-                f"steps.warmup_actions={warmup_actions}",
-                *TINY,
-                "steps.eval_episodes=0",
-            ],
-        )
+    cfg = compose_config(
+        "num_envs=2", "steps.online=10", "steps.warmup=6", f"steps.warmup_actions={warmup_actions}",
+        *TINY, "steps.eval_episodes=0",
+    )  # fmt: skip
     run = build_run(cfg)
     flags = []
     act = run.agent.act
