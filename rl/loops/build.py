@@ -75,6 +75,12 @@ class Run:
     """The dataset's own episodes' mean normalised score (None without a dataset or reference scores):
     the level a pre-trained policy is measured against, logged once and drawn by ``rl.plot``."""
 
+    @property
+    def env_steps_per_vector_step(self) -> int:
+        """One per copy, or a whole action chunk per copy under ``env.action_chunk``, counted whole as
+        DPPO and ReinFlow count it (also when an episode's end cuts the chunk short)."""
+        return self.cfg.num_envs * self.cfg.env.action_chunk
+
     def close(self) -> None:
         if self.labeller is not None:
             self.labeller.close()

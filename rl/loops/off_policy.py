@@ -60,9 +60,7 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         if labeller is not None:
             metrics |= labeller.drain()
         state.obs = result.obs
-        # A chunk is action_chunk env steps, counted whole as DPPO and ReinFlow count them (one cut
-        # short by its episode's end too).
-        state.env_steps += n * run.cfg.env.action_chunk
+        state.env_steps += run.env_steps_per_vector_step
         if online_step + n > steps.warmup and run.sampler.ready:
             for _ in range(n):  # one update per env step, whatever the number of copies
                 metrics |= run.agent.update(run.sampler.sample(run.agent.batch_size))

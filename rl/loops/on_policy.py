@@ -51,9 +51,7 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
         )
         metrics: dict[str, Any] = books.finish_episodes(result.episodes) if result.episodes else {}
         state.obs = result.obs
-        # A chunk is action_chunk env steps, counted whole as DPPO and ReinFlow count them (one cut
-        # short by its episode's end too).
-        state.env_steps += n * run.cfg.env.action_chunk
+        state.env_steps += run.env_steps_per_vector_step
         state.step += n
         updated = rollout.full
         if updated:
