@@ -1,6 +1,7 @@
 """The main job: ``python -m rl.quickstart``: data -> pre-training -> WSRL fine-tuning -> curves.
 
-1. Generate a Hopper-v5 ``medium`` dataset the D4RL way (``rl.data generate``), unless it exists.
+1. Generate a ``medium`` dataset of ``env`` (Hopper-v5 by default; HalfCheetah-v5 or Walker2d-v5) the
+   D4RL way (``rl.data generate``), unless it exists.
 2. ``rl.train agent=wsrl``: CQL pre-training with WSRL's critic ensemble, then online SAC with no
    offline data after a warm-up in which the pre-trained policy acts; one run per seed.
 3. ``rl.plot``: ``curves.png`` and ``table.md`` (normalised score after offline and after online).
@@ -10,7 +11,8 @@ learner computes; each reduction is one entry of ``DEMO_OVERRIDES`` (and listed 
 ``scale=paper`` drops them all and uses the spec's defaults: 10 critics, 256x256 networks, 10 CQL
 samples per proposal, UTD 4, 250k offline and 500k online steps, a 5000-step warm-up.
 
-    python -m rl.quickstart [seeds=0,1,2] [scale=demo|paper] [dataset_size=N] [out=runs/quickstart]
+    python -m rl.quickstart [seeds=0,1,2] [env=hopper|halfcheetah|walker2d] [scale=demo|paper]
+                            [dataset_size=N] [out=runs/quickstart]
                             [any rl.train override, e.g. agent.num_critics=10 steps.online=50000]
 
 Arguments that are not the quickstart's own go to ``rl.train`` after the scale's overrides, so they
@@ -25,7 +27,7 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from rl.generate.locomotion import BEHAVIOUR_DIR, GenerateConfig, generate, parse_key_values
+from rl.generate.locomotion import BEHAVIOUR_DIR, ENVS, GenerateConfig, generate, parse_key_values
 
 DEMO_OVERRIDES = [
     "agent.num_critics=2",  # paper: 10 critics (a 10-critic CQL update runs at ~4/s here)
@@ -62,6 +64,8 @@ PAPER_OVERRIDES = [
 class QuickstartConfig:
     seeds: str = "0"
     """Comma-separated seeds; they run one after another."""
+    env: str = "hopper"
+    """The locomotion task whose committed behaviour policies make the data (``rl/data/behaviour``)."""
     scale: str = "demo"
     dataset_size: int = 100_000
     """Steps of the generated medium dataset (D4RL: 1M)."""
@@ -90,13 +94,15 @@ def main(argv: list[str]) -> int:
         cfg = parse_key_values([arg for arg in argv if arg not in train_overrides], QuickstartConfig)
         if cfg.scale not in ("demo", "paper"):
             raise ValueError(f"scale={cfg.scale!r}: choose demo or paper")
-        dataset_id = f"o2o/hopper/medium-{cfg.dataset_size}-{behaviour_fingerprint('hopper')}-v0"
+        if cfg.env not in ENVS:
+            raise ValueError(f"env={cfg.env!r}: choose one of {', '.join(ENVS)}")
+        dataset_id = f"o2o/{cfg.env}/medium-{cfg.dataset_size}-{behaviour_fingerprint(cfg.env)}-v0"
         import minari
 
         if dataset_id not in minari.list_local_datasets():
             generate(
                 GenerateConfig(
-                    env="hopper",
+                    env=cfg.env,
                     level="medium",
                     size=cfg.dataset_size,
                     dataset_id=dataset_id,
@@ -114,9 +120,9 @@ def main(argv: list[str]) -> int:
         "rl.train",
         "-m",
         "agent=wsrl",
-        "env=hopper",
+        f"env={cfg.env}",
         f"dataset=minari:{dataset_id}",
-        "dataset.name=hopper-medium",
+        f"dataset.name={cfg.env}-medium",
         f"seed={cfg.seeds}",
         *overrides,
         *train_overrides,

@@ -45,3 +45,29 @@ def test_quickstart_help_prints_its_usage_and_starts_nothing(capsys, monkeypatch
 
     monkeypatch.setattr(quickstart, "generate", lambda *_: pytest.fail("--help must not generate data"))
     assert quickstart.main(["--help"]) == 0 and "python -m rl.quickstart" in capsys.readouterr().out
+
+
+def test_quickstart_env_picks_the_dataset_and_the_task(monkeypatch):
+    made, commands = [], []
+    monkeypatch.setattr(quickstart, "generate", made.append)
+    monkeypatch.setattr(quickstart.subprocess, "run", lambda cmd: commands.append(cmd) or Completed())
+    assert quickstart.main(["env=halfcheetah", "dataset_size=500", "out=unused"]) == 0
+    fingerprint = quickstart.behaviour_fingerprint("halfcheetah")
+    assert fingerprint != quickstart.behaviour_fingerprint("hopper")
+    dataset_id = f"o2o/halfcheetah/medium-500-{fingerprint}-v0"
+    assert [(cfg.env, cfg.level, cfg.size, cfg.dataset_id) for cfg in made] == [
+        ("halfcheetah", "medium", 500, dataset_id)
+    ]
+    train = commands[0]
+    assert "env=halfcheetah" in train and f"dataset=minari:{dataset_id}" in train
+    assert "dataset.name=halfcheetah-medium" in train and "env=hopper" not in train
+
+
+def test_quickstart_refuses_an_unknown_env(capsys, monkeypatch):
+    monkeypatch.setattr(quickstart, "generate", lambda *_: pytest.fail("a bad env must not generate data"))
+    assert quickstart.main(["env=pendulum"]) == 2
+    assert "env='pendulum': choose one of hopper, halfcheetah, walker2d" in capsys.readouterr().err
+
+
+class Completed:
+    returncode = 0
