@@ -22,7 +22,7 @@ def test_quickstart_generates_trains_and_tabulates(behaviour_dir, tmp_path, monk
         "steps.eval_episodes=1",
         "agent.batch_size=32",
     ]
-    argv = ["seeds=0", "dataset_size=300", f"out={out}", "threads=1", "progress=false", *tiny]
+    argv = ["env=hopper", "seeds=0", "dataset_size=300", f"out={out}", "threads=1", "progress=false", *tiny]
     assert quickstart.main(argv) == 0
     table = (out / "table.md").read_text()
     row = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
@@ -47,11 +47,11 @@ def test_quickstart_help_prints_its_usage_and_starts_nothing(capsys, monkeypatch
     assert quickstart.main(["--help"]) == 0 and "python -m rl.quickstart" in capsys.readouterr().out
 
 
-def test_quickstart_env_picks_the_dataset_and_the_task(monkeypatch):
+def test_quickstart_runs_halfcheetah_unless_told_otherwise(monkeypatch):
     made, commands = [], []
     monkeypatch.setattr(quickstart, "generate", made.append)
     monkeypatch.setattr(quickstart.subprocess, "run", lambda cmd: commands.append(cmd) or Completed())
-    assert quickstart.main(["env=halfcheetah", "dataset_size=500", "out=unused"]) == 0
+    assert quickstart.main(["dataset_size=500", "out=unused"]) == 0
     fingerprint = quickstart.behaviour_fingerprint("halfcheetah")
     assert fingerprint != quickstart.behaviour_fingerprint("hopper")
     dataset_id = f"o2o/halfcheetah/medium-500-{fingerprint}-v0"
