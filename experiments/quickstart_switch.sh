@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The quickstart's online-unlearning diagnostics (results/quickstart/README.md states each before it
+# The Hopper quickstart's online-unlearning diagnostics (results/quickstart/README.md states each before it
 # ran): tuning seed 100 pre-trained once with the demo's settings, then online phases from that one
 # checkpoint. First round: the demo as is, UTD 1, the paper's actor/temperature rates. Second round:
 # half of each online batch from the dataset, a warm-up acting with the policy's mean, and the
@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${O2O_RUNS:-$HOME/o2o_runs}/quickstart_switch
-quickstart=(.venv/bin/python -m rl.quickstart seeds=100 progress=false "$@")
+quickstart=(.venv/bin/python -m rl.quickstart env=hopper seeds=100 progress=false "$@")
 "${quickstart[@]}" steps.online=0 "out=$runs/pretrain"
 checkpoint=$(ls "$runs"/pretrain/wsrl-hopper-*/checkpoints/agent_offline.pt)
 for arm in ${ARMS:-control utd1 paper_rates}; do
