@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The Hopper quickstart's online-unlearning diagnostics (results/quickstart/README.md states each
-# before it ran): tuning seed 100 pre-trained once with the demo's settings, then online phases from that one
-# checkpoint. First round: the demo as is, UTD 1, the paper's actor/temperature rates. Second round:
-# half of each online batch from the dataset, a warm-up acting with the policy's mean, and the
-# paper's 10-critic ensemble (which needs its own pre-training, so it runs the whole demo).
+# before it ran): tuning seed 100 pre-trained once with the demo's settings, then online phases from
+# that one checkpoint. First round: the demo as is, UTD 1, the paper's actor/temperature rates.
+# Second round: half of each online batch from the dataset, a warm-up acting with the policy's mean,
+# and the paper's 10-critic ensemble (which needs its own pre-training, so it runs the whole demo).
 #   bash experiments/quickstart_switch.sh      (ARMS="control utd1" to run a part)
 # Extra arguments go to every rl.quickstart call, e.g. threads=1.
 # Run state goes to $O2O_RUNS/quickstart_switch/<arm> (default ~/o2o_runs); rerunning resumes.
