@@ -1,5 +1,7 @@
 """The main job end to end at a tiny scale: data generation, WSRL pre-training and fine-tuning, table."""
 
+import subprocess
+
 import pytest
 
 import rl.generate.locomotion as gen
@@ -50,7 +52,9 @@ def test_quickstart_help_prints_its_usage_and_starts_nothing(capsys, monkeypatch
 def test_quickstart_runs_halfcheetah_unless_told_otherwise(monkeypatch):
     made, commands = [], []
     monkeypatch.setattr(quickstart, "generate", made.append)
-    monkeypatch.setattr(quickstart.subprocess, "run", lambda cmd: commands.append(cmd) or Completed())
+    monkeypatch.setattr(
+        quickstart.subprocess, "run", lambda cmd: commands.append(cmd) or subprocess.CompletedProcess(cmd, 0)
+    )
     assert quickstart.main(["dataset_size=500", "out=unused"]) == 0
     fingerprint = quickstart.behaviour_fingerprint("halfcheetah")
     assert fingerprint != quickstart.behaviour_fingerprint("hopper")
@@ -67,7 +71,3 @@ def test_quickstart_refuses_an_unknown_env(capsys, monkeypatch):
     monkeypatch.setattr(quickstart, "generate", lambda *_: pytest.fail("a bad env must not generate data"))
     assert quickstart.main(["env=pendulum"]) == 2
     assert "env='pendulum': choose one of hopper, halfcheetah, walker2d" in capsys.readouterr().err
-
-
-class Completed:
-    returncode = 0
