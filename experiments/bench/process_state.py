@@ -26,6 +26,7 @@ same ``MALLOC_CONF``). Figures are medians over rounds, then over pairs; write t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -58,6 +59,7 @@ def child(arm: str, agent_name: str, dataset: str, rounds: int, seconds: float, 
     from rl.loops import LoopState, build_run
     from rl.loops.bookkeeping import Bookkeeper
     from rl.loops.logger import RunLogger
+    from rl.loops.off_policy import offline_step
 
     register_configs()
     overrides = [
@@ -71,11 +73,7 @@ def child(arm: str, agent_name: str, dataset: str, rounds: int, seconds: float, 
         logger = RunLogger(Path(run_dir), run.schedule.total, 0, progress=False)
         books = Bookkeeper(run, state, Path(run_dir), logger)
 
-        def loop_step() -> None:  # off_policy.offline_phase's body
-            metrics = run.agent.update(run.offline_buffer.sample(run.agent.batch_size))
-            state.step += 1
-            books.after_step("offline", state.step, metrics, phase_end=False)
-
+        loop_step = functools.partial(offline_step, run, state, books)  # rl.train's offline step
         rates: dict[str, list[float]] = {"update": [], "loop_step": []}
         for _ in range(rounds):
             rates["update"].append(rate(update, seconds)[0])

@@ -30,13 +30,17 @@ from rl.loops.run_state import LoopState
 
 
 def offline_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
-    offline = run.schedule.offline
-    while state.step < offline:
-        metrics = run.agent.update(run.offline_buffer.sample(run.agent.batch_size))
-        state.step += 1
-        books.after_step("offline", state.step, metrics, phase_end=state.step == offline)
-    if offline > 0:
+    while state.step < run.schedule.offline:
+        offline_step(run, state, books)
+    if run.schedule.offline > 0:
         books.save_agent("agent_offline.pt")
+
+
+def offline_step(run: Run, state: LoopState, books: Bookkeeper) -> None:
+    """One offline update on a batch from the dataset, then its logging, evaluation and checkpoint."""
+    metrics = run.agent.update(run.offline_buffer.sample(run.agent.batch_size))
+    state.step += 1
+    books.after_step("offline", state.step, metrics, phase_end=state.step == run.schedule.offline)
 
 
 def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
