@@ -35,9 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from experiments.bench.end_to_end import BENCH_NAMES
+from experiments.bench.end_to_end import BENCH_NAMES, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto,dirty_decay_ms:9000000000,muzzy_decay_ms:9000000000"
 """``torch.backends.xeon.run_cpu``'s ``MALLOC_CONF`` when it preloads jemalloc."""
 
@@ -55,7 +54,7 @@ def child(arm: str, agent_name: str, dataset: str, rounds: int, seconds: float, 
 
     from hydra import compose, initialize_config_dir
 
-    from rl.config import REPOSITORY, register_configs
+    from rl.config import register_configs
     from rl.loops import LoopState, build_run
     from rl.loops.bookkeeping import Bookkeeper
     from rl.loops.logger import RunLogger
@@ -66,7 +65,7 @@ def child(arm: str, agent_name: str, dataset: str, rounds: int, seconds: float, 
         f"agent={agent_name}", f"dataset={dataset}", "steps.offline=100000000", "steps.online=0",
         "steps.eval_episodes=0", "compile=false", f"threads={threads}", "progress=false",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPOSITORY / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         run = build_run(compose("config", overrides=overrides))
     state = LoopState.start(run)
     with tempfile.TemporaryDirectory() as run_dir:
