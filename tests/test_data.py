@@ -151,3 +151,23 @@ def test_unreadable_or_unknown_sources(tmp_path, minari_store):
         ValueError, match=r"not in the local Minari store.*minari download mujoco/hopper/medium-v0"
     ):
         load_dataset("minari:mujoco/hopper/medium-v0")
+
+
+def test_the_file_is_read_off_the_main_thread(monkeypatch, hopper_d4rl_file):
+    # The learner's speed after a load depends on it (rl.data.loaders.load_dataset's docstring):
+    # a read made by the main thread leaves its allocations in the arena the learner uses.
+    import threading
+
+    from rl.data import loaders
+
+    readers = []
+    read = loaders.load_d4rl_hdf5
+
+    def spy(path):
+        readers.append(threading.current_thread())
+        return read(path)
+
+    monkeypatch.setattr(loaders, "load_d4rl_hdf5", spy)
+    dataset = load_dataset(f"d4rl:{hopper_d4rl_file}")
+    assert len(dataset) > 0 and len(readers) == 1
+    assert readers[0] is not threading.main_thread() and not readers[0].is_alive()
