@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -12,6 +13,7 @@ from rl.agents.wsrl import PRETRAINED_KEYS
 from rl.buffers import Batch
 from rl.checkpoint import save_checkpoint
 from rl.loops import LoopState, build_run, run_phases
+from rl.loops.evaluate import evaluate
 from tests.conftest import REPO
 
 SMALL = {
@@ -127,28 +129,38 @@ def test_a_wsrl_agent_saved_online_resumes_online():
     assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in expected.items()}
 
 
-def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_starts_empty(
-    tmp_path, hopper_d4rl_file
-):
+def pretrained_cql(tmp_path):
+    """A small LayerNorm CQL agent saved as an agent checkpoint, as WSRL's pre-training leaves one."""
     cql = small_agent("cql", critic_layer_norm=True, actor_layer_norm=True)
     pretrained = tmp_path / "agent_offline.pt"
     save_checkpoint(pretrained, {"kind": "agent", "agent_config": {}, "agent": cql.state_dict()})
-    warmup, extra = 12, 5
+    return cql, pretrained
+
+
+def wsrl_from_checkpoint(pretrained, dataset_file, warmup, online):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
+        return compose(
             "config",
             overrides=[
                 "agent=wsrl",
                 *[f"agent.{k}={v}" for k, v in SMALL.items()],
                 f"checkpoint={pretrained}",
-                f"dataset.source=d4rl:{hopper_d4rl_file}",
+                f"dataset.source=d4rl:{dataset_file}",
                 f"steps.warmup={warmup}",
-                f"steps.online={warmup + extra}",
+                f"steps.online={online}",
                 "steps.eval_every=1000",
                 "steps.eval_episodes=1",
                 "progress=false",
             ],
         )
+
+
+def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_starts_empty(
+    tmp_path, hopper_d4rl_file
+):
+    cql, pretrained = pretrained_cql(tmp_path)
+    warmup, extra = 12, 5
+    cfg = wsrl_from_checkpoint(pretrained, hopper_d4rl_file, warmup=warmup, online=warmup + extra)
     assert (cfg.offline_ratio, cfg.steps.warmup_actions) == (0.0, "policy")
     run = build_run(cfg)
     assert torch.equal(
@@ -182,6 +194,23 @@ def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_star
     stored = run.online_buffer.action[:warmup]
     assert torch.equal(stored, torch.cat(calls["act"][:warmup]))
     assert len(run.online_buffer) == warmup + extra  # only online rows: the dataset was not copied in
+
+
+def test_fine_tuning_a_checkpoint_is_evaluated_before_it_acts(tmp_path, hopper_d4rl_file):
+    _, pretrained = pretrained_cql(tmp_path)
+    cfg = wsrl_from_checkpoint(pretrained, hopper_d4rl_file, warmup=4, online=6)
+    given = build_run(cfg)  # the checkpoint as loaded, evaluated the way the run evaluates
+    expected = evaluate(given.agent, given.eval_env, 1, 10_000 * (cfg.seed + 1), given.normalizer)
+    given.close()
+    run = build_run(cfg)
+    summary = run_phases(run, LoopState.start(run), tmp_path / "run")
+    run.close()
+    rows = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    start = rows[(rows.step == 0) & (rows.metric == "eval_return")]
+    assert list(start.phase) == ["offline"]  # the score fine-tuning starts from, as rl.plot reads it
+    assert start.value.item() == pytest.approx(expected["return"])
+    assert summary["offline"]["return"] == pytest.approx(expected["return"])
+    assert summary["online"]["step"] == 6
 
 
 def _flatten(state, prefix=""):

@@ -30,6 +30,10 @@ def run_phases(run: Run, state: LoopState, run_dir: Path) -> dict[str, dict[str,
     try:
         if state.step < schedule.offline:
             off_policy.offline_phase(run, state, books)
+        elif state.step == 0 and run.cfg.checkpoint is not None and run.eval_env is not None:
+            # Fine-tuning a pre-trained checkpoint: its score before it acts, as the end of the
+            # offline phase it had elsewhere, so curves and tables start from what it was given.
+            books.evaluate("offline", phase_end=True)
         if state.step < schedule.total:
             if run.agent.on_policy:
                 online = on_policy.online_phase

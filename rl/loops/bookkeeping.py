@@ -64,27 +64,32 @@ class Bookkeeper:
         if "episode_return" in metrics or "label_success" in metrics or log_now:
             logger.log(state.step, phase, state.env_steps, metrics)
         if self.run.eval_env is not None and (due(steps.eval_every) or phase_end):
-            result = evaluate(
-                self.run.agent,
-                self.run.eval_env,
-                steps.eval_episodes,
-                seed=10_000 * (self.run.cfg.seed + 1),
-                normalizer=self.run.normalizer,
-            )
-            logger.log(
-                state.step,
-                phase,
-                state.env_steps,
-                {f"eval_{k}" if k != "normalized_score" else k: v for k, v in result.items()},
-            )
-            if phase_end:
-                state.summary[phase] = {"step": state.step, **result}
+            self.evaluate(phase, phase_end)
         if due(steps.snapshot_every):
             self.save_agent(f"agent_step{state.step}.pt")
         checkpoint_due = state.step // steps.checkpoint_every != state.saved_step // steps.checkpoint_every
         if may_save and (checkpoint_due or phase_end):
             run_state.save(self.run, state, self.run_dir)
         logger.advance(state.step, phase)
+
+    def evaluate(self, phase: str, phase_end: bool) -> None:
+        """Evaluate the agent now and log it as ``phase``'s; at a phase's end, also its summary."""
+        state = self.state
+        result = evaluate(
+            self.run.agent,
+            self.run.eval_env,
+            self.run.cfg.steps.eval_episodes,
+            seed=10_000 * (self.run.cfg.seed + 1),
+            normalizer=self.run.normalizer,
+        )
+        self.logger.log(
+            state.step,
+            phase,
+            state.env_steps,
+            {f"eval_{k}" if k != "normalized_score" else k: v for k, v in result.items()},
+        )
+        if phase_end:
+            state.summary[phase] = {"step": state.step, **result}
 
     def save_agent(self, name: str) -> None:
         save_checkpoint(

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The warm-start study (results/d4rl_o2o_warmstart/README.md), one run per call:
+#   [THREADS=2] [PRECISION=fp32] bash experiments/warmstart.sh pretrain <agent> <walker2d|hopper>
+#   [THREADS=2] [PRECISION=fp32] bash experiments/warmstart.sh finetune <arm> <walker2d|hopper> <seed>
+# agents: wsrl cql calql iql famo2o_cql famo2o_iql
+# arms: wsrl (no offline data), cql, cql_nodata, calql, calql_nodata, iql, famo2o_cql, famo2o_iql
+# pretrain: the paper's schedule (conf/experiment/warmstart_pretrain.yaml), generating the dataset
+# first if this machine does not have it. finetune: 50k online steps from the agent's committed
+# pre-trained snapshot, results/d4rl_o2o_warmstart/checkpoints/<agent>-<env>-medium.pt
+# (conf/experiment/warmstart_finetune.yaml). Run state goes to $O2O_RUNS/warmstart (default
+# ~/o2o_runs); the same command resumes a run after a lost session.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stage=$1 name=$2 env=$3
+runs=${O2O_RUNS:-$HOME/o2o_runs}/warmstart
+store=${MINARI_DATASETS_PATH:-$HOME/.minari/datasets}
+[ -d "$store/o2o/$env/medium-v0" ] || .venv/bin/python -m rl.data generate env="$env" level=medium
+agent=${name%_nodata}
+# The CQL family: matmuls in bfloat16 (float32 weights), 1.9-3x faster where the CPU multiplies
+# bfloat16 natively (AMX or AVX-512-BF16; experiments/bench/README.md) and within the spread of
+# float32 for CQL over three seeds (results/peer_d3rlpy); IQL has no such learning result, so it
+# stays float32. Without native bf16 a run is several times slower (rl.train warns): start it there
+# with PRECISION=fp32 (a run keeps the precision it started with).
+# IQL pre-trains on CORL's schedule (1M updates).
+case $agent in
+  iql|famo2o_iql)
+    precision=fp32
+    schedule=(steps.offline=1000000) ;;
+  *)
+    precision=${PRECISION:-bf16}
+    schedule=() ;;
+esac
+common=(agent="$agent" dataset="$env-medium" threads="${THREADS:-1}" progress=false precision="$precision")
+case $stage in
+  pretrain)
+    exec .venv/bin/python -m rl.train +experiment=warmstart_pretrain "${common[@]}" "${schedule[@]}" \
+      "hydra.run.dir=$runs/pretrain-$agent-$env-medium" ;;
+  finetune)
+    seed=$4
+    # With offline data: CQL, Cal-QL, IQL and FamO2O mix it 50/50 (Cal-QL's and RLPD's ratio);
+    # WSRL and the *_nodata arms use none (offline_ratio=0, WSRL's own default).
+    case $name in
+      wsrl|*_nodata) ratio=0.0 ;;
+      *) ratio=0.5 ;;
+    esac
+    exec .venv/bin/python -m rl.train +experiment=warmstart_finetune "${common[@]}" seed="$seed" \
+      offline_ratio="$ratio" checkpoint="results/d4rl_o2o_warmstart/checkpoints/$agent-$env-medium.pt" \
+      "hydra.run.dir=$runs/finetune-$name-$env-medium/seed$seed" ;;
+  *) echo "warmstart.sh: unknown stage '$stage' (pretrain or finetune)" >&2; exit 2 ;;
+esac
