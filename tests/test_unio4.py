@@ -377,6 +377,29 @@ def test_a_model_step_ends_rows_that_leave_the_box_of_seen_states():
     assert terminated.tolist() == [0.0, 1.0, 1.0, 0.0, 1.0]
 
 
+def test_a_model_step_deals_the_rows_to_the_elites_in_equal_shares_each_on_its_own_member():
+    torch.manual_seed(0)
+    model = DynamicsEnsemble(2, 1, members=4, hidden=[8])
+    with torch.no_grad():
+        model.max_log_var.fill_(-40.0)  # the Gaussian's noise vanishes: a step gives the member's mean
+        model.min_log_var.fill_(-50.0)
+    obs, action, elites = torch.randn(11, 2), torch.randn(11, 1), torch.tensor([3, 0, 2])
+    next_obs, reward, _ = model.step(obs, action, elites, termination=lambda o, a, n: n[:, 0] > 1e9)
+    with torch.no_grad():
+        mean, _, _ = model(obs, action)  # (4, 11, 3): every member on every row
+    served = []
+    for row in range(11):
+        close = [
+            m for m in range(4)
+            if torch.allclose(next_obs[row], obs[row] + mean[m, row, :2], atol=1e-5)
+            and torch.isclose(reward[row], mean[m, row, 2], atol=1e-5)
+        ]  # fmt: skip
+        assert len(close) == 1  # exactly one member made this row's step
+        served.append(close[0])
+    assert set(served) <= {0, 2, 3}
+    assert sorted(served.count(m) for m in (0, 2, 3)) == [3, 4, 4]  # 11 rows over 3 elites
+
+
 def test_before_any_states_are_seen_every_model_step_terminates():
     model = _still_model(2)
     _, _, terminated = model.step(torch.zeros(3, 2), torch.zeros(3, 1), torch.tensor([0]))
@@ -585,6 +608,30 @@ def test_every_am_q_gate_scores_the_members_from_the_same_saved_start_states():
     clone = make(seed=5, improve_steps=4, ope_every=1)
     clone.load_state_dict(agent.state_dict())
     assert torch.equal(clone.amq_start, last_fit)  # saved: a resumed run keeps comparing on them
+
+
+def test_the_gate_as_before_the_fixes_scores_each_gate_on_its_own_batch_and_ignores_the_env_rule():
+    def rule(obs, action, next_obs):
+        return next_obs[:, 0] > 100.0
+
+    cfg = AGENTS["unio4"][1](
+        **{**SMALL, "improve_steps": 3, "amq_fixed_start": False, "amq_env_termination": False}
+    )
+    agent = build_agent(cfg, OBS, ACT, torch.device("cpu"), termination=rule)
+    assert agent.model.termination is None  # the learned head and the seen-state box end rollouts
+    starts = []
+
+    def scores(obs):
+        starts.append(obs.clone())
+        return torch.zeros(2)
+
+    agent.amq_scores = scores
+    batches = [batch(seed=i) for i in range(agent.improvement_start + 3)]
+    for b in batches:
+        agent.update(b)
+    gates = batches[agent.improvement_start :]
+    assert torch.equal(starts[0], batches[agent.improvement_start - 1].obs)  # J* from the last FIT batch
+    assert len(starts) == 1 + 3 and all(torch.equal(s, b.obs) for s, b in zip(starts[1:], gates, strict=True))
 
 
 def test_fine_tuning_from_a_pretrained_unio4_has_no_offline_updates_left():

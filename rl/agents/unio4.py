@@ -70,6 +70,10 @@ Decisions on the official code's pitfalls (spec §2.3, §2.6, §2.8, §7):
   set of ``batch_size`` states (the last stage-1 batch, saved) serves every evaluation of every
   member, so the gate compares policies, not state samples. A deliberate deviation: it changes
   which steps are accepted, towards the ones the paper's gate means to accept.
+  ``amq_fixed_start=False`` and ``amq_env_termination=False`` restore the gate as it was before
+  these fixes (fresh states: the gate step's batch, one set for all members), so
+  ``experiments/unio4_gate.py`` can count, with real rollouts, which gate accepts more steps that
+  lower the real return (the warm-start study's claim 4).
 - The BC members are trained simultaneously on one batch (the official updates them one after
   another in a random order); per-member Adam and per-member gradient clipping keep the members'
   updates independent even though their weights are stacked.
@@ -141,6 +145,13 @@ class UniO4Config(AgentConfig):
     ope_every: int = 100
     ope_horizon: int = 1000
     """AM-Q rollout length (README: reduce it if the Q mean explodes)."""
+    amq_fixed_start: bool = True
+    """AM-Q from one fixed set of start states (the last stage-1 batch). False: from the states of the
+    batch at each gate, so a candidate is compared with a best-so-far measured on other states (the
+    official code, and this agent before issue 17); kept to measure the fix (experiments/unio4_gate.py)."""
+    amq_env_termination: bool = True
+    """Model rollouts end where the env's rule says (``termination``). False: by the learned head and the
+    seen-state box even where the env has a rule (this agent before issue 17); kept for the same measure."""
     # online PPO
     online_actor_lr: float = 2e-5
     online_value_lr: float = 2e-4
@@ -208,7 +219,7 @@ class UniO4(Agent):
             adam(dynamics.parameters(), cfg.dynamics_lr, weight_decay=cfg.dynamics_weight_decay),
             cfg.dynamics_elites,
             cfg.dynamics_holdout,
-            termination,
+            termination if cfg.amq_env_termination else None,
         )
 
         self.bc_optimizer = adam(self.actor.parameters(), cfg.bc_lr)
@@ -350,7 +361,7 @@ class UniO4(Agent):
         }
 
         if (j + 1) % cfg.ope_every == 0:
-            score = self.amq_scores(self.amq_start)
+            score = self.amq_scores(self.amq_start if cfg.amq_fixed_start else obs)
             improved = score > self.best_score  # NaN never improves
             self.best_score.copy_(torch.where(improved, score, self.best_score))
             self.behaviour.copy_members_from(self.actor, improved)
