@@ -57,11 +57,7 @@ def _normal_log_prob(x: float, mu: float, sigma: float) -> float:
     return -0.5 * ((x - mu) / sigma) ** 2 - math.log(sigma) - 0.5 * math.log(2 * math.pi)
 
 
-def _kl(mu1: float, s1: float, mu2: float, s2: float) -> float:
-    return math.log(s2 / s1) + (s1**2 + (mu1 - mu2) ** 2) / (2 * s2**2) - 0.5
-
-
-def test_ensemble_bc_loss_by_hand_with_the_kl_to_the_other_member_that_best_explains_the_data():
+def test_ensemble_bc_loss_by_hand_with_the_gap_to_the_other_member_that_best_explains_the_data():
     # three members, one state, one action dimension; data action 0.8
     mu, sigma = [0.0, 1.0, 0.7], [1.0, 0.5, 0.2]
     dist = Normal(torch.tensor(mu).view(3, 1, 1), torch.tensor(sigma).view(3, 1, 1))
@@ -69,36 +65,35 @@ def test_ensemble_bc_loss_by_hand_with_the_kl_to_the_other_member_that_best_expl
     log_p = [_normal_log_prob(0.8, m, s) for m, s in zip(mu, sigma, strict=True)]
     # log p: member 2 explains 0.8 best, then member 1, then member 0
     assert log_p[2] > log_p[1] > log_p[0]
-    nearest = {0: 2, 1: 2, 2: 1}  # argmax over the *other* members
-    kls = [_kl(mu[i], sigma[i], mu[j], sigma[j]) for i, j in nearest.items()]
+    best_other = {0: 2, 1: 2, 2: 1}  # argmax over the *other* members
+    gaps = [log_p[i] - log_p[j] for i, j in best_other.items()]
     alpha = 0.1
-    by_hand = sum(-log_p[i] - alpha * kls[i] for i in range(3))
-    loss, kl = ensemble_bc_loss(dist, action, alpha)
+    by_hand = sum(-log_p[i] - alpha * gaps[i] for i in range(3))
+    loss, gap = ensemble_bc_loss(dist, action, alpha)
     assert loss.item() == pytest.approx(by_hand, rel=1e-5)
-    assert kl.tolist() == pytest.approx(kls, rel=1e-5)
+    assert gap.tolist() == pytest.approx(gaps, rel=1e-5)
 
 
-def test_disagreement_term_has_a_gradient_of_its_own():
-    """With the data action at member 0's mean, the NLL has no gradient on that mean; the KL does.
-    (The official detached form would give exactly (1 + alpha) x the NLL gradient: zero here.)"""
-    mu = torch.tensor([0.0, 0.5]).view(2, 1, 1).requires_grad_(True)
-    sigma = torch.tensor([0.5, 0.5]).view(2, 1, 1)
+def test_the_disagreement_term_only_scales_the_bc_gradient_by_one_plus_alpha():
+    """The official default: the best other member's log-probability is detached, so no member is
+    pushed away from another (a divergence the loss maximises grows without bound)."""
+    mu = torch.tensor([0.1, 0.5, -0.3]).view(3, 1, 1).requires_grad_(True)
+    log_sigma = torch.tensor([-2.0, 0.0, -1.0]).view(3, 1, 1).requires_grad_(True)
     action = torch.tensor([[0.0]])
     grads = {}
     for alpha in (0.0, 0.1):
-        loss, _ = ensemble_bc_loss(Normal(mu, sigma), action, alpha)
-        (grads[alpha],) = torch.autograd.grad(loss, mu)
-    assert grads[0.0][0].item() == pytest.approx(0.0, abs=1e-7)
-    # d/dmu0 of -0.1 * (mu0 - mu1)^2 / (2 * 0.25) = -0.4 (mu0 - mu1) = 0.2: away from member 1
-    assert grads[0.1][0].item() == pytest.approx(0.2, rel=1e-5)
+        loss, _ = ensemble_bc_loss(Normal(mu, log_sigma.exp()), action, alpha)
+        grads[alpha] = torch.autograd.grad(loss, (mu, log_sigma))
+    for plain, with_term in zip(grads[0.0], grads[0.1], strict=True):
+        torch.testing.assert_close(with_term, 1.1 * plain)
 
 
 def test_single_member_bc_is_plain_negative_log_likelihood():
     dist = Normal(torch.zeros(1, 2, 1), torch.ones(1, 2, 1))
     action = torch.tensor([[1.0], [0.0]])
-    loss, kl = ensemble_bc_loss(dist, action, alpha=0.1)
+    loss, gap = ensemble_bc_loss(dist, action, alpha=0.1)
     assert loss.item() == pytest.approx(-(_normal_log_prob(1.0, 0, 1) + _normal_log_prob(0.0, 0, 1)) / 2)
-    assert kl.tolist() == [0.0]
+    assert gap.tolist() == [0.0]
 
 
 def test_ppo_clip_loss_by_hand():

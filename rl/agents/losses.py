@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from torch.distributions import Normal, kl_divergence
+from torch.distributions import Normal
 
 # -- TD learning -------------------------------------------------------------------------------------
 
@@ -152,22 +152,25 @@ def standardize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 
 
 def ensemble_bc_loss(dist: Normal, action: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``sum_i mean_b[-log pi_i(a_b|s_b) - alpha KL(pi_i(.|s_b) || sg pi_j*(.|s_b))]`` and the KL per member.
+    """Uni-O4's ensemble BC, the official default (``kl_type='heuristic'``):
+    ``sum_i mean_b[-log pi_i(a_b|s_b) - alpha (log pi_i(a_b|s_b) - sg max_{j != i} log pi_j(a_b|s_b))]``,
+    and per member the mean gap ``log pi_i - max_{j != i} log pi_j`` (how much better it explains the
+    data than the best other member; 0 for a single member).
 
-    ``dist`` has batch shape ``(n, B, A)``; ``j*(i, b) = argmax_{j != i} log pi_j(a_b|s_b)``.
+    ``dist`` has batch shape ``(n, B, A)``. The max is detached, so the gradient is ``(1 + alpha)``
+    times the NLL's: the members differ by their initialisation (rl/agents/unio4.py says why the
+    distribution form is not used).
     """
     log_prob = dist.log_prob(action).sum(-1)  # (n, B)
     n = log_prob.shape[0]
-    if n == 1 or alpha == 0.0:
-        return -log_prob.mean(1).sum(), torch.zeros(n, device=action.device)
+    if n == 1:
+        return -log_prob.mean(1).sum(), torch.zeros(1, device=action.device)
     others = log_prob.detach().unsqueeze(0).expand(n, -1, -1)  # [i, j, b] = log pi_j(a_b|s_b)
     others = others.masked_fill(
         torch.eye(n, dtype=torch.bool, device=action.device).unsqueeze(-1), -torch.inf
     )
-    index = others.argmax(1).unsqueeze(-1).expand(-1, -1, action.shape[-1])  # (n, B, A)
-    nearest = Normal(dist.loc.detach().gather(0, index), dist.scale.detach().gather(0, index))
-    kl = kl_divergence(dist, nearest).sum(-1).mean(1)  # (n,)
-    return (-log_prob.mean(1) - alpha * kl).sum(), kl
+    gap = log_prob - others.amax(1)  # (n, B)
+    return (-log_prob - alpha * gap).mean(1).sum(), gap.detach().mean(1)
 
 
 def ppo_clip_loss(
