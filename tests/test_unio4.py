@@ -172,6 +172,22 @@ def test_am_q_counts_q_at_the_terminal_step_and_drops_the_row_after_it():
     assert score.item() == pytest.approx((1 + 0.5 + 2 + 1 + 0.5) / 5)
 
 
+def test_am_q_rows_stay_where_they_were_before_their_terminal_step():
+    # s' = 3 s; the row terminates on the step that leaves |s| < 10, and past it the model gives NaN
+    def step(s, a):
+        next_s = torch.where(s.abs() < 10, 3 * s, torch.nan)
+        return next_s, ~(next_s.abs() < 10).squeeze(-1)
+
+    def policy(s):
+        assert torch.isfinite(s).all()  # never asked to act on a state past a terminal step
+        return torch.zeros_like(s)
+
+    start = torch.tensor([[[1.0], [0.1]]])
+    score = am_q(policy, lambda s, a: s.squeeze(-1), step, start, horizon=5)
+    # row 1.0: q = 1, 3, 9 (terminates on the step to 27); row 0.1: q = 0.1, 0.3, 0.9, 2.7, 8.1
+    assert score.item() == pytest.approx((1 + 3 + 9 + 0.1 + 0.3 + 0.9 + 2.7 + 8.1) / 8)
+
+
 def test_am_q_stops_stepping_the_model_once_every_row_has_terminated():
     calls = []
 

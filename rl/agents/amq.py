@@ -45,8 +45,11 @@ def am_q(
 
     ``start`` is ``(n, B, D)``: B start states for each of n policies; ``policy`` maps ``(n, B, D)``
     to actions ``(n, B, A)``, ``q`` to ``(n, B)``, ``step`` to ``(next states, terminated bool)``.
-    Returns ``(n,)``. Terminated rows are masked, not removed, so shapes stay fixed; the rollout stops
-    early once every row has terminated (one host read per step, cheap next to a model step).
+    Returns ``(n,)``. Terminated rows are masked, not removed, so shapes stay fixed, and they stay
+    where they were before their terminal step: the model's step from a state it ended (a fall, a
+    state outside the box) can leave every bound, and a NaN state would reach the policy. The
+    rollout stops early once every row has terminated (one host read per step, cheap next to a
+    model step).
     """
     obs = start
     alive = torch.ones(start.shape[:-1], dtype=torch.bool, device=start.device)
@@ -56,8 +59,9 @@ def am_q(
         action = policy(obs)
         total += torch.where(alive, q(obs, action), 0.0).sum(-1)
         count += alive.sum(-1)
-        obs, terminated = step(obs, action)
+        next_obs, terminated = step(obs, action)
         alive &= ~terminated
+        obs = torch.where(alive.unsqueeze(-1), next_obs, obs)
         if not alive.any():
             break
     return total / count
