@@ -1,6 +1,6 @@
 """Uni-O4's AM-Q cost: one model step and one whole AM-Q evaluation. Prints JSON.
 
-    .venv/bin/python experiments/bench/amq.py [--threads 1] [--hidden 200 200 200 200] [--horizon 100]
+    .venv/bin/python -m experiments.bench.amq [--threads 1] [--hidden 200 200 200 200] [--horizon 100]
 
 - ``model_step_ms``: ``DynamicsEnsemble.step`` on the rows of one AM-Q evaluation (``--policies``
   x ``--states`` rows: every member of the policy ensemble from the same start states), which
@@ -18,22 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
 import torch
 
+from experiments.bench.replay import median_us
 from rl.agents import AGENTS, build_agent
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return round(statistics.median(times) * 1e3, 3)
 
 
 def main() -> None:
@@ -70,15 +60,15 @@ def main() -> None:
         mean, std = mean[pick, index], (0.5 * log_var[pick, index]).exp()
         _ = mean + std * torch.randn_like(mean), logit[pick, index]
 
-    dealt = median_ms(lambda: model.step(obs, action, elites, agent.model.termination), args.repeats)
-    full = median_ms(full_pass, args.repeats)
+    dealt = median_us(lambda: model.step(obs, action, elites, agent.model.termination), args.repeats) / 1e3
+    full = median_us(full_pass, args.repeats) / 1e3
     start = time.perf_counter()
     agent.amq_scores(torch.randn(args.states, args.obs_dim))
     amq_s = time.perf_counter() - start
     print(json.dumps({
         "threads": args.threads, "rows": rows, "dynamics_hidden": args.hidden,
         "members": cfg.dynamics_members, "elites": cfg.dynamics_elites,
-        "model_step_ms": dealt, "full_pass_step_ms": full, "model_step_speedup": round(full / dealt, 2),
+        "model_step_ms": round(dealt, 3), "full_pass_step_ms": round(full, 3), "model_step_speedup": round(full / dealt, 2),
         "amq_s": round(amq_s, 2), "horizon": args.horizon, "load_average": os.getloadavg(),
     }, indent=1))  # fmt: skip
 
