@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rl.checkpoint import load_checkpoint, save_checkpoint
+
 REPO = Path(__file__).resolve().parents[1]
 ARMS = {"fixed": [], "before": ["agent.amq_fixed_start=false", "agent.amq_env_termination=false"]}
 FIELDS = ("seed", "arm", "gate", "member", "amq", "amq_best", "accepted", "candidate", "behaviour")
@@ -94,9 +96,7 @@ def stage1(path: Path, overrides: Sequence[str]) -> None:
     agent = run.agent
     for _ in range(agent.improvement_start - 1):
         agent.update(run.offline_buffer.sample(agent.batch_size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(agent.state_dict(), path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
+    save_checkpoint(path, {"kind": "agent", "agent": agent.state_dict()})
     run.close()
 
 
@@ -107,7 +107,7 @@ def audit_arm(seed: int, arm: str, stage1_path: Path, overrides: Sequence[str], 
 
     run = compose_run(overrides)
     agent = run.agent
-    agent.load_state_dict(torch.load(stage1_path, weights_only=False))
+    agent.load_state_dict(load_checkpoint(stage1_path)["agent"])
     reseed(run, 1000 + seed)
     episode_seed = 10_000 * (seed + 1)
 
