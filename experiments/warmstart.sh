@@ -2,8 +2,9 @@
 # The warm-start study (results/d4rl_o2o_warmstart/README.md), one run per call:
 #   [THREADS=2] [PRECISION=fp32] bash experiments/warmstart.sh pretrain <agent> <walker2d|hopper>
 #   [THREADS=2] [PRECISION=fp32] bash experiments/warmstart.sh finetune <arm> <walker2d|hopper> <seed>
-# agents: wsrl cql calql iql famo2o_cql famo2o_iql
-# arms: wsrl (no offline data), cql, cql_nodata, calql, calql_nodata, iql, famo2o_cql, famo2o_iql
+# agents: wsrl cql calql iql famo2o_cql famo2o_iql unio4
+# arms: wsrl (no offline data), cql, cql_nodata, calql, calql_nodata, iql, famo2o_cql, famo2o_iql,
+#   unio4 (no offline data online, as the paper)
 # pretrain: the paper's schedule (conf/experiment/warmstart_pretrain.yaml), generating the dataset
 # first if this machine does not have it. finetune: 50k online steps from the agent's committed
 # pre-trained snapshot, results/d4rl_o2o_warmstart/checkpoints/<agent>-<env>-medium.pt
@@ -21,11 +22,17 @@ agent=${name%_nodata}
 # float32 for CQL over three seeds (results/peer_d3rlpy); IQL has no such learning result, so it
 # stays float32. Without native bf16 a run is several times slower (rl.train warns): start it there
 # with PRECISION=fp32 (a run keeps the precision it started with).
-# IQL pre-trains on CORL's schedule (1M updates).
+# IQL pre-trains on CORL's schedule (1M updates). Uni-O4 (IQL critics, float32 too) adds its stated
+# reduction, conf/experiment/warmstart_unio4.yaml, to either stage's preset.
+experiment=warmstart_$stage
 case $agent in
   iql|famo2o_iql)
     precision=fp32
     schedule=(steps.offline=1000000) ;;
+  unio4)
+    precision=fp32
+    experiment="[warmstart_$stage,warmstart_unio4]"
+    schedule=() ;;
   *)
     precision=${PRECISION:-bf16}
     schedule=() ;;
@@ -33,17 +40,17 @@ esac
 common=(agent="$agent" dataset="$env-medium" threads="${THREADS:-1}" progress=false precision="$precision")
 case $stage in
   pretrain)
-    exec .venv/bin/python -m rl.train +experiment=warmstart_pretrain "${common[@]}" "${schedule[@]}" \
+    exec .venv/bin/python -m rl.train "+experiment=$experiment" "${common[@]}" "${schedule[@]}" \
       "hydra.run.dir=$runs/pretrain-$agent-$env-medium" ;;
   finetune)
     seed=$4
     # With offline data: CQL, Cal-QL, IQL and FamO2O mix it 50/50 (Cal-QL's and RLPD's ratio);
     # WSRL and the *_nodata arms use none (offline_ratio=0, WSRL's own default).
     case $name in
-      wsrl|*_nodata) ratio=0.0 ;;
+      wsrl|unio4|*_nodata) ratio=0.0 ;;
       *) ratio=0.5 ;;
     esac
-    exec .venv/bin/python -m rl.train +experiment=warmstart_finetune "${common[@]}" seed="$seed" \
+    exec .venv/bin/python -m rl.train "+experiment=$experiment" "${common[@]}" seed="$seed" \
       offline_ratio="$ratio" checkpoint="results/d4rl_o2o_warmstart/checkpoints/$agent-$env-medium.pt" \
       "hydra.run.dir=$runs/finetune-$name-$env-medium/seed$seed" ;;
   *) echo "warmstart.sh: unknown stage '$stage' (pretrain or finetune)" >&2; exit 2 ;;
