@@ -105,16 +105,13 @@ def d3rlpy_config(algo: str, updates: int) -> object:
 
 def d3rlpy_score(algo: str, dataset: str, seed: int, updates: int, episodes: int) -> float:
     import d3rlpy
-    from hydra import compose, initialize_config_dir
 
     import envs
-    from rl.config import register_configs
+    from rl.config import compose_config
     from rl.data import ScoreNormalizer, load_dataset
     from rl.loops.evaluate import evaluate
 
-    register_configs()  # the schemas conf/ extends
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"dataset={dataset}", f"seed={seed}"])
+    cfg = compose_config([f"dataset={dataset}", f"seed={seed}"])
     data = load_dataset(cfg.dataset.source)
     timeouts = data.truncated.copy()
     timeouts[-1] = timeouts[-1] or not data.terminated[-1]  # d3rlpy needs the last episode closed

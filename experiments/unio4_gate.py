@@ -44,7 +44,6 @@ import torch
 
 from rl.checkpoint import load_checkpoint, save_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 ARMS = {"fixed": [], "before": ["agent.amq_fixed_start=false", "agent.amq_env_termination=false"]}
 FIELDS = ("seed", "arm", "gate", "member", "amq", "amq_best", "accepted", "candidate", "behaviour")
 
@@ -63,14 +62,10 @@ class MemberPolicy:
 
 
 def compose_run(overrides: Sequence[str]):  # -> rl.loops.Run
-    from hydra import compose, initialize_config_dir
-
-    from rl.config import register_configs
+    from rl.config import compose_config
     from rl.loops import build_run
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return build_run(compose("config", overrides=list(overrides)))
+    return build_run(compose_config(overrides))
 
 
 def run_overrides(dataset: str, seed: int, episodes: int, stage1: int, extra: Sequence[str]) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from rl.agents import AGENTS, Phase, build_agent
 from rl.agents.base import compile_options, compiled_update
 from rl.buffers import Batch
-from tests.conftest import REPO, random_batch
+from tests.conftest import random_batch
 
 OBS, ACT = 5, 2
 SMALL = {"critic_hidden": [32, 32], "actor_hidden": [32, 32], "batch_size": 16}
@@ -75,19 +75,17 @@ def test_cpu_never_takes_the_cuda_graph_path():
 
 
 def test_compile_flag_is_accepted_by_the_train_config_and_applied_when_the_run_is_built():
-    from hydra import compose, initialize_config_dir
     from hydra.errors import ConfigCompositionException
 
-    import rl.train  # noqa: F401  (registers the configs)
+    from rl.config import compose_config
     from rl.loops import build_run
     from rl.loops.run_state import comparable_config
 
     overrides = ["agent.critic_hidden=[32,32]", "agent.actor_hidden=[32,32]", "steps.eval_episodes=0"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        assert compose("config", overrides=overrides).compile is None  # auto: by the run's length
-        cfg = compose("config", overrides=[*overrides, "compile=true"])
-        with pytest.raises(ConfigCompositionException):
-            compose("config", overrides=["compile=sometimes"])
+    assert compose_config(overrides).compile is None  # auto: by the run's length
+    cfg = compose_config([*overrides, "compile=true"])
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["compile=sometimes"])
     assert cfg.compile is True
     # A speed choice like device and threads: a run may resume with or without it.
     assert "compile" not in comparable_config(cfg)

@@ -11,18 +11,18 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import rl.train
 from envs.autoreset import EpisodeStats
 from envs.vector import VecStep
 from rl.buffers import MixedSampler, ObsSpec, ReplayBuffer, RolloutBuffer, RowContext
 from rl.checkpoint import load_checkpoint
+from rl.config import compose_config
 from rl.data.dataset import mc_return_to_go
 from rl.loops import build
 from rl.loops.labelling import Labeller, RolloutLabeller, relabel_buffer
 from rl.rewards import Labels, RewardModel, RewardModelError
-from tests.conftest import REPO, train_until_checkpoint
+from tests.conftest import train_until_checkpoint
 from tests.envs.pixel_toy import SIZE
 
 VIEW = {"frames/camera": ((SIZE, SIZE, 3), torch.uint8), "state/x": ((1,), torch.float32)}
@@ -315,11 +315,6 @@ VIEW_TOY = [
 ]
 
 
-def compose_run(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def metrics(run_dir) -> list[tuple]:
     with (run_dir / "metrics.csv").open() as f:
         return [tuple(r.values()) for r in csv.DictReader(f) if r["metric"] != "steps_per_second"]
@@ -330,7 +325,7 @@ def test_a_sync_labelled_run_resumes_exactly_with_its_pending_rows_labelled_agai
     episode 5 (env steps 26-30): the checkpoint at step 30 holds those 5 rows pending; the resumed run
     labels them again and logs what the uninterrupted run logs."""
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel(down_episodes=(5,)))
-    cfg = compose_run(*VIEW_TOY, "steps.log_every=1")
+    cfg = compose_config([*VIEW_TOY, "steps.log_every=1"])
     reference = tmp_path / "reference"
     rl.train.train(cfg, reference)
     rows = metrics(reference)
@@ -357,7 +352,7 @@ def test_the_run_gives_calibration_to_models_that_take_it_and_refuses_an_env_wit
 
     model = Calibrated()
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: model)
-    run = build.build_run(compose_run(*VIEW_TOY))
+    run = build.build_run(compose_config(VIEW_TOY))
     try:
         assert run.online_buffer.labelled and set(run.online_buffer.view) == set(VIEW)
         camera = model.calibration["camera"]
@@ -366,22 +361,22 @@ def test_the_run_gives_calibration_to_models_that_take_it_and_refuses_an_env_wit
         run.close()
     pixel_toy = ["env.family=tests.envs.pixel_toy:make_pixel_toy", "agent=sac"]
     with pytest.raises(ValueError, match=r"does not show the model \['frames/camera', 'state/x'\]"):
-        build.build_run(compose_run(*VIEW_TOY, *pixel_toy))
+        build.build_run(compose_config([*VIEW_TOY, *pixel_toy]))
     model = Calibrated()
     model.frame_shape = (SIZE + 8, SIZE + 8, 3)  # a classifier trained on larger frames
     with pytest.raises(
         ValueError,
         match=rf"renders reward camera camera at \({SIZE}, {SIZE}, 3\), the model takes \({SIZE + 8}, {SIZE + 8}, 3\)$",
     ):
-        build.build_run(compose_run(*VIEW_TOY))
+        build.build_run(compose_config(VIEW_TOY))
 
 
 def test_an_async_labelled_run_writes_each_label_to_its_own_row(tmp_path, monkeypatch):
     """The same run with the labeller in the background: it finishes, logs the lag, and every row
     labelled by then holds its own next state's x (the stand-in's label), scaled by the buffer."""
     monkeypatch.setattr(build, "build_reward_model", lambda cfg, device: XModel())
-    cfg = compose_run(*VIEW_TOY, "reward.mode=async", "reward.label_batch=4", "env.reward_scale=2.0",
-                      "steps.log_every=1000")  # fmt: skip
+    cfg = compose_config([*VIEW_TOY, "reward.mode=async", "reward.label_batch=4", "env.reward_scale=2.0",
+                          "steps.log_every=1000"])  # fmt: skip
     rl.train.train(cfg, tmp_path / "run")
     logged = metrics(tmp_path / "run")
     assert {"label_lag_rows", "label_lag_s", "label_model_down"} <= {r[3] for r in logged}
@@ -409,12 +404,12 @@ def test_an_on_policy_run_learns_from_labelled_rollouts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ReinFlow, "update_rollout", capture)
     off_policy = [o for o in VIEW_TOY if not o.startswith("agent")]
-    cfg = compose_run(
+    cfg = compose_config([
         *off_policy, "agent=reinflow", "agent.hidden=[16,16,16]", "agent.critic_hidden=[16,16,16]",
         "agent.noise_hidden=[8]", "agent.normalize_obs=false", "agent.batch_size=16", "agent.minibatch=8",
         "agent.epochs=1", "agent.repeat_samples=1", "num_envs=2", "rollout_steps=8", "steps.online=16",
         "reward.mode=async",
-    )  # fmt: skip
+    ])  # fmt: skip
     rl.train.train(cfg, tmp_path / "run")
     assert len(seen) == 2
     for x, reward, truncated in seen:

@@ -70,8 +70,7 @@ def test_slurm_preset_through_submitit_and_a_preempted_job_resumes_exactly(tmp_p
     """A one-job sweep with the SLURM preset on submitit's local executor, sent SLURM's preemption
     signal mid-run: submitit requeues it, and the requeued attempt (the same command) resumes from
     its checkpoint and logs the same numbers as the same run never interrupted (run in this process)."""
-    from hydra import compose, initialize_config_dir
-
+    from rl.config import compose_config
     from rl.train import train
 
     run_args = [
@@ -110,8 +109,7 @@ def test_slurm_preset_through_submitit_and_a_preempted_job_resumes_exactly(tmp_p
     assert len(list((preempted / "tb").glob("events.out.tfevents.*"))) == 2  # two attempts
     assert "threads: 1\n" in (preempted / ".hydra" / "config.yaml").read_text()  # from cpus_per_task
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["seed=0", *run_args, "threads=1"])
+    cfg = compose_config(["seed=0", *run_args, "threads=1"])
     train(cfg, tmp_path / "reference")
     reference = read_metrics(tmp_path / "reference")
     assert comparable(read_metrics(preempted), after=25) == comparable(reference, after=25)

@@ -4,24 +4,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-import rl.train  # noqa: F401  (registers the configs)
+from rl.config import compose_config
 from rl.data import load_dataset
 from rl.loops import build_run
 from rl.loops.evaluate import evaluate
-from tests.conftest import REPO
 
 SMALL_IQL = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.eval_episodes=0", "threads=1"]
 
 
-def compose_run(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def test_return_range_scale_multiplies_every_buffers_reward_by_1000_over_the_return_range(hopper_d4rl_file):
-    cfg = compose_run(*SMALL_IQL, f"dataset.source=d4rl:{hopper_d4rl_file}", "env.reward_scale=2.0")
+    cfg = compose_config([*SMALL_IQL, f"dataset.source=d4rl:{hopper_d4rl_file}", "env.reward_scale=2.0"])
     returns = load_dataset(f"d4rl:{hopper_d4rl_file}").episode_returns
     run = build_run(cfg)
     try:
@@ -35,7 +28,7 @@ def test_return_range_scale_multiplies_every_buffers_reward_by_1000_over_the_ret
 
 
 def test_return_range_scale_without_a_dataset_is_refused_by_name():
-    cfg = compose_run(*SMALL_IQL, "agent.normalize_obs=false", "steps.online=10")
+    cfg = compose_config([*SMALL_IQL, "agent.normalize_obs=false", "steps.online=10"])
     with pytest.raises(ValueError, match=r"agent.return_range_scale=1000.0 .* needs a dataset"):
         build_run(cfg)
 
@@ -43,13 +36,13 @@ def test_return_range_scale_without_a_dataset_is_refused_by_name():
 def test_an_agent_without_the_normalisation_keeps_the_envs_scale_and_uni_o4_gets_the_fall_rule(
     hopper_d4rl_file,
 ):
-    cfg = compose_run("agent=sac", "env.reward_scale=3.0", "steps.eval_episodes=0", "steps.online=10")
+    cfg = compose_config(["agent=sac", "env.reward_scale=3.0", "steps.eval_episodes=0", "steps.online=10"])
     run = build_run(cfg)
     assert run.reward_scale == 3.0 and run.schedule.offline == 0
     run.close()
     stages = ["agent.critic_steps=2", "agent.bc_steps=2", "agent.dynamics_steps=2", "agent.improve_steps=2"]
-    cfg = compose_run(
-        "agent=unio4", *stages, f"dataset.source=d4rl:{hopper_d4rl_file}", "steps.eval_episodes=0"
+    cfg = compose_config(
+        ["agent=unio4", *stages, f"dataset.source=d4rl:{hopper_d4rl_file}", "steps.eval_episodes=0"]
     )
     run = build_run(cfg)
     assert run.schedule.offline == run.agent.offline_steps == 4  # the agent's stages, not steps.offline

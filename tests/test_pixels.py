@@ -18,12 +18,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import rl.train
 from rl.agents import AGENTS, Phase, build_agent
 from rl.buffers import Batch, ObsSpec, RolloutBuffer
 from rl.checkpoint import load_checkpoint
+from rl.config import compose_config
 from rl.data import Dataset, DatasetInfo, check_dataset, load_dataset
 from rl.nets import EncoderConfig
 from tests.conftest import REPO, train_until_checkpoint
@@ -236,13 +236,13 @@ def test_a_pixel_dataset_trains_reinflow_offline_then_online_and_resumes_exactly
     proprio; a run stopped after its checkpoint at the end of the first rollout continues to the
     same numbers and the same weights as an uninterrupted one."""
     data = write_pixel_d4rl(tmp_path / "toy.hdf5", toy_episodes(6), next_observations=False)
-    cfg = compose_run(
+    cfg = compose_config([
         "agent=reinflow", *TOY_ENV, *TINY_ENCODER, f"dataset.source=d4rl:{data}", "agent.hidden=[32,32,32]",
         "agent.critic_hidden=[32]", "agent.noise_hidden=[16]", "agent.batch_size=16", "agent.minibatch=8",
         "agent.repeat_samples=1", "agent.epochs=2", "agent.iterations=2", "num_envs=2", "rollout_steps=10",
         "steps.offline=10", "steps.online=20", "steps.checkpoint_every=10", "steps.eval_every=10",
         "steps.eval_episodes=1", "steps.log_every=10", "threads=1", "progress=false",
-    )  # fmt: skip
+    ])  # fmt: skip
     reference = tmp_path / "reference"
     rl.train.train(cfg, reference)
     phases = {(r[1], r[3]) for r in metrics(reference)}
@@ -433,11 +433,6 @@ def test_a_dataset_whose_cameras_do_not_match_the_env_is_refused_naming_both(hel
 # -- runs ----------------------------------------------------------------------------------------------
 
 
-def compose_run(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def metrics(run_dir: Path) -> list[tuple]:
     with (run_dir / "metrics.csv").open() as f:
         return [tuple(r.values()) for r in csv.DictReader(f) if r["metric"] != "steps_per_second"]
@@ -448,11 +443,11 @@ def test_a_pixel_dataset_trains_offline_then_online_and_resumes_exactly(tmp_path
     batch from it; a run stopped after its online checkpoint at step 30 (an episode boundary: the toy
     env restarts its episodes exactly) continues to the same numbers and the same weights."""
     data = write_pixel_d4rl(tmp_path / "toy.hdf5", toy_episodes(6), next_observations=False)
-    cfg = compose_run(
+    cfg = compose_config([
         "agent=calql", *TOY_ENV, *TINY_ENCODER, *SMALL_RUN, f"dataset.source=d4rl:{data}", "agent.cql_samples=2",
         "offline_ratio=0.5", "steps.offline=20", "steps.online=20", "steps.warmup=5",
         "steps.checkpoint_every=10", "steps.eval_every=10", "steps.eval_episodes=1", "steps.log_every=1",
-    )  # fmt: skip
+    ])  # fmt: skip
     reference = tmp_path / "reference"
     summary = rl.train.train(cfg, reference)
     assert set(summary) == {"offline", "online"}
@@ -521,10 +516,10 @@ def test_the_bridge_with_two_sim_cameras_trains_from_pixels_and_its_log_exports_
         hold_after_ms=10_000,
         stop_after_ms=20_000,
     )
-    cfg = compose_run(
+    cfg = compose_config([
         "agent=sac", "env=real", f"env.kwargs.address={server.address}", f"env.kwargs.keys_dir={keys_dir}",
         "+env.kwargs.pixels=true", *TINY_ENCODER, *SMALL_RUN, "steps.online=12", "steps.warmup=4",
-    )  # fmt: skip
+    ])  # fmt: skip
     summary = rl.train.train(cfg, tmp_path / "run")
     assert summary["online"]["step"] == 12
     rows = metrics(tmp_path / "run")

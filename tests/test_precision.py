@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 
 from rl.agents import AGENTS, build_agent
 from rl.buffers import Batch
-from rl.config import check_values
+from rl.config import check_values, compose_config
 from rl.nets.mlp import MLP, EnsembleMLP
-from tests.conftest import REPO, random_batch
+from tests.conftest import random_batch
 
 OBS, ACT = 5, 2
 SMALL = {
@@ -103,16 +103,12 @@ def test_bf16_is_refused_for_on_policy_agents_and_unknown_precisions_are_refused
 
 
 def test_precision_reaches_the_agent_and_is_part_of_the_run_identity():
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
     from rl.loops import build_run
     from rl.loops.run_state import comparable_config
 
     overrides = ["agent.critic_hidden=[32,32]", "agent.actor_hidden=[32,32]", "steps.eval_episodes=0"]
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        assert compose("config", overrides=overrides).precision == "fp32"
-        cfg = compose("config", overrides=[*overrides, "precision=bf16", "compile=false"])
+    assert compose_config(overrides).precision == "fp32"
+    cfg = compose_config([*overrides, "precision=bf16", "compile=false"])
     # Unlike compile, it changes what a run computes: a resume with another precision is refused.
     assert comparable_config(cfg)["precision"] == "bf16"
     run = build_run(cfg)
@@ -121,14 +117,10 @@ def test_precision_reaches_the_agent_and_is_part_of_the_run_identity():
 
 
 def test_a_run_saved_before_precision_existed_resumes_as_fp32_and_not_as_bf16(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
     from rl.checkpoint import save_checkpoint
     from rl.loops.run_state import LAST_CHECKPOINT, RUN_FORMAT, comparable_config, read_run_checkpoint
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["steps.eval_episodes=0"])
+    cfg = compose_config(["steps.eval_episodes=0"])
     older = comparable_config(cfg)
     del older["precision"]  # what the code before the setting saved
     (tmp_path / LAST_CHECKPOINT).parent.mkdir(parents=True)

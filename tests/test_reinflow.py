@@ -21,11 +21,11 @@ from rl.agents.dppo import DPPO, DPPOConfig
 from rl.agents.reinflow import ReinFlow, ReinFlowConfig
 from rl.buffers import RolloutBuffer
 from rl.buffers.batch import Batch
+from rl.config import compose_config
 from rl.data.chunks import action_valid, chunk_dataset
 from rl.data.dataset import Dataset, DatasetInfo
 from rl.nets.actors import GaussianActor
 from rl.nets.flow import euler_sample
-from tests.conftest import REPO
 from tests.envs.toy_env import make_toy
 
 CPU = torch.device("cpu")
@@ -343,16 +343,6 @@ def test_a_policy_saved_by_the_official_code_loads_through_the_key_map(tmp_path)
 # -- through rl.train -------------------------------------------------------------------------------
 
 
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
-
-
 def metrics(run_dir: Path) -> list[tuple]:
     with (run_dir / "metrics.csv").open() as f:
         return [tuple(r.values()) for r in csv.DictReader(f) if r["metric"] != "steps_per_second"]
@@ -361,7 +351,7 @@ def metrics(run_dir: Path) -> list[tuple]:
 def test_resume_mid_fine_tuning_logs_what_an_uninterrupted_run_logs(tmp_path, hopper_d4rl_file, monkeypatch):
     from rl.train import train
 
-    cfg = compose([
+    cfg = compose_config([
         "agent=reinflow", "agent.hidden=[16,16,16]", "agent.critic_hidden=[16,16,16]", "agent.noise_hidden=[8]",
         "agent.batch_size=32", "agent.minibatch=16", "agent.epochs=2", "agent.repeat_samples=2",
         "agent.iterations=4", "agent.critic_warmup_iterations=1", f"dataset.source=d4rl:{hopper_d4rl_file}",
@@ -401,7 +391,7 @@ def test_a_dataset_with_the_wrong_action_size_is_refused_in_one_line_naming_file
             "rewards": np.zeros(4), "terminals": np.zeros(4, bool), "timeouts": np.array([0, 0, 0, 1], bool),
         }.items():  # fmt: skip
             f.create_dataset(key, data=value)
-    cfg = compose(
+    cfg = compose_config(
         ["agent=reinflow", f"dataset.source=d4rl:{path}", "env.action_chunk=4", "steps.eval_episodes=0"]
     )
     with pytest.raises(ValueError) as refused:

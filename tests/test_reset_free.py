@@ -12,18 +12,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import envs
 from envs import FAMILIES
 from envs.config import EnvConfig
 from envs.reset_free import BACKWARD, FORWARD, SCENES, ResetFreeConfig, ResetFreeEnv
 from rl.checkpoint import load_checkpoint
-from rl.config import register_configs
+from rl.config import compose_config
 from rl.loops import Bookkeeper, LoopState, RunLogger, build_run, run_phases, run_state
 from rl.loops import reset_free as reset_free_loop
 from rl.rewards import LabelInput, Labels, PerTaskLabels, RewardModel, RewardModelError
-from tests.conftest import REPO
 
 UP, DOWN, STAY = np.array([1.0], np.float32), np.array([-1.0], np.float32), np.array([0.0], np.float32)
 
@@ -198,7 +196,6 @@ def test_no_env_reset_between_practice_episodes_through_the_vector_env(line_fami
 
 
 def line_run(online: int):
-    register_configs()
     overrides = [
         "agent=sac", "agent.critic_hidden=[16,16]", "agent.actor_hidden=[16,16]", "agent.batch_size=8",
         "env=lift", "env.name=line", "env.id=Line", "env.family=reset_free", "env.max_episode_steps=3",
@@ -206,8 +203,7 @@ def line_run(online: int):
         f"steps.online={online}", "steps.warmup=20", "steps.eval_episodes=0", "steps.log_every=20",
         "steps.checkpoint_every=1000", "buffer_capacity=200", "progress=false", "env_mode=sync",
     ]  # fmt: skip
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return build_run(compose("config", overrides=overrides))
+    return build_run(compose_config(overrides))
 
 
 def practise(run, state: LoopState, run_dir: Path) -> None:

@@ -326,23 +326,14 @@ def test_cuda_device_on_a_cpu_machine_is_refused(tmp_path):
     assert result.returncode == 2 and "CUDA is not available" in result.stderr
 
 
-def compose_config(*overrides: str):
-    """The training config with ``overrides``, as ``rl.train`` composes it."""
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
-
-
 def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_env_step(tmp_path):
+    from rl.config import compose_config
     from rl.loops import LoopState, build_run, run_phases
 
-    cfg = compose_config(
+    cfg = compose_config([
         "num_envs=4", "steps.online=40", "steps.warmup=8", "steps.warmup_actions=policy",
         "steps.eval_every=1000", "steps.eval_episodes=1", *TINY,
-    )  # fmt: skip
+    ])  # fmt: skip
     run = build_run(cfg)
     calls = {"act": [], "update": 0}
     act, update = run.agent.act, run.agent.update
@@ -372,12 +363,13 @@ def test_warmup_acts_with_the_policys_mean_only_when_asked(tmp_path, warmup_acti
     """``policy_mean`` makes the warm-up's acts deterministic (3 vector steps of 2 copies here) and
     the acts after it sample again; ``policy`` samples throughout. No evaluations, so every call
     seen is the collection's."""
+    from rl.config import compose_config
     from rl.loops import LoopState, build_run, run_phases
 
-    cfg = compose_config(
+    cfg = compose_config([
         "num_envs=2", "steps.online=10", "steps.warmup=6", f"steps.warmup_actions={warmup_actions}",
         *TINY, "steps.eval_episodes=0",
-    )  # fmt: skip
+    ])  # fmt: skip
     run = build_run(cfg)
     flags = []
     act = run.agent.act
@@ -434,10 +426,8 @@ def test_collect_step_stores_each_transition_and_writes_mc_returns_when_its_epis
 def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file, monkeypatch):
     """Uni-O4: offline stages through update(), then rollouts of rollout_steps env steps, each
     followed by one update_rollout(); checkpoints only between rollouts."""
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
     from rl.agents.unio4 import UniO4
+    from rl.config import compose_config
     from rl.loops import LoopState, build_run, run_phases, run_state
 
     stages = {"critic_steps": 4, "bc_steps": 4, "dynamics_steps": 4, "improve_steps": 4, "ope_every": 2}
@@ -455,23 +445,21 @@ def test_on_policy_agent_learns_online_from_rollouts(tmp_path, hopper_d4rl_file,
         "online_minibatch": 16,
         **stages,
     }
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(
-            "config",
-            overrides=[
-                "agent=unio4",
-                *[f"agent.{k}={v}" for k, v in small.items()],
-                f"dataset.source=d4rl:{hopper_d4rl_file}",
-                "steps.offline=8",
-                "steps.online=96",
-                "rollout_steps=32",
-                "num_envs=2",
-                "steps.checkpoint_every=20",
-                "steps.eval_every=1000",
-                "steps.eval_episodes=1",
-                "progress=false",
-            ],
-        )
+    cfg = compose_config(
+        [
+            "agent=unio4",
+            *[f"agent.{k}={v}" for k, v in small.items()],
+            f"dataset.source=d4rl:{hopper_d4rl_file}",
+            "steps.offline=8",
+            "steps.online=96",
+            "rollout_steps=32",
+            "num_envs=2",
+            "steps.checkpoint_every=20",
+            "steps.eval_every=1000",
+            "steps.eval_episodes=1",
+            "progress=false",
+        ]
+    )
     run = build_run(cfg)
     assert isinstance(run.agent, UniO4) and run.agent.on_policy
     state = LoopState.start(run)
@@ -512,10 +500,7 @@ def test_run_folders_are_short_readable_and_the_same_for_the_same_overrides():
 
 
 def test_values_out_of_range_are_refused_at_load_with_one_line(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
-    from rl.config import check_values
+    from rl.config import check_values, compose_config
 
     refusals = {
         "steps.online=-5": "steps.online=-5: a count, must be >= 0",
@@ -529,12 +514,11 @@ def test_values_out_of_range_are_refused_at_load_with_one_line(tmp_path):
         "num_envs=0": "num_envs=0: a size, must be > 0",
         "env_mode=fast": "env_mode=fast: must be one of auto, sync, async",
     }
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        check_values(compose("config", overrides=["agent=iql", "offline_ratio=1", "steps.warmup=0"]))
-        for override, message in refusals.items():
-            with pytest.raises(ValueError) as refused:
-                check_values(compose("config", overrides=[override]))
-            assert str(refused.value) == message
+    check_values(compose_config(["agent=iql", "offline_ratio=1", "steps.warmup=0"]))
+    for override, message in refusals.items():
+        with pytest.raises(ValueError) as refused:
+            check_values(compose_config([override]))
+        assert str(refused.value) == message
     result = run_cli("steps.online=-5", f"hydra.run.dir={tmp_path}/run")
     assert result.returncode == 2
     assert result.stderr.strip() == "o2o: error: steps.online=-5: a count, must be >= 0"
@@ -552,32 +536,26 @@ def test_help_exits_0_and_offers_presets_not_schemas():
 
 
 def test_every_dataset_preset_selects_its_env():
-    from hydra import compose, initialize_config_dir
-
-    import rl.train  # noqa: F401  (registers the configs)
+    from rl.config import compose_config
 
     presets = sorted(p.stem for p in (REPO / "conf" / "dataset").glob("*.yaml") if p.stem != "none")
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        for preset in presets:
-            cfg = compose("config", overrides=[f"dataset={preset}"])
-            assert cfg.env.name == re.split(r"[-_]", preset)[0], preset  # hopper-medium -> hopper
-            assert cfg.dataset.name.replace("-", "_") == preset.replace("-", "_")
-        # the command line still chooses another env (e.g. pixels instead of state)
-        assert compose("config", overrides=["dataset=door_human", "env=pen"]).env.name == "pen"
+    for preset in presets:
+        cfg = compose_config([f"dataset={preset}"])
+        assert cfg.env.name == re.split(r"[-_]", preset)[0], preset  # hopper-medium -> hopper
+        assert cfg.dataset.name.replace("-", "_") == preset.replace("-", "_")
+    # the command line still chooses another env (e.g. pixels instead of state)
+    assert compose_config(["dataset=door_human", "env=pen"]).env.name == "pen"
 
 
 def test_door_human_preset_runs_from_any_working_directory(tmp_path, monkeypatch, capsys):
-    from hydra import compose, initialize_config_dir
-
+    from rl.config import compose_config
     from rl.train import train
 
     monkeypatch.chdir(tmp_path)  # the preset's file is found from the checkout, not from here
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        small = ["agent.hidden=[32,32]", "agent.batch_size=32", "steps.eval_episodes=1", "progress=false"]
-        cfg = compose(
-            "config",
-            overrides=["dataset=door_human", "agent=iql", "steps.offline=10", "steps.eval_every=10", *small],
-        )
+    small = ["agent.hidden=[32,32]", "agent.batch_size=32", "steps.eval_episodes=1", "progress=false"]
+    cfg = compose_config(
+        ["dataset=door_human", "agent=iql", "steps.offline=10", "steps.eval_every=10", *small]
+    )
     assert cfg.dataset.source == f"d4rl:{REPO}/tests/data/door-human-demos-d4rl-layout.hdf5"
     train(cfg, tmp_path / "run")
     assert "env door | dataset door-human | after offline: score" in capsys.readouterr().out
@@ -587,25 +565,22 @@ def test_an_offline_only_run_is_marked_finished_with_its_final_agent(tmp_path, h
     """rl.report and rl.sweep call a run finished by checkpoints/agent_final.pt: a run with
     steps.online=0 (a tuning pre-training, a peer comparison) must write it too."""
     import torch
-    from hydra import compose, initialize_config_dir
 
-    import rl.train  # noqa: F401  (registers the configs)
     from rl.checkpoint import load_checkpoint
+    from rl.config import compose_config
     from rl.loops import LoopState, build_run, run_phases
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        overrides = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.offline=5"]
-        cfg = compose(
-            "config",
-            overrides=[
-                *overrides,
-                f"dataset.source=d4rl:{hopper_d4rl_file}",
-                "steps.online=0",
-                "steps.eval_episodes=0",
-                "threads=1",
-                "progress=false",
-            ],
-        )
+    overrides = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.offline=5"]
+    cfg = compose_config(
+        [
+            *overrides,
+            f"dataset.source=d4rl:{hopper_d4rl_file}",
+            "steps.online=0",
+            "steps.eval_episodes=0",
+            "threads=1",
+            "progress=false",
+        ]
+    )
     run = build_run(cfg)
     try:
         run_phases(run, LoopState.start(run), tmp_path / "run")

@@ -8,19 +8,18 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from torch import nn
 from torch.distributions import Normal
 
-import rl.train  # noqa: F401  (registers the structured configs and resolvers)
 from rl.agents import AGENTS, Phase, build_agent
 from rl.agents.amq import am_q, holdout_rows
 from rl.agents.losses import clipped_value_loss, ensemble_bc_loss, ppo_clip_loss
 from rl.agents.unio4 import Stage, clip_grad_norm_per_member
 from rl.buffers import Batch, RolloutBuffer
+from rl.config import compose_config
 from rl.loops.build import offline_length
 from rl.nets.dynamics import DynamicsEnsemble
-from tests.conftest import REPO, random_batch
+from tests.conftest import random_batch
 
 OBS, ACT = 3, 2
 SMALL = {
@@ -666,8 +665,7 @@ def test_fine_tuning_from_a_pretrained_unio4_has_no_offline_updates_left():
 def test_the_warm_start_uni_o4_arm_is_claim_4s_stage_1_with_the_papers_improvement_stage(stage):
     # experiments/warmstart.sh selects [warmstart_<stage>, warmstart_unio4]: the second must win over
     # the pre-training preset's steps.offline=250000, which a Uni-O4 run refuses (it sets its own length).
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment=[warmstart_{stage},warmstart_unio4]", "agent=unio4"])
+    cfg = compose_config([f"+experiment=[warmstart_{stage},warmstart_unio4]", "agent=unio4"])
     stats = (torch.zeros(OBS), torch.ones(OBS))
     agent = build_agent(cfg.agent, OBS, ACT, torch.device("cpu"), stats)
     assert (cfg.agent.critic_steps, cfg.agent.bc_steps, cfg.agent.dynamics_steps) == (20000, 20000, 20000)

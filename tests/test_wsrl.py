@@ -5,16 +5,14 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-import rl.train  # noqa: F401  (registers the structured configs and resolvers)
 from rl.agents import AGENTS, Phase, build_agent
 from rl.agents.wsrl import PRETRAINED_KEYS
 from rl.buffers import Batch
 from rl.checkpoint import save_checkpoint
+from rl.config import compose_config
 from rl.loops import LoopState, build_run, run_phases
 from rl.loops.evaluate import evaluate
-from tests.conftest import REPO
 
 SMALL = {
     "num_critics": 4,
@@ -109,8 +107,7 @@ def test_pre_training_backs_up_the_best_of_sampled_next_actions_and_fine_tuning_
 
 @pytest.mark.parametrize("arm", ["wsrl", "cql"])
 def test_the_study_presets_keep_the_papers_actor_and_temperature_rates(arm):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=[f"+experiment=d4rl_o2o_{arm}"])
+    cfg = compose_config([f"+experiment=d4rl_o2o_{arm}"])
     assert (cfg.agent.actor_lr, cfg.agent.temperature_lr) == (1e-4, 1e-4)
 
 
@@ -138,21 +135,19 @@ def pretrained_cql(tmp_path):
 
 
 def wsrl_from_checkpoint(pretrained, dataset_file, warmup, online):
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(
-            "config",
-            overrides=[
-                "agent=wsrl",
-                *[f"agent.{k}={v}" for k, v in SMALL.items()],
-                f"checkpoint={pretrained}",
-                f"dataset.source=d4rl:{dataset_file}",
-                f"steps.warmup={warmup}",
-                f"steps.online={online}",
-                "steps.eval_every=1000",
-                "steps.eval_episodes=1",
-                "progress=false",
-            ],
-        )
+    return compose_config(
+        [
+            "agent=wsrl",
+            *[f"agent.{k}={v}" for k, v in SMALL.items()],
+            f"checkpoint={pretrained}",
+            f"dataset.source=d4rl:{dataset_file}",
+            f"steps.warmup={warmup}",
+            f"steps.online={online}",
+            "steps.eval_every=1000",
+            "steps.eval_episodes=1",
+            "progress=false",
+        ]
+    )
 
 
 def test_warmup_takes_exactly_k_policy_steps_without_updates_and_the_buffer_starts_empty(

@@ -52,21 +52,17 @@ def child(arm: str, agent_name: str, dataset: str, rounds: int, seconds: float, 
     if arm == "bare":
         return {"update": [rate(update, seconds)[0] for _ in range(rounds)]}
 
-    from hydra import compose, initialize_config_dir
-
-    from rl.config import register_configs
+    from rl.config import compose_config
     from rl.loops import LoopState, build_run
     from rl.loops.bookkeeping import Bookkeeper
     from rl.loops.logger import RunLogger
     from rl.loops.off_policy import offline_step
 
-    register_configs()
     overrides = [
         f"agent={agent_name}", f"dataset={dataset}", "steps.offline=100000000", "steps.online=0",
         "steps.eval_episodes=0", "compile=false", f"threads={threads}", "progress=false",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        run = build_run(compose("config", overrides=overrides))
+    run = build_run(compose_config(overrides))
     state = LoopState.start(run)
     with tempfile.TemporaryDirectory() as run_dir:
         logger = RunLogger(Path(run_dir), run.schedule.total, 0, progress=False)

@@ -8,17 +8,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import rl.train
 from real_robot.client_env import make_bridge_env
 from real_robot.convert import join_labels, log_to_dataset
 from real_robot.recorder import read_log
 from rl.checkpoint import load_checkpoint
+from rl.config import compose_config
 from rl.data.label_log import read_label_log
 from rl.loops import build
 from rl.rewards import Labels, RewardModel
-from tests.conftest import REPO
 
 # Generous deadlines wherever a test steps the arm: on a loaded machine a slow client must not have
 # its action dropped as stale, nor the watchdog stop the arm, between two steps (those have their
@@ -115,8 +114,7 @@ def test_a_labelled_bridge_run_logs_labels_that_convert_joins_to_the_stored_rewa
         "buffer_capacity=100", "threads=1", "steps.online=24", "steps.warmup=4", "steps.eval_episodes=0",
         "progress=false",
     ]  # fmt: skip
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     run_dir = tmp_path / "run"
     rl.train.train(cfg, run_dir)
 
