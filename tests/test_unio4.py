@@ -16,6 +16,8 @@ from rl.agents.amq import am_q, holdout_rows
 from rl.agents.losses import clipped_value_loss, ensemble_bc_loss, ppo_clip_loss
 from rl.agents.unio4 import Stage, clip_grad_norm_per_member
 from rl.buffers import Batch, RolloutBuffer
+from rl.checkpoint import load_checkpoint, save_checkpoint
+from rl.checkpoint import main as checkpoint_main
 from rl.config import compose_config
 from rl.loops.build import offline_length
 from rl.nets.dynamics import DynamicsEnsemble
@@ -536,6 +538,43 @@ def test_ppo_update_runs_gae_on_the_rollout_buffer_and_trains_actor_and_value():
     assert int(agent.online_env_steps) == 16
     assert float(agent.online_actor_optimizer.param_groups[0]["lr"]) == pytest.approx(
         agent.cfg.online_actor_lr * (1 - 16 / 64)
+    )
+
+
+def test_a_finished_offline_agent_without_its_optimizer_moments_fine_tunes_exactly_as_with_them(tmp_path):
+    # The committed Uni-O4 snapshot drops its offline optimizers' moments (rl.checkpoint drop-moments):
+    # online PPO never steps those optimizers, so fine-tuning from either file must be identical.
+    agent = make(improve_steps=2)
+    _offline(agent, [[1.0, 1.0], [0.5, 3.0], [0.7, 2.0]])
+    full = tmp_path / "full.pt"
+    save_checkpoint(full, {"kind": "agent", "agent": agent.state_dict()})
+    checkpoint_main(["drop-moments", str(full), str(tmp_path / "small.pt")])
+    small = load_checkpoint(tmp_path / "small.pt")["agent"]["state"]
+    assert small["bc_optimizer"]["state"] == {} and small["dynamics_optimizer"]["state"] == {}
+    assert (
+        small["bc_optimizer"]["param_groups"] == agent.state_dict()["state"]["bc_optimizer"]["param_groups"]
+    )
+
+    def fine_tuned(path) -> list[torch.Tensor]:
+        tuned = make(seed=5, improve_steps=2)
+        tuned.load_pretrained(load_checkpoint(path)["agent"])
+        assert tuned.offline_steps == 0
+        tuned.set_phase(Phase.ONLINE)
+        torch.manual_seed(0)
+        tuned.update_rollout(*_rollout(tuned))
+        return [*tuned.online_actor.parameters(), *tuned.iql.value.parameters()]
+
+    assert _same(fine_tuned(tmp_path / "small.pt"), fine_tuned(full))
+
+
+def test_drop_moments_refuses_a_run_checkpoint_in_one_line(tmp_path, capsys):
+    save_checkpoint(tmp_path / "run.pt", {"kind": "run"})
+    with pytest.raises(SystemExit) as refused:
+        checkpoint_main(["drop-moments", str(tmp_path / "run.pt"), str(tmp_path / "out.pt")])
+    assert refused.value.code == 2 and not (tmp_path / "out.pt").exists()
+    assert (
+        capsys.readouterr().err
+        == f"o2o: error: checkpoint {tmp_path / 'run.pt'}: holds a 'run', not an agent\n"
     )
 
 
