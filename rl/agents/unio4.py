@@ -75,7 +75,11 @@ Decisions on the official code's pitfalls (spec §2.3, §2.6, §2.8, §7):
   ``amq_fixed_start=False`` and ``amq_env_termination=False`` restore the gate as it was before
   these fixes (fresh states: the gate step's batch, one set for all members), so
   ``experiments/unio4_gate.py`` can count, with real rollouts, which gate accepts more steps that
-  lower the real return (the warm-start study's claim 4).
+  lower the real return (the warm-start study's claim 4). Its answer on walker2d-medium with
+  128x128 critics of 20k updates (results/d4rl_o2o_warmstart): neither gate follows the real
+  return (about half of either's accepted steps lower it), and the fixed gate accepts more of them;
+  AM-Q is only as good as the critic the improvement step ascends, so at that scale the gate can
+  hand on a worse policy than BC's (``improve_steps=0`` skips it).
 - The BC members are trained simultaneously on one batch (the official updates them one after
   another in a random order); per-member Adam and per-member gradient clipping keep the members'
   updates independent even though their weights are stacked.
