@@ -102,7 +102,7 @@ def audit_arm(seed: int, arm: str, stage1_path: Path, overrides: Sequence[str], 
 
     run = compose_run(overrides)
     agent = run.agent
-    agent.load_state_dict(load_checkpoint(stage1_path)["agent"])
+    agent.load_state_dict(load_checkpoint(stage1_path, kind="agent")["agent"])
     reseed(run, 1000 + seed)
     episode_seed = 10_000 * (seed + 1)
 

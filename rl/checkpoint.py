@@ -30,7 +30,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
+def load_checkpoint(path: Path, kind: str | None = None) -> dict[str, Any]:
+    """The checkpoint at ``path``; with ``kind`` ("agent", "run"), refused unless it holds that kind."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path}: no such file")
     try:
@@ -39,6 +40,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise ValueError(f"checkpoint {path}: not readable ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"checkpoint {path}: not an o2o checkpoint (format {FORMAT})")
+    if kind is not None and payload.get("kind") != kind:
+        raise ValueError(f"checkpoint {path}: holds a {payload.get('kind')!r} checkpoint, not {kind!r}")
     return payload
 
 
@@ -65,9 +68,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     drop.add_argument("target", type=Path, help="where to write the smaller copy")
     args = parser.parse_args(argv)
     try:
-        payload = load_checkpoint(args.source)
-        if payload.get("kind") != "agent":
-            raise ValueError(f"checkpoint {args.source}: holds a {payload.get('kind')!r}, not an agent")
+        payload = load_checkpoint(args.source, kind="agent")
     except ValueError as err:
         print(f"o2o: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -574,7 +574,7 @@ def test_drop_moments_refuses_a_run_checkpoint_in_one_line(tmp_path, capsys):
     assert refused.value.code == 2 and not (tmp_path / "out.pt").exists()
     assert (
         capsys.readouterr().err
-        == f"o2o: error: checkpoint {tmp_path / 'run.pt'}: holds a 'run', not an agent\n"
+        == f"o2o: error: checkpoint {tmp_path / 'run.pt'}: holds a 'run' checkpoint, not 'agent'\n"
     )
 
 

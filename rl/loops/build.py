@@ -161,12 +161,7 @@ def build_run(cfg: TrainConfig) -> Run:
         obs_space=obs_space,
     )
     if cfg.checkpoint is not None:
-        payload = load_checkpoint(Path(cfg.checkpoint))
-        if payload.get("kind") != "agent":
-            raise ValueError(
-                f"checkpoint={cfg.checkpoint}: not an agent checkpoint (use checkpoints/agent_*.pt)"
-            )
-        agent.load_pretrained(payload["agent"])
+        agent.load_pretrained(load_checkpoint(Path(cfg.checkpoint), kind="agent")["agent"])
     labelled = reward_model is not None and not agent.on_policy
     view_spec = None
     if labelled and env.reward_view_space is not None:

@@ -91,9 +91,7 @@ def read_run_checkpoint(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | Non
                 f"run directory {run_dir} holds metrics but no checkpoint; move it away to start again"
             )
         return None
-    payload = load_checkpoint(path)
-    if payload.get("kind") != "run":
-        raise ValueError(f"checkpoint {path}: holds only an agent, not a run to resume")
+    payload = load_checkpoint(path, kind="run")
     if payload.get("run_format") != RUN_FORMAT:
         raise ValueError(
             f"checkpoint {path}: run format {payload.get('run_format', 1)}, this o2o resumes format {RUN_FORMAT}; "
