@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Issue 17's door-cloned study (results/door_cloned/README.md states it before it ran): IQL and
 # Cal-QL offline-to-online on door-cloned, offline data kept in half of each online batch, seeds 0-2,
-# one torch thread per run, one run after another in the background across sessions.
+# one torch thread per run, one run after another in the background across sessions, matmuls in
+# bfloat16 as the warm-start study's (decided before any door run; PRECISION=fp32 for a CPU without
+# native bfloat16, where bf16 is several times slower).
 #   bash experiments/door_cloned.sh            (AGENTS="iql" SEEDS="0" to run a part)
 # Generates the dataset first if this machine does not have it. Run state goes to
 # $O2O_RUNS/door_cloned/<agent>-s<seed> (default ~/o2o_runs); rerunning resumes each run.
@@ -19,6 +21,7 @@ for agent in ${AGENTS:-iql calql}; do
   for seed in ${SEEDS:-0 1 2}; do
     .venv/bin/python -m rl.train agent="$agent" dataset=door-cloned "${budget[@]}" offline_ratio=0.5 \
       steps.eval_episodes=10 steps.checkpoint_every=5000 threads=1 progress=false seed="$seed" \
+      precision="${PRECISION:-bf16}" \
       "hydra.run.dir=$runs/$agent-s$seed"
   done
 done
