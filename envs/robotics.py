@@ -15,13 +15,16 @@ Conventions, per suite (each one a default that ``cfg.kwargs``/``cfg.obs_keys`` 
 - PointMaze (``PointMaze_*-v3``): D4RL maze2d's sparse reward and continuing task with the registered
   time limits (300/600/800); the goal is sampled per episode, so it is observed:
   ``[observation, desired_goal]`` (x, y, vx, vy, goal x, goal y).
-- Adroit (``AdroitHand{Door,Hammer,Pen,Relocate}-v1``): D4RL's dense reward and no termination
-  (time-outs only), so the D4RL normalised score applies to the raw return. Door's reward is
-  recomputed by D4RL's formula (``D4RLDoorReward``): gymnasium-robotics 1.4.2 adds
-  ``0.1 |palm - handle|`` where D4RL subtracts it (``python -m rl.data check-door-reward``,
-  results/door_cloned); hammer, pen and relocate are not checked (the library warns that their
-  rewards changed in 1.2.1 too). Time limit 200, and 100
-  for Pen (D4RL's ``pen-*``; gymnasium-robotics registers 200). The observation is already flat
+- Adroit (``AdroitHand{Door,Hammer,Pen,Relocate}-v1``): D4RL's dense reward, time limits and
+  termination, so the D4RL normalised score applies to the raw return. gymnasium-robotics 1.4.2 pays
+  ``+0.1 |palm - object|`` on door (the handle), hammer and relocate where D4RL subtracts it (a sign
+  flipped in its 1.2.1 refactor; its PR #220, renamed ``-v2`` in 1.4.3), so ``D4RLHandReward``
+  subtracts ``0.2 |palm - object|`` there: measured on door against the recorded demonstrations
+  (``python -m rl.data check-door-reward``, results/door_cloned), read from D4RL's
+  ``hand_manipulation_suite/{hammer,relocate}_v0.py`` for the others, whose other terms are the
+  same. Pen's reward is D4RL's, but D4RL ends the episode when the pen falls below z = 0.075 (its
+  -5 step) and gymnasium-robotics never does: ``PenDropTermination`` ends it; its time limit is
+  D4RL's 100 (gymnasium-robotics registers 200), the others' 200. The observation is already flat
   (39/46/45/39 numbers, D4RL's layout). ``info["success"]`` is the env's goal_achieved.
 - Franka Kitchen (``FrankaKitchen-v1``): the 4 D4RL target subtasks (microwave, kettle, light switch,
   slide cabinet: ``kitchen-complete``/``-partial``; ``kitchen-mixed`` uses bottom burner instead of
@@ -117,14 +120,47 @@ class FlattenObservation(gym.ObservationWrapper):
         return np.concatenate([np.ravel(observation[key]) for key in self.keys])
 
 
-class D4RLDoorReward(gym.Wrapper):
-    """``AdroitHandDoor-v1`` paying D4RL's door reward (``d4rl_door_reward``), the reward of D4RL's
-    door datasets and of CORL's published curves; the library's own is kept in ``info["env_reward"]``."""
+class D4RLHandReward(gym.Wrapper):
+    """An Adroit env paying D4RL's reward (module docstring): gymnasium-robotics' reward minus
+    ``0.2 |palm - object|``, which turns its ``+0.1 |palm - object|`` into D4RL's ``-0.1``. The
+    library's own reward is kept in ``info["env_reward"]``. On door this equals
+    ``d4rl_door_reward`` with the joint velocities (the tests check it)."""
+
+    def __init__(self, env: gym.Env, object_name: str, object_kind: str):
+        super().__init__(env)
+        data = env.unwrapped.data
+        self._palm = data.site("S_grasp").xpos  # live views into the simulator's state
+        self._object = getattr(data, object_kind)(object_name).xpos
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["env_reward"] = float(reward)
-        return obs, d4rl_door_reward(obs, self.env.unwrapped.data.qvel), terminated, truncated, info
+        reward = float(reward) - 0.2 * float(np.linalg.norm(self._palm - self._object))
+        return obs, reward, terminated, truncated, info
+
+
+# The -v1 ids whose palm term has the flipped sign, and what it reaches for (name, "site" or
+# "body"), as D4RL's envs read it; -v2 (gymnasium-robotics >= 1.4.3) is said to fix the sign.
+FLIPPED_PALM_TERM = {
+    "AdroitHandDoor-v1": ("S_handle", "site"),
+    "AdroitHandHammer-v1": ("Object", "body"),
+    "AdroitHandRelocate-v1": ("Object", "body"),
+}
+PEN_DROPPED_BELOW = 0.075
+"""D4RL's ``pen_v0.py``: the pen's height under which the step pays -5 and the episode ends."""
+
+
+class PenDropTermination(gym.Wrapper):
+    """End a pen episode when the pen falls, as D4RL's pen env does (gymnasium-robotics pays the
+    -5 but carries on, so a dropped pen would collect -5 a step until the time limit)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self._pen = env.unwrapped.data.body("Object").xpos
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or bool(self._pen[2] < PEN_DROPPED_BELOW), truncated, info
 
 
 class KitchenSubtaskReward(gym.Wrapper):
@@ -202,8 +238,10 @@ def make_robotics(cfg: EnvConfig) -> gym.Env:
 
     if suite == "FrankaKitchen":
         env = KitchenSubtaskReward(env)
-    elif cfg.id.startswith("AdroitHandDoor"):
-        env = D4RLDoorReward(env)
+    elif cfg.id.startswith("AdroitHandPen"):
+        env = PenDropTermination(env)
+    elif cfg.id in FLIPPED_PALM_TERM:
+        env = D4RLHandReward(env, *FLIPPED_PALM_TERM[cfg.id])
     keys = cfg.obs_keys if cfg.obs_keys is not None else obs_keys
     if keys is not None:
         env = FlattenObservation(env, keys)

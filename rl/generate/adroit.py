@@ -525,7 +525,7 @@ def check_door_reward(cfg: RewardCheckConfig) -> list[DoorRewardRow]:
         raise ValueError(f"check-door-reward: tolerance={cfg.tolerance} must be > 0")
     reward_of: dict[str, RewardOf] = {
         ENVS["door"]: lambda env, reward, next_obs, info: info["env_reward"],  # the library's own
-        "D4RL": lambda env, reward, next_obs, info: reward,  # envs.robotics.D4RLDoorReward
+        "D4RL": lambda env, reward, next_obs, info: reward,  # envs.robotics.D4RLHandReward
     }
     env = envs.make(env_config("door"))
     try:

@@ -8,6 +8,7 @@ import pytest
 
 import envs
 from envs import EnvConfig
+from envs.robotics import d4rl_door_reward
 
 
 def robotics(env_id: str, **fields) -> EnvConfig:
@@ -68,6 +69,70 @@ def test_adroit_matches_d4rl_shapes_and_time_limits(env_id: str, obs_dim: int, l
     obs, _ = env.reset(seed=0)
     assert obs.shape == (obs_dim,) and env.spec.max_episode_steps == limit
     assert env.action_space.low.min() == -1.0 and env.action_space.high.max() == 1.0
+
+
+def d4rl_hammer_reward(data) -> float:
+    """D4RL's ``hammer_v0.py`` reward, term by term, from the simulator's state after a step."""
+    obj, palm = data.body("Object").xpos, data.site("S_grasp").xpos
+    tool, nail, goal = data.site("tool").xpos, data.site("S_target").xpos, data.site("nail_goal").xpos
+    reward = (
+        -0.1 * np.linalg.norm(palm - obj) - np.linalg.norm(tool - nail) - 10 * np.linalg.norm(nail - goal)
+    )
+    reward -= 1e-2 * np.linalg.norm(data.qvel)
+    reward += 2 * (obj[2] > 0.04 and tool[2] > 0.04)
+    return reward + 25 * (np.linalg.norm(nail - goal) < 0.02) + 75 * (np.linalg.norm(nail - goal) < 0.01)
+
+
+def d4rl_relocate_reward(data) -> float:
+    """D4RL's ``relocate_v0.py`` reward, term by term."""
+    obj, palm, target = data.body("Object").xpos, data.site("S_grasp").xpos, data.site("target").xpos
+    reward = -0.1 * np.linalg.norm(palm - obj)
+    if obj[2] > 0.04:
+        reward += 1.0 - 0.5 * np.linalg.norm(palm - target) - 0.5 * np.linalg.norm(obj - target)
+    distance = np.linalg.norm(obj - target)
+    return reward + 10.0 * (distance < 0.1) + 20.0 * (distance < 0.05)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "d4rl_reward", "reaches_for"),
+    [
+        ("AdroitHandHammer-v1", d4rl_hammer_reward, lambda data: data.body("Object").xpos),
+        ("AdroitHandRelocate-v1", d4rl_relocate_reward, lambda data: data.body("Object").xpos),
+        ("AdroitHandDoor-v1", None, lambda data: data.site("S_handle").xpos),
+    ],
+)
+def test_adroit_pays_d4rls_reward_and_keeps_the_librarys_in_info(env_id, d4rl_reward, reaches_for) -> None:
+    env = envs.make(robotics(env_id))
+    env.reset(seed=3)
+    data, rng = env.unwrapped.data, np.random.default_rng(0)
+    for _ in range(25):
+        obs, reward, _, _, info = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        expected = d4rl_door_reward(obs, data.qvel) if d4rl_reward is None else d4rl_reward(data)
+        assert reward == pytest.approx(expected, abs=1e-9)
+        # gymnasium-robotics 1.4.2 adds 0.1 |palm - object| where D4RL subtracts it
+        distance = np.linalg.norm(data.site("S_grasp").xpos - reaches_for(data))
+        assert info["env_reward"] - reward == pytest.approx(0.2 * distance, abs=1e-9)
+    env.close()
+
+
+def test_pen_episode_ends_when_the_pen_falls_as_d4rls() -> None:
+    env = envs.make(robotics("AdroitHandPen-v1"))
+    env.reset(seed=0)
+    still = np.zeros(env.action_space.shape, dtype=np.float32)
+    _, _, terminated, _, _ = env.step(still)
+    assert not terminated  # the pen starts in the hand, at z = 0.25
+    model, data = env.unwrapped.model, env.unwrapped.data
+    # The pen's body frame is turned: find the slide joint that moves it along the world's z.
+    slide = next(
+        model.joint(n) for n in ("OBJTx", "OBJTy", "OBJTz") if abs(data.xaxis[model.joint(n).id][2]) > 0.9
+    )
+    data.qpos[slide.qposadr[0]] = -0.2 / data.xaxis[slide.id][2]  # to z = 0.05, below 0.075
+    mujoco.mj_forward(model, data)
+    assert data.body("Object").xpos[2] == pytest.approx(0.05, abs=1e-3)
+    _, reward, terminated, truncated, _ = env.step(still)
+    assert terminated and not truncated
+    assert reward < -3  # D4RL's -5 for the drop, on top of distance (<= 0) and orientation (<= 1)
+    env.close()
 
 
 def test_kitchen_reward_counts_solved_subtasks_and_score_counts_completions() -> None:
