@@ -61,11 +61,6 @@ class StepsConfig:
     log_every: int = 500
 
 
-ADDED_SETTINGS = {"precision": "fp32"}
-"""Settings newer than some saved runs, with the value those runs computed with: a run whose saved
-config lacks one ran with it, so it resumes (``rl.loops.run_state``) and plots (``rl.plot``) as a run
-with that value, not as another config."""
-
 COMPILE_FROM_STEPS = 20_000
 """``compile=null`` compiles runs whose schedule (offline updates + online steps) is at least this long."""
 

@@ -68,9 +68,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from rl.config import ADDED_SETTINGS
+from rl.run_files import ADDED_SETTINGS, METRICS_COLUMNS
 
-REQUIRED_COLUMNS = ("step", "phase", "env_steps", "metric", "value")  # rl.loops.logger.CSV_FIELDS
 SCORE_METRICS = ("normalized_score", "eval_success_rate", "eval_return")  # in order of preference
 DATASET_LEVEL = "dataset_normalized_score"
 """Logged once at a run's start (``rl.loops``): the dataset's own episodes' mean normalised score,
@@ -147,10 +146,10 @@ def load_run(path: Path) -> Run:
         raise fail(f"{path / '.hydra/config.yaml'}: no {', '.join(missing)}")
     csv_path = path / "metrics.csv"
     metrics = pd.read_csv(csv_path)
-    absent = [c for c in REQUIRED_COLUMNS if c not in metrics.columns]
+    absent = [c for c in METRICS_COLUMNS if c not in metrics.columns]
     if absent:
         raise fail(
-            f"{csv_path}: missing column(s) {', '.join(absent)} (expected {','.join(REQUIRED_COLUMNS)})"
+            f"{csv_path}: missing column(s) {', '.join(absent)} (expected {','.join(METRICS_COLUMNS)})"
         )
     return Run(
         path=path,

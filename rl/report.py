@@ -37,7 +37,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rl import plot
-from rl.sweep import INDEX, INDEX_FIELDS, read_index
+from rl.run_files import INDEX, INDEX_FIELDS, METRICS_COLUMNS, read_index
 
 EVALUATION_METRICS = ("eval_", "normalized_score", "dataset_normalized_score")
 BEGIN = (
@@ -129,7 +129,7 @@ def collect_run(run_dir: Path, target: Path, prefixes: tuple[str, ...]) -> Path:
         open(target / "metrics.csv", "w", newline="") as sink,
     ):
         reader = csv.DictReader(source)
-        writer = csv.DictWriter(sink, fieldnames=reader.fieldnames or plot.REQUIRED_COLUMNS)
+        writer = csv.DictWriter(sink, fieldnames=reader.fieldnames or METRICS_COLUMNS)
         writer.writeheader()
         writer.writerows(row for row in reader if row["metric"].startswith(prefixes))
     return target

@@ -48,10 +48,9 @@ from rl.checkpoint import load_checkpoint
 from rl.config import REPOSITORY, check_values, register_configs
 from rl.loops.build import offline_length
 from rl.loops.off_policy import collect_step
+from rl.run_files import INDEX, INDEX_FIELDS, read_index
 
 CONFIG_DIR = REPOSITORY / "conf"
-INDEX = "index.csv"
-INDEX_FIELDS = ("folder", "status", "overrides")
 SIMULATED_FAMILIES = ("gymnasium", "robotics", "robosuite")
 """Env families a plan may step to measure a rate (never a real arm)."""
 
@@ -141,15 +140,6 @@ def current_job() -> SweepJob | None:
         folder=Path(hydra_cfg.runtime.output_dir).name,
         overrides=" ".join(hydra_cfg.overrides.task),
     )
-
-
-def read_index(sweep_dir: Path) -> dict[str, dict[str, str]]:
-    """The index's rows by folder (empty if the sweep has none)."""
-    path = sweep_dir / INDEX
-    if not path.is_file():
-        return {}
-    with path.open(newline="") as f:
-        return {row["folder"]: row for row in csv.DictReader(f)}
 
 
 @contextmanager

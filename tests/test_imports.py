@@ -2,6 +2,8 @@
 imports, including those inside functions, against the table below."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import REPO
@@ -12,6 +14,7 @@ MAY_IMPORT = {
     "rl.nets": set(),
     "rl.data": set(),
     "rl.checkpoint": set(),
+    "rl.run_files": set(),
     "rl.buffers": {"rl.data"},
     "rl.agents": {"rl.nets", "rl.buffers"},
     "rl.rewards": {"rl.nets", "rl.data", "rl.checkpoint"},
@@ -24,6 +27,7 @@ MAY_IMPORT = {
         "rl.checkpoint",
         "rl.config",
         "rl.rewards",
+        "rl.run_files",
         "envs",
     },
     "rl.generate": {"rl.data", "rl.nets", "rl.checkpoint", "envs"},
@@ -87,3 +91,13 @@ def test_the_walk_sees_imports_inside_functions(tmp_path):
     source.write_text("def f():\n    from real_robot.client_env import make_bridge_env\n")
     assert imports_of(source) == {"real_robot.client_env"}
     assert owner("rl.loops.off_policy") == "rl.loops" and owner("rl.data.loaders") == "rl.data"
+
+
+def test_the_analysis_tools_load_without_torch():
+    # rl.plot, rl.calibration and rl.report redraw results pages from CSVs: torch's import alone
+    # would triple the time a redraw takes.
+    code = "import sys, rl.plot, rl.calibration, rl.report; print(sorted({'torch', 'hydra._internal'} & set(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert loaded.stdout.strip() == "[]"

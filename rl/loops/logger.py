@@ -18,7 +18,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-CSV_FIELDS = ["step", "phase", "env_steps", "metric", "value"]
+from rl.run_files import METRICS_COLUMNS
 
 
 class RunLogger:
@@ -30,7 +30,7 @@ class RunLogger:
         self._csv_file = self.csv_path.open("a", newline="")
         self._csv = csv.writer(self._csv_file)
         if new_file:
-            self._csv.writerow(CSV_FIELDS)
+            self._csv.writerow(METRICS_COLUMNS)
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step if start_step > 0 else None)
         self.bar = tqdm(
             total=total_steps, initial=start_step, disable=not progress, dynamic_ncols=True, unit="step"

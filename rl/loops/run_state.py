@@ -25,10 +25,11 @@ from omegaconf import OmegaConf
 
 from envs.vector import TensorObs
 from rl.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from rl.config import ADDED_SETTINGS, TrainConfig
+from rl.config import TrainConfig
 from rl.data import Dataset
 from rl.loops.build import Run
 from rl.loops.labelling import Labeller
+from rl.run_files import ADDED_SETTINGS
 
 LAST_CHECKPOINT = Path("checkpoints/last.pt")
 RUN_FORMAT = 3
