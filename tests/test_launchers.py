@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from rl.run_files import read_index
 from tests.conftest import REPO
-from tests.test_train import TINY, comparable, read_index, read_metrics, run_cli
+from tests.test_train import TINY, comparable, read_metrics, run_cli
 
 ONE_THREAD_TINY = [arg for arg in TINY if not arg.startswith("threads=")]  # the presets set threads
 

@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from rl.run_files import read_index
 from tests.conftest import MINARI_ID, REPO
 
 TINY = [
@@ -162,11 +163,6 @@ def test_a_restart_drops_the_rows_past_its_checkpoint_and_a_fresh_start_drops_th
 
     assert attempt(0) == []
     assert attempt(10) == [("0", "dataset_normalized_score"), ("10", "td_loss")]
-
-
-def read_index(sweep: Path) -> dict[str, dict[str, str]]:
-    with (sweep / "index.csv").open(newline="") as f:
-        return {row["folder"]: row for row in csv.DictReader(f)}
 
 
 @pytest.mark.slow
