@@ -10,6 +10,8 @@
 # pre-trained snapshot, results/d4rl_o2o_warmstart/checkpoints/<agent>-<env>-medium.pt
 # (conf/experiment/warmstart_finetune.yaml). Run state goes to $O2O_RUNS/warmstart (default
 # ~/o2o_runs); the same command resumes a run after a lost session.
+# After a pre-training, python -m experiments.warmstart_publish <its run dir> copies its results and
+# the snapshot fine-tuning starts from into results/d4rl_o2o_warmstart (to commit).
 # THREADS: 2 gives a CQL-family run both cores (two such runs side by side total no more); IQL's
 # update runs faster on one thread than on two, and beside another run loses little, so the study
 # runs IQL-family jobs with THREADS=1 in a second lane (results README, "Cost").
