@@ -6,9 +6,10 @@ Into ``results/d4rl_o2o_warmstart/pretrain/<agent>-<dataset>/`` go the run's ``m
 ``git_revision.txt``, resolved ``config.yaml`` and ``overrides.yaml``, and ``calibration.md`` and
 ``.png`` by the study's rule (``WARM_RULE``, stated in the results README before any run). Into
 ``checkpoints/<agent>-<dataset>.pt`` goes the snapshot the rule picks: the first 25k snapshot where the
-critic is warm, else the last one (the pre-training then ran its whole schedule). Adam's moments stay
-in it because fine-tuning continues them. Prints the step, size and sha256 for the README. A run that
-has not finished its schedule, or lacks the snapshot, is refused before anything is written.
+critic is warm (the rule stops the pre-training there, so the run may have been stopped after it),
+else the last one of the whole schedule. Adam's moments stay in it because fine-tuning continues
+them. Prints the step, size and sha256 for the README. A run neither warm nor finished, or one that
+lacks the snapshot, is refused before anything is written.
 Uni-O4's arm has no warm rule (its stages have fixed lengths) and was published by hand (README).
 """
 
@@ -45,11 +46,13 @@ def publish(run: Path, results: Path = RESULTS) -> tuple[int, Path]:
     """Copy the run's results and chosen snapshot under ``results``; return the snapshot's step and path."""
     cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     name, offline_steps = f"{cfg.agent.name}-{cfg.dataset.name}", int(cfg.steps.offline)
-    if not finished(run, offline_steps):
-        raise ValueError(f"{run} has not finished its {offline_steps} offline steps: resume it first")
     series = [offline_series(run / "metrics.csv")]
     points = calibration_points(series, WARM_RULE)
     warm = first_warm_step(points)
+    if warm is None and not finished(run, offline_steps):
+        raise ValueError(
+            f"{run} is not warm and has not finished its {offline_steps} offline steps: resume it"
+        )
     step = offline_steps if warm is None else warm
     snapshot = run / "checkpoints" / f"agent_step{step}.pt"
     if not snapshot.is_file():

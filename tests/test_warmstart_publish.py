@@ -11,9 +11,9 @@ from experiments.warmstart_publish import main, publish
 SCHEDULE = 100_000
 
 
-def write_pretraining(run: Path, q_of_step, last_eval: int = SCHEDULE) -> None:
-    """A pre-training's run directory as rl.train leaves it, logging every 2,500 steps, with a
-    snapshot file every 25k whose bytes name its step."""
+def write_pretraining(run: Path, q_of_step, stopped_at: int = SCHEDULE) -> None:
+    """A pre-training's run directory as rl.train leaves it when it stopped at ``stopped_at``: metrics
+    every 2,500 steps, an evaluation and a snapshot file (whose bytes name its step) every 25k."""
     (run / ".hydra").mkdir(parents=True)
     cfg = {"agent": {"name": "cql"}, "dataset": {"name": "walker2d-medium"}, "steps": {"offline": SCHEDULE}}
     OmegaConf.save(OmegaConf.create(cfg), run / ".hydra" / "config.yaml")
@@ -23,13 +23,13 @@ def write_pretraining(run: Path, q_of_step, last_eval: int = SCHEDULE) -> None:
     with (run / "metrics.csv").open("w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["step", "phase", "env_steps", "metric", "value"])
-        for step in range(2500, SCHEDULE + 1, 2500):
+        for step in range(2500, stopped_at + 1, 2500):
             rows.writerow([step, "offline", 0, "q_mean", q_of_step(step)])
             rows.writerow([step, "offline", 0, "mc_return_mean", 200.0])
-            if step % 25_000 == 0 and step <= last_eval:
+            if step % 25_000 == 0:
                 rows.writerow([step, "offline", 0, "normalized_score", 30.0])
     (run / "checkpoints").mkdir()
-    for step in range(25_000, SCHEDULE + 1, 25_000):
+    for step in range(25_000, stopped_at + 1, 25_000):
         (run / "checkpoints" / f"agent_step{step}.pt").write_bytes(f"snapshot {step}".encode())
 
 
@@ -47,6 +47,13 @@ def test_the_first_warm_snapshot_is_published_with_the_runs_files(tmp_path: Path
     assert "**Warm at step 75000**" in (out / "calibration.md").read_text()
 
 
+def test_a_run_stopped_by_the_rule_after_its_warm_snapshot_is_published(tmp_path: Path):
+    run, results = tmp_path / "run", tmp_path / "results"
+    write_pretraining(run, lambda step: 100.0 if step <= 25_000 else 180.0, stopped_at=80_000)
+    assert publish(run, results) == (75_000, results / "checkpoints/cql-walker2d-medium.pt")
+    assert (results / "checkpoints/cql-walker2d-medium.pt").read_bytes() == b"snapshot 75000"
+
+
 def test_a_critic_never_warm_publishes_the_last_snapshot(tmp_path: Path):
     run = tmp_path / "run"
     write_pretraining(run, lambda step: 300.0)  # stable but 50% above the returns
@@ -61,9 +68,9 @@ def test_a_critic_never_warm_publishes_the_last_snapshot(tmp_path: Path):
 
 def test_an_unfinished_run_or_a_missing_snapshot_is_refused_before_anything_is_written(tmp_path, capsys):
     run, results = tmp_path / "unfinished", tmp_path / "results"
-    write_pretraining(run, lambda step: 300.0, last_eval=75_000)
+    write_pretraining(run, lambda step: 300.0, stopped_at=75_000)
     assert main([str(run), "--results", str(results)]) == 2
-    assert "has not finished its 100000 offline steps" in capsys.readouterr().err
+    assert "is not warm and has not finished its 100000 offline steps" in capsys.readouterr().err
     run = tmp_path / "deleted"
     write_pretraining(run, lambda step: 300.0)
     (run / "checkpoints" / f"agent_step{SCHEDULE}.pt").unlink()
