@@ -36,6 +36,11 @@ FamO2O-CQL, one ``update`` (``utd`` critic steps on minibatches, then the rest o
    entropy term in the CQL wrapper); only pi_b's weights step.
 
 Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the code):
+- FamO2O-IQL's rewards: the official IQL-based script scales every locomotion batch's rewards by
+  1000 / (max - min) of the dataset's episode returns (``family_train_finetune.py``); so does
+  ``return_range_scale`` here. beta is an inverse temperature on the advantage, so the [1, 5] range
+  means what it does there only on that scale. States are not standardised (the official code has
+  no such step; ``agent=iql`` does, following CORL).
 - beta mapping: the CQL wrapper (``HierarchicalPolicy``) maps the tanh output ``x`` as
   ``x (high - low) + low``, i.e. onto (-0.5, 1.5) for [0.5, 1.5], so online beta can leave the range
   the family was trained on, and even turn negative (the actor would then *minimise* Q). Both
@@ -52,7 +57,8 @@ Decisions on the official code's pitfalls (spec §3.4-§3.5 and a reading of the
   ``FamilyLearner``'s default range (the [1, 5] locomotion setting of the third-party port is
   unverified, spec §3.4). beta is an inverse temperature on the advantage, so the range is tied to the
   reward scale: compare against ``agent=iql`` run with the same ``env.reward_scale``. AntMaze:
-  ``agent.beta_low=8 agent.beta_high=14 agent.expectile=0.9``.
+  ``agent.beta_low=8 agent.beta_high=14 agent.expectile=0.9 agent.return_range_scale=null
+  env.reward_scale=1 env.reward_bias=-1``.
 - CQL next-state beta: the official TD target (and the CQL proposals at ``s'``) condition on the
   balance beta of the *current* state ``s``; here ``a'`` conditions on ``pi_b``'s beta at ``s'``, the
   beta the agent would act with there, so the backup evaluates the policy that actually runs.
@@ -197,6 +203,10 @@ class FamO2OIQLConfig(FamilyConfig, AgentConfig):
     tau: float = 5e-3
     hidden: list[int] = field(default_factory=lambda: [256, 256])
     layer_norm: bool = False
+    return_range_scale: float | None = 1000.0
+    """Locomotion rewards times 1000 / (max - min) of the dataset's episode returns, offline and online
+    (the official ``family_train_finetune.py``, as IQL's); AntMaze: ``agent.return_range_scale=null
+    env.reward_scale=1 env.reward_bias=-1`` (its ``r - 1``)."""
     balance_initial_temperature: float = 1.0
     balance_temperature_lr: float = 3e-4
     balance_target_entropy: float = -0.5
