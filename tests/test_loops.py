@@ -14,8 +14,15 @@ SMALL_IQL = ["agent=iql", "agent.hidden=[16,16]", "agent.batch_size=8", "steps.e
 
 
 @pytest.mark.parametrize("agent", ["iql", "famo2o_iql"])  # both official scripts scale locomotion rewards
-def test_return_range_scale_multiplies_every_buffers_reward_by_1000_over_the_return_range(hopper_d4rl_file, agent):
-    overrides = [*SMALL_IQL, f"agent={agent}", f"dataset.source=d4rl:{hopper_d4rl_file}", "env.reward_scale=2.0"]
+def test_return_range_scale_multiplies_every_buffers_reward_by_1000_over_the_return_range(
+    hopper_d4rl_file, agent
+):
+    overrides = [
+        *SMALL_IQL,
+        f"agent={agent}",
+        f"dataset.source=d4rl:{hopper_d4rl_file}",
+        "env.reward_scale=2.0",
+    ]
     cfg = compose_config(overrides)
     returns = load_dataset(f"d4rl:{hopper_d4rl_file}").episode_returns
     run = build_run(cfg)
