@@ -47,6 +47,12 @@ name equals it, or is mapped to it with ``--overlay-match ours=theirs``; the oth
 out (listed on stderr). Each curve's evaluations are spread evenly over its run's phases
 (``--overlay-steps OFFLINE,ONLINE``, CORL's 1M,1M by default; evaluation i of n sits at i/n of its
 phase), and drawn dashed as "<algorithm> (CORL)" with the same bootstrap band over its seeds.
+Each also gets a table row read the same way as ours, cut at the last online step our runs on that
+panel reached: its "end of online" is its score at our end, not at its own 1M, so the rows compare
+at equal online steps.
+
+``--x-max N`` draws only x <= N (an overlay's 1M online steps beside our 100k would squeeze our
+curves into a tenth of the axis); the table is unchanged.
 """
 
 from __future__ import annotations
@@ -283,30 +289,56 @@ class Panel:
     """x positions where an offline phase ends and the online phase begins."""
     dataset_level: float | None = None
     """A normalised-score panel's reference line: its dataset's own episodes' mean score."""
+    overlays: list[tuple[str, Scores]] = field(default_factory=list)
+    """External curves (label, their evaluations on their own schedule), for the table."""
 
 
-def line_curve(label: str, scores: Scores, x: str) -> Curve:
+def line_curve(label: str, scores: Scores, x: str, external: bool = False) -> Curve:
     if x == "step":
-        return Curve(label, scores.steps, scores.values)
+        return Curve(label, scores.steps, scores.values, external)
     keep = scores.online.copy()
     offline = np.flatnonzero(~scores.online)
     if offline.size:
         keep[offline[-1]] = True
-    return Curve(label, scores.env_steps[keep], scores.values[:, keep])
+    return Curve(label, scores.env_steps[keep], scores.values[:, keep], external)
 
 
-def overlay_curve(
-    label: str, offline: np.ndarray, online: np.ndarray, spans: tuple[int, int], x: str
-) -> Curve:
-    """An external run's curves (seeds x evaluations) spread evenly over its offline and online spans."""
+def overlay_scores(offline: np.ndarray, online: np.ndarray, spans: tuple[int, int]) -> Scores:
+    """An external run's evaluations (seeds x evaluations per phase), spread evenly over its
+    offline and online spans: evaluation i of n at i/n of its phase."""
     offline_span, online_span = spans
-    online_x = online_span * np.arange(1, online.shape[1] + 1) / online.shape[1]
-    if x == "env_steps":
-        return Curve(label, np.concatenate([[0], online_x]), np.hstack([offline[:, -1:], online]), True)
     offline_x = offline_span * np.arange(1, offline.shape[1] + 1) / offline.shape[1]
-    return Curve(
-        label, np.concatenate([offline_x, offline_span + online_x]), np.hstack([offline, online]), True
+    online_x = online_span * np.arange(1, online.shape[1] + 1) / online.shape[1]
+    return Scores(
+        steps=np.concatenate([offline_x, offline_span + online_x]),
+        env_steps=np.concatenate([np.zeros_like(offline_x), online_x]),
+        online=np.repeat([False, True], [offline.shape[1], online.shape[1]]),
+        values=np.hstack([offline, online]),
+        offline_steps=offline_span,
     )
+
+
+def online_until(scores: Scores, online_steps: float) -> Scores:
+    """``scores`` without the evaluations after ``online_steps`` of the online phase."""
+    keep = scores.steps <= scores.offline_steps + online_steps
+    return Scores(
+        scores.steps[keep],
+        scores.env_steps[keep],
+        scores.online[keep],
+        scores.values[:, keep],
+        scores.offline_steps,
+    )
+
+
+def cut_at(panel: Panel, x_max: float) -> None:
+    """Keep the panel's points and switches at x <= ``x_max`` (curves left empty are dropped)."""
+    curves = []
+    for curve in panel.curves:
+        keep = curve.x <= x_max
+        if keep.any():
+            curves.append(Curve(curve.label, curve.x[keep], curve.values[:, keep], curve.external))
+    panel.curves = curves
+    panel.switches = {s for s in panel.switches if s <= x_max}
 
 
 # -- overlays ------------------------------------------------------------------------------------------
@@ -355,7 +387,9 @@ def add_overlays(
             for theirs, (offline, online) in datasets.items():
                 keys = [k for k in panels if theirs in (k[1], match.get(k[1]))]
                 for key in keys:
-                    panels[key].curves.append(overlay_curve(f"{algo} (CORL)", offline, online, spans, x))
+                    label, scores = f"{algo} (CORL)", overlay_scores(offline, online, spans)
+                    panels[key].overlays.append((label, scores))
+                    panels[key].curves.append(line_curve(label, scores, x, external=True))
                     if x == "step":
                         panels[key].switches.add(spans[0])
                 if not keys:
@@ -385,7 +419,13 @@ def phase_score(scores: Scores, online: bool, up_to: int, last: int) -> np.ndarr
 
 
 def table_row(
-    key: PanelKey, line: Line, metric: str, scores: Scores, online_at: Sequence[int], last: int = 1
+    key: PanelKey,
+    label: str,
+    seeds: int,
+    metric: str,
+    scores: Scores,
+    online_at: Sequence[int],
+    last: int = 1,
 ) -> list[str]:
     """One markdown row; the columns are those of ``table_header``."""
     final = int(scores.steps[-1])
@@ -400,8 +440,8 @@ def table_row(
     decimals = DECIMALS[metric]
     return [
         *key,
-        line.label,
-        str(len(line.runs)),
+        label,
+        str(seeds),
         metric,
         _mean_std(after_offline, decimals),
         *(_mean_std(score, decimals) for score in at_n),
@@ -502,12 +542,13 @@ def build(
     match: dict[str, str] | None = None,
     overlay_steps: tuple[int, int] = (1_000_000, 1_000_000),
     last: int = 1,
+    x_max: float | None = None,
 ) -> tuple[list[Panel], str]:
     """The panels to draw and the markdown table, from the runs under ``dirs``."""
     runs = load_runs(find_runs(dirs))
     if not runs:
         raise fail(f"no run under {', '.join(map(str, dirs))} has an evaluation yet")
-    return build_from_runs(runs, x, online_at, overlays, match, overlay_steps, last)
+    return build_from_runs(runs, x, online_at, overlays, match, overlay_steps, last, x_max)
 
 
 def build_from_runs(
@@ -518,10 +559,12 @@ def build_from_runs(
     match: dict[str, str] | None = None,
     overlay_steps: tuple[int, int] = (1_000_000, 1_000_000),
     last: int = 1,
+    x_max: float | None = None,
 ) -> tuple[list[Panel], str]:
     """The panels and the table of ``runs`` (each with an evaluation); see ``build``."""
     panels: dict[PanelKey, Panel] = {}
-    rows = []
+    rows: dict[PanelKey, list[list[str]]] = defaultdict(list)
+    online_end: dict[PanelKey, int] = defaultdict(int)  # the last online step a line of the panel reached
     for key, lines in group_lines(runs).items():
         metric = panel_metric(lines)
         panel = panels[key] = Panel(title=" / ".join(key), ylabel=Y_LABELS[metric])
@@ -533,9 +576,19 @@ def build_from_runs(
             panel.curves.append(line_curve(line.label, scores, x))
             if x == "step" and scores.offline_steps > 0:
                 panel.switches.add(scores.offline_steps)
-            rows.append(table_row(key, line, metric, scores, online_at, last))
+            rows[key].append(table_row(key, line.label, len(line.runs), metric, scores, online_at, last))
+            if scores.online[-1]:
+                online_end[key] = max(online_end[key], int(scores.steps[-1]) - scores.offline_steps)
     add_overlays(panels, [load_overlay(p) for p in overlays], match or {}, overlay_steps, x)
-    return list(panels.values()), markdown(table_header(online_at), rows)
+    for key, panel in panels.items():
+        for label, scores in panel.overlays:
+            seeds = len(scores.values)
+            cut = online_until(scores, online_end[key])
+            rows[key].append(table_row(key, label, seeds, "normalized_score", cut, online_at, last))
+        if x_max is not None:
+            cut_at(panel, x_max)
+    table_rows = [row for key in panels for row in rows[key]]
+    return list(panels.values()), markdown(table_header(online_at), table_rows)
 
 
 def _parse_match(text: str) -> tuple[str, str]:
@@ -590,12 +643,17 @@ def add_plot_options(parser: argparse.ArgumentParser) -> None:
         metavar="K",
         help="table cells average each seed's last K evaluations of the phase (default: 1)",
     )
+    parser.add_argument(
+        "--x-max", type=float, default=None, metavar="N", help="draw x <= N only (the table is unchanged)"
+    )
 
 
 def plot_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
     """``build``'s keyword arguments from parsed ``add_plot_options`` options (refused if out of range)."""
     if args.last < 1:
         parser.error(f"--last must be at least 1, got {args.last}")
+    if args.x_max is not None and args.x_max <= 0:
+        parser.error(f"--x-max must be positive, got {args.x_max}")
     return {
         "x": args.x,
         "online_at": args.online_at,
@@ -603,6 +661,7 @@ def plot_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
         "match": dict(args.overlay_match),
         "overlay_steps": args.overlay_steps,
         "last": args.last,
+        "x_max": args.x_max,
     }
 
 

@@ -248,6 +248,8 @@ def command_line(args: argparse.Namespace, dirs: Sequence[Path], metrics: bool) 
         words += ["--overlay-match", *(f"{ours}={theirs}" for ours, theirs in args.overlay_match)]
     if args.overlay_steps != (1_000_000, 1_000_000):
         words += ["--overlay-steps", ",".join(map(str, args.overlay_steps))]
+    if args.x_max is not None:
+        words += ["--x-max", f"{args.x_max:g}"]
     return " ".join(words)
 
 

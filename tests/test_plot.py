@@ -223,6 +223,51 @@ def test_corl_overlay_on_matching_datasets(sweep: Path, tmp_path: Path) -> None:
         image.verify()
 
 
+def test_an_overlay_row_is_read_at_our_runs_last_online_step(sweep: Path) -> None:
+    corl = json.loads(CORL_CURVES.read_text())
+    _, table = plot.build([sweep], online_at=[50], overlays=[CORL_CURVES], overlay_steps=(1000, 2000))
+    rows = {row[2]: row for row in table_rows(table)}
+    seeds = corl["IQL"]["door-cloned-v1"]
+    offline = np.array([s[0][-1] for s in seeds])
+    # 200 online evaluations over 2000 steps: one every 10; our runs end 100 online steps in, where
+    # theirs is its 10th evaluation (index 9), and 50 steps in its 5th (index 4)
+    at_50 = np.array([s[1][4] for s in seeds])
+    at_100 = np.array([s[1][9] for s in seeds])
+    assert rows["IQL (CORL)"] == [
+        "door",
+        "door-cloned-v1",
+        "IQL (CORL)",
+        str(len(seeds)),
+        "normalized_score",
+        f"{offline.mean():.1f} ± {offline.std():.1f}",
+        f"{at_50.mean():.1f} ± {at_50.std():.1f}",
+        f"{at_100.mean():.1f} ± {at_100.std():.1f}",
+        "100",
+        f"{(at_100 - offline).mean():+.1f} ± {(at_100 - offline).std():.1f}",
+    ]
+    assert rows["cql"][7] == "21.0 ± 0.8"  # ours unchanged by the overlay
+
+
+def test_x_max_cuts_the_drawn_curves_not_the_table(sweep: Path, tmp_path: Path) -> None:
+    kwargs = dict(overlays=[CORL_CURVES], overlay_steps=(1000, 2000))
+    full, table = plot.build([sweep], **kwargs)
+    cut, cut_table = plot.build([sweep], x_max=150, **kwargs)
+    assert cut_table == table
+    (door_full,), (door_cut,) = full, cut
+    assert door_cut.switches == {OFFLINE}  # CORL's switch at 1000 is beyond 150
+    cql = next(c for c in door_cut.curves if c.label == "cql")
+    np.testing.assert_array_equal(cql.x, [50, 100, 150])
+    assert all(c.x.max() <= 150 for c in door_cut.curves)
+    iql_full, iql_cut = (next(c for c in p.curves if c.label == "IQL (CORL)") for p in (door_full, door_cut))
+    first = iql_full.x <= 150  # CORL's offline evaluations, one every 1000 / 200 = 5 steps
+    assert first.sum() == 30
+    np.testing.assert_array_equal(iql_cut.values, iql_full.values[:, first])
+    out = tmp_path / "out"
+    plot.main([str(sweep), "--out", str(out), "--x-max", "150"])
+    with pytest.raises(SystemExit):
+        plot.main([str(sweep), "--out", str(out), "--x-max", "0"])
+
+
 def test_no_runs_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"no runs under .*metrics.csv and .hydra/config.yaml"):
         plot.main([str(tmp_path)])
