@@ -12,6 +12,9 @@
 # ~/o2o_runs); the same command resumes a run after a lost session.
 # After a pre-training, python -m experiments.warmstart_publish <its run dir> copies its results and
 # the snapshot fine-tuning starts from into results/d4rl_o2o_warmstart (to commit).
+# A pre-training may be stopped (Ctrl-C, kill) once that rule finds it warm: the snapshot it publishes
+# is the first warm one whether the run stopped there or went on (the study stopped IQL's and
+# FamO2O-IQL's soon after 75k to save their 1M schedules' hours).
 # THREADS: 2 gives a CQL-family run both cores (two such runs side by side total no more); IQL's
 # update runs faster on one thread than on two, and beside another run loses little, so the study
 # runs IQL-family jobs with THREADS=1 in a second lane (results README, "Cost").
