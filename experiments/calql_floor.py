@@ -6,8 +6,8 @@ Cal-QL differs from CQL in one place: the conservative term's Q-values of the po
 floored at the data row's Monte-Carlo return, ``max(Q(s, a_pi), G)`` (``rl/agents/cql.py``). Where
 the critic already sits above the returns the floor never binds and Cal-QL's update is CQL's. This
 loads each agent's committed warm-start snapshot (``results/d4rl_o2o_warmstart/checkpoints/
-<agent>-<env>-medium.pt``) with the study's dataset, draws ``--rows`` dataset rows (seed 0) and 10
-policy actions per state, and prints, per agent: the ensemble-mean Q on the data's actions and on the
+<agent>-<env>-medium.pt``) with the study's dataset, draws ``--rows`` dataset rows (seed 0) and
+``cql_samples`` policy actions per state (the conservative term's count, 10), and prints, per agent: the ensemble-mean Q on the data's actions and on the
 policy's, the mean return G, the fraction of policy actions with Q < G (where the floor binds), and
 how far the policy's actions lie from the data's.
 """
@@ -21,8 +21,6 @@ import torch
 
 from rl.config import compose_config
 from rl.loops.build import build_run
-
-POLICY_SAMPLES = 10  # the conservative term's per-proposal count, ``cql_samples``
 
 
 def floor_report(agent: str, env: str, rows: int) -> dict[str, float]:
@@ -44,7 +42,7 @@ def floor_report(agent: str, env: str, rows: int) -> dict[str, float]:
         with torch.no_grad():
             batch = ac.encode(run.offline_buffer.sample(rows))
             q_data = ac.critic(batch.obs, batch.action).mean(0)
-            actions, _ = ac.actor(batch.obs, POLICY_SAMPLES)
+            actions, _ = ac.actor(batch.obs, run.agent.cfg.cql_samples)
             q_policy = ac.critic(batch.obs, actions).mean(0)  # (rows, samples)
         returns = batch.mc_return
         return {

@@ -289,8 +289,6 @@ class Panel:
     """x positions where an offline phase ends and the online phase begins."""
     dataset_level: float | None = None
     """A normalised-score panel's reference line: its dataset's own episodes' mean score."""
-    overlays: list[tuple[str, Scores]] = field(default_factory=list)
-    """External curves (label, their evaluations on their own schedule), for the table."""
 
 
 def line_curve(label: str, scores: Scores, x: str, external: bool = False) -> Curve:
@@ -379,16 +377,17 @@ def add_overlays(
     match: dict[str, str],
     spans: tuple[int, int],
     x: str,
-) -> None:
-    """Put each external (algorithm, dataset) curve on the panels whose dataset it matches."""
-    unmatched = set()
+) -> list[tuple[PanelKey, str, Scores]]:
+    """Put each external (algorithm, dataset) curve on the panels whose dataset it matches; returns
+    (panel, label, its evaluations on its own schedule) for the table."""
+    unmatched, placed = set(), []
     for overlay in overlays:
         for algo, datasets in overlay.items():
             for theirs, (offline, online) in datasets.items():
                 keys = [k for k in panels if theirs in (k[1], match.get(k[1]))]
                 for key in keys:
                     label, scores = f"{algo} (CORL)", overlay_scores(offline, online, spans)
-                    panels[key].overlays.append((label, scores))
+                    placed.append((key, label, scores))
                     panels[key].curves.append(line_curve(label, scores, x, external=True))
                     if x == "step":
                         panels[key].switches.add(spans[0])
@@ -396,6 +395,7 @@ def add_overlays(
                     unmatched.add(theirs)
     if unmatched:
         note(f"overlay dataset(s) matching no panel, left out: {', '.join(sorted(unmatched))}")
+    return placed
 
 
 # -- the table -----------------------------------------------------------------------------------------
@@ -579,13 +579,12 @@ def build_from_runs(
             rows[key].append(table_row(key, line.label, len(line.runs), metric, scores, online_at, last))
             if scores.online[-1]:
                 online_end[key] = max(online_end[key], int(scores.steps[-1]) - scores.offline_steps)
-    add_overlays(panels, [load_overlay(p) for p in overlays], match or {}, overlay_steps, x)
-    for key, panel in panels.items():
-        for label, scores in panel.overlays:
-            seeds = len(scores.values)
-            cut = online_until(scores, online_end[key])
-            rows[key].append(table_row(key, label, seeds, "normalized_score", cut, online_at, last))
-        if x_max is not None:
+    placed = add_overlays(panels, [load_overlay(p) for p in overlays], match or {}, overlay_steps, x)
+    for key, label, scores in placed:
+        cut = online_until(scores, online_end[key])
+        rows[key].append(table_row(key, label, len(scores.values), "normalized_score", cut, online_at, last))
+    if x_max is not None:
+        for panel in panels.values():
             cut_at(panel, x_max)
     table_rows = [row for key in panels for row in rows[key]]
     return list(panels.values()), markdown(table_header(online_at), table_rows)
