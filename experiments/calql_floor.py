@@ -7,9 +7,10 @@ floored at the data row's Monte-Carlo return, ``max(Q(s, a_pi), G)`` (``rl/agent
 the critic already sits above the returns the floor never binds and Cal-QL's update is CQL's. This
 loads each agent's committed warm-start snapshot (``results/d4rl_o2o_warmstart/checkpoints/
 <agent>-<env>-medium.pt``) with the study's dataset, draws ``--rows`` dataset rows (seed 0) and
-``cql_samples`` policy actions per state (the conservative term's count, 10), and prints, per agent: the ensemble-mean Q on the data's actions and on the
-policy's, the mean return G, the fraction of policy actions with Q < G (where the floor binds), and
-how far the policy's actions lie from the data's.
+``cql_samples`` policy actions per state (the conservative term's count, 10), and prints, per agent:
+the ensemble-mean Q on the data's actions and on the policy's, the mean return G, the fraction of
+policy actions with Q < G (where the floor binds), and how far the policy's actions lie from the
+data's.
 """
 
 from __future__ import annotations
