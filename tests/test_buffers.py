@@ -95,6 +95,18 @@ def test_mixing_ratio_is_exact_in_every_batch():
         MixedSampler(None, online, 0.5)
 
 
+@pytest.mark.parametrize(("ratio", "online_share"), [(0.0, 256), (0.5, 128), (0.75, 64)])
+def test_sampler_is_ready_once_the_online_buffer_holds_the_batchs_online_share(ratio, online_share):
+    offline, online = ReplayBuffer(300, SPEC, 1), ReplayBuffer(300, SPEC, 1)
+    _add(offline, 0, 10)
+    sampler = MixedSampler(offline, online, ratio)
+    _add(online, 0, online_share - 1)
+    assert not sampler.ready(256)
+    _add(online, 0, 1)
+    assert sampler.ready(256)
+    assert MixedSampler(offline, ReplayBuffer(300, SPEC, 1), 1.0).ready(256)  # offline only
+
+
 def test_sampling_covers_the_buffer_uniformly():
     buf = ReplayBuffer(10, SPEC, 1, seed=3)
     _add(buf, 0, 10)

@@ -105,11 +105,11 @@ def test_pending_rows_hold_nan_and_are_never_sampled_across_the_ring_wrap():
     assert len(buffer) == 0 and torch.isnan(buffer.reward[:6]).all()
     with pytest.raises(RuntimeError, match="wait for labels"):
         buffer.sample(4)
-    assert not MixedSampler(None, buffer, 0.0).ready
+    assert not MixedSampler(None, buffer, 0.0).ready(1)
     serial, rows = buffer.pending(4)
     assert serial == 0 and rows.tolist() == [0, 1, 2, 3]
     buffer.write_labels(0, torch.ones(4), torch.zeros(4), torch.zeros(4, dtype=torch.bool), "m")
-    assert len(buffer) == 4 and MixedSampler(None, buffer, 0.0).ready
+    assert len(buffer) == 4 and MixedSampler(None, buffer, 0.0).ready(4)
     assert set(buffer.sample(500).action[:, 0].tolist()) == {0.0, 1.0, 2.0, 3.0}
     # Wrap: 12 rows in a ring of 8 keep serials 4..11; label 4..9, so 4..9 are sampled, 10 and 11 not.
     add_rows(buffer, [0.1] * 6)

@@ -519,6 +519,7 @@ def test_the_bridge_with_two_sim_cameras_trains_from_pixels_and_its_log_exports_
     cfg = compose_config([
         "agent=sac", "env=real", f"env.kwargs.address={server.address}", f"env.kwargs.keys_dir={keys_dir}",
         "+env.kwargs.pixels=true", *TINY_ENCODER, *SMALL_RUN, "steps.online=12", "steps.warmup=4",
+        "agent.batch_size=4",  # updates from the 5th step: the online buffer holds a batch
     ])  # fmt: skip
     summary = rl.train.train(cfg, tmp_path / "run")
     assert summary["online"]["step"] == 12

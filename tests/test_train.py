@@ -132,7 +132,8 @@ def test_sigkill_then_the_same_command_continues_exactly(tmp_path, hopper_d4rl_f
     deadline = time.time() + 120
     while time.time() < deadline:
         rows = read_metrics(killed) if (killed / "metrics.csv").exists() else []
-        if rows and int(rows[-1]["step"]) >= 140:
+        steps = [int(r["step"]) for r in rows if (r.get("step") or "").isdigit()]  # a row half-written
+        if steps and steps[-1] >= 140:
             proc.send_signal(signal.SIGKILL)
             break
         time.sleep(0.02)
@@ -328,7 +329,7 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
 
     cfg = compose_config([
         "num_envs=4", "steps.online=40", "steps.warmup=8", "steps.warmup_actions=policy",
-        "steps.eval_every=1000", "steps.eval_episodes=1", *TINY,
+        "steps.eval_every=1000", "steps.eval_episodes=1", *TINY, "agent.batch_size=8",
     ])  # fmt: skip
     run = build_run(cfg)
     calls = {"act": [], "update": 0}
@@ -352,6 +353,36 @@ def test_vector_env_online_phase_acts_once_per_vector_step_and_updates_once_per_
     with pytest.raises(ValueError, match=r"steps.online=42 must be a multiple of num_envs=4"):
         cfg.steps.online = 42
         build_run(cfg)
+
+
+@pytest.mark.parametrize(
+    ("agent", "warmup", "first_update_at"),
+    [("sac", 0, 32), ("sac", 40, 41), ("cql", 0, 32), ("calql", 0, 46)],
+)
+def test_first_online_update_waits_for_the_warmup_a_batchs_worth_of_online_rows_and_calqls_episode_limit(
+    tmp_path, agent, warmup, first_update_at
+):
+    """As the official fine-tuning, no update before the online buffer holds the batch's online share
+    (32 rows here, all online): without a warm-up the first comes at the 32nd env step; a longer
+    warm-up (40) is the binding wait; Cal-QL also waits for the env's time limit (45 steps here)."""
+    from rl.config import compose_config
+    from rl.loops import LoopState, build_run, run_phases
+
+    cfg = compose_config([
+        f"agent={agent}", "steps.online=60", f"steps.warmup={warmup}", "env.max_episode_steps=45", *TINY,
+        "steps.eval_episodes=0",
+    ])  # fmt: skip
+    run = build_run(cfg)
+    sizes = []
+    update = run.agent.update
+
+    def spy_update(batch):
+        sizes.append(len(run.online_buffer))
+        return update(batch)
+
+    run.agent.update = spy_update
+    run_phases(run, LoopState.start(run), tmp_path / "run")
+    assert sizes[0] == first_update_at and len(sizes) == 60 - first_update_at + 1
 
 
 @pytest.mark.parametrize(("warmup_actions", "deterministic_calls"), [("policy", 0), ("policy_mean", 3)])

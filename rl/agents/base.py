@@ -97,6 +97,13 @@ class Agent(abc.ABC):
         """Rows the loop samples for one ``update`` call."""
         return self.cfg.batch_size
 
+    @property
+    def first_update_waits_an_episode_limit(self) -> bool:
+        """True when online updates wait until the env has taken as many steps as its time limit
+        (Cal-QL, so that online rows can carry Monte-Carlo returns); the loop also waits for
+        ``steps.warmup`` and for a batch's online share."""
+        return False
+
     @abc.abstractmethod
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """A batch of actions in [-1, 1] for a batch of observations."""

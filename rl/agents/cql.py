@@ -13,7 +13,9 @@ log-densities). The actor and temperature losses are SAC's.
 Cal-QL (``calql=True``) floors the Q-values of the two policy proposals at the Monte-Carlo
 return-to-go of the data row, ``max(Q, G)``, *before* the importance-sampling correction; random
 actions stay unbounded (Nakamoto et al. 2023; WSRL ``cql.py``; CORL ``cal_ql.py``). Online rows
-carry ``G = -inf`` until their episode ends, which leaves them unfloored.
+carry ``G = -inf`` until their episode ends, which leaves them unfloored. As the official
+fine-tuning, Cal-QL's first online update waits for the env's time limit in steps
+(``first_update_waits_an_episode_limit``), so its first batches hold finished episodes.
 
 Options from the official configs: ``cql_importance_sample=False`` (Kitchen) appends ``Q(s, a_data)``
 to the logsumexp and subtracts ``log(3 M + 1)``; ``cql_lagrange=True`` (AntMaze) tunes a
@@ -173,6 +175,12 @@ class CQL(Agent):
     @property
     def batch_size(self) -> int:
         return self.cfg.batch_size * self.cfg.utd
+
+    @property
+    def first_update_waits_an_episode_limit(self) -> bool:
+        # The official fine-tuning (WSRL finetune.py) starts Cal-QL's online updates only after
+        # max(batch's online share, env._max_episode_steps) steps; CQL waits for the share alone.
+        return self.cfg.calql
 
     def act(self, obs: Obs, deterministic: bool = False) -> torch.Tensor:
         return self.ac.act(self.ac.features(obs), deterministic)

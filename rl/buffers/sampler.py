@@ -21,11 +21,13 @@ class MixedSampler:
             raise ValueError(f"offline_ratio={offline_ratio} needs offline data, but the run has no dataset")
         self.offline, self.online, self.offline_ratio = offline, online, offline_ratio
 
-    @property
-    def ready(self) -> bool:
-        """Every buffer the batch draws from has a row to sample (an online buffer waiting for its
-        first labels has none)."""
-        online_ok = self.offline_ratio == 1.0 or len(self.online) > 0
+    def ready(self, n: int) -> bool:
+        """A batch of ``n`` can be drawn without repeating rows: the online buffer holds at least the
+        batch's online share and the offline one is not empty. The official WSRL/Cal-QL fine-tuning
+        (``finetune.py``: ``min_steps_to_update = batch_size * (1 - offline_data_ratio)``) makes no
+        update before that; updating from the first online row instead draws each early transition
+        hundreds of times. Rows still waiting for labels do not count."""
+        online_ok = len(self.online) >= n - round(n * self.offline_ratio)
         return online_ok and (self.offline_ratio == 0.0 or len(self.offline) > 0)
 
     def sample(self, n: int) -> Batch:

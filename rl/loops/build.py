@@ -76,6 +76,13 @@ class Run:
     the level a pre-trained policy is measured against, logged once and drawn by ``rl.plot``."""
 
     @property
+    def episode_limit(self) -> int | None:
+        """The env's time limit in env steps: ``env.max_episode_steps``, else the registered one of the
+        evaluation copy; None when neither says (no evaluation env and no configured limit)."""
+        spec = getattr(self.eval_env, "spec", None)
+        return self.cfg.env.max_episode_steps or (spec.max_episode_steps if spec is not None else None)
+
+    @property
     def env_steps_per_vector_step(self) -> int:
         """One per copy, or a whole action chunk per copy under ``env.action_chunk``, counted whole as
         DPPO and ReinFlow count it (also when an episode's end cuts the chunk short)."""

@@ -3,13 +3,14 @@
 1. offline: ``schedule.offline`` agent updates on batches from the dataset's buffer;
 2. online: ``steps.online`` env steps, taken ``num_envs`` at a time by a vector env with one batched
    ``agent.act`` per vector step; each transition enters the online buffer, and after ``steps.warmup``
-   env steps every env step is matched by one ``agent.update`` on a batch the ``MixedSampler`` draws
-   (``offline_ratio`` of it from the dataset). During warm-up the policy (sampled or its mean) or uniform
-   noise acts (``steps.warmup_actions``).
+   env steps, once the online buffer holds the batch's online share (the official fine-tuning's
+   first update; Cal-QL also waits for the env's time limit in steps), every env step is matched by one ``agent.update`` on a batch the ``MixedSampler``
+   draws (``offline_ratio`` of it from the dataset). During warm-up the policy (sampled or its mean)
+   or uniform noise acts (``steps.warmup_actions``).
 
 With a reward model the transitions wait in the online buffer for their labels (``run.labeller``,
-``rl/loops/labelling.py``); updates skip while no labelled online row exists yet (an asynchronous
-labeller's first batch), and the label metrics join the step's.
+``rl/loops/labelling.py``); only labelled rows count towards the online share (an asynchronous
+labeller's first batch delays the first update), and the label metrics join the step's.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
             f"steps.warmup_actions must be one of {WARMUP_ACTIONS}, got {steps.warmup_actions!r}"
         )
     run.agent.set_phase(Phase.ONLINE)
+    no_updates_before = steps.warmup
+    if run.agent.first_update_waits_an_episode_limit and run.episode_limit is not None:
+        no_updates_before = max(no_updates_before, run.episode_limit)
     while state.step < schedule.total:
         online_step = state.step - schedule.offline  # env steps taken so far in this phase
         warming_up = online_step < steps.warmup
@@ -65,7 +69,7 @@ def online_phase(run: Run, state: LoopState, books: Bookkeeper) -> None:
             metrics |= labeller.drain()
         state.obs = result.obs
         state.env_steps += run.env_steps_per_vector_step
-        if online_step + n > steps.warmup and run.sampler.ready:
+        if online_step + n > no_updates_before and run.sampler.ready(run.agent.batch_size):
             for _ in range(n):  # one update per env step, whatever the number of copies
                 metrics |= run.agent.update(run.sampler.sample(run.agent.batch_size))
         state.step += n
