@@ -22,8 +22,8 @@ class MixedSampler:
         self.offline, self.online, self.offline_ratio = offline, online, offline_ratio
 
     def ready(self, n: int) -> bool:
-        """A batch of ``n`` can be drawn without repeating rows: the online buffer holds at least the
-        batch's online share and the offline one is not empty. The official WSRL/Cal-QL fine-tuning
+        """A batch of ``n`` may be drawn: the online buffer holds at least the batch's online share
+        and the offline one is not empty. The official WSRL/Cal-QL fine-tuning
         (``finetune.py``: ``min_steps_to_update = batch_size * (1 - offline_data_ratio)``) makes no
         update before that; updating from the first online row instead draws each early transition
         hundreds of times. Rows still waiting for labels do not count."""

@@ -2,11 +2,12 @@
 
 1. offline: ``schedule.offline`` agent updates on batches from the dataset's buffer;
 2. online: ``steps.online`` env steps, taken ``num_envs`` at a time by a vector env with one batched
-   ``agent.act`` per vector step; each transition enters the online buffer, and after ``steps.warmup``
-   env steps, once the online buffer holds the batch's online share (the official fine-tuning's
-   first update; Cal-QL also waits for the env's time limit in steps), every env step is matched by one ``agent.update`` on a batch the ``MixedSampler``
-   draws (``offline_ratio`` of it from the dataset). During warm-up the policy (sampled or its mean)
-   or uniform noise acts (``steps.warmup_actions``).
+   ``agent.act`` per vector step; each transition enters the online buffer. After ``steps.warmup``
+   env steps, and once the online buffer holds the batch's online share (the official fine-tuning's
+   first update; Cal-QL also waits for the env's time limit in steps), every env step is matched by
+   one ``agent.update`` on a batch the ``MixedSampler`` draws (``offline_ratio`` of it from the
+   dataset). During warm-up the policy (sampled or its mean) or uniform noise acts
+   (``steps.warmup_actions``).
 
 With a reward model the transitions wait in the online buffer for their labels (``run.labeller``,
 ``rl/loops/labelling.py``); only labelled rows count towards the online share (an asynchronous
