@@ -1,6 +1,12 @@
-"""After one of the warm-start study's pre-trainings: its results, and the snapshot fine-tuning starts from.
+"""After a warm-start study run: its results, and for a pre-training the snapshot fine-tuning starts from.
 
     .venv/bin/python -m experiments.warmstart_publish ~/o2o_runs/warmstart/pretrain-calql-walker2d-medium
+    .venv/bin/python -m experiments.warmstart_publish ~/o2o_runs/warmstart/finetune-calql-walker2d-medium/seed1
+
+A fine-tuning run (``checkpoint=`` set, no offline steps) that finished (its ``agent_final.pt``, as
+``rl.report`` defines it) has its ``metrics.csv``, ``git_revision.txt`` and resolved config copied into
+``results/d4rl_o2o_warmstart/finetune/<run's folder>/seed<S>/``, where ``rl.plot`` and
+``experiments.warmstart_claims`` read the arms; an unfinished one is refused (resume it first).
 
 Into ``results/d4rl_o2o_warmstart/pretrain/<agent>-<dataset>/`` go the run's ``metrics.csv``,
 ``git_revision.txt``, resolved ``config.yaml`` and ``overrides.yaml``, and ``calibration.md`` and
@@ -72,14 +78,36 @@ def publish(run: Path, results: Path = RESULTS) -> tuple[int, Path]:
     return step, target
 
 
+def is_finetuning(run: Path) -> bool:
+    """Whether the run fine-tunes a snapshot (``checkpoint=`` and no offline steps) rather than pre-trains."""
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+    return bool(cfg.get("checkpoint")) and int(cfg.steps.offline) == 0
+
+
+def publish_finetuning(run: Path, results: Path = RESULTS) -> Path:
+    """Copy a finished fine-tuning run's metrics, revision and config under ``results/finetune``; return
+    the folder."""
+    if not (run / "checkpoints" / "agent_final.pt").is_file():
+        raise ValueError(f"{run} has not finished (no checkpoints/agent_final.pt): resume it first")
+    out = results / "finetune" / run.parent.name / run.name
+    (out / ".hydra").mkdir(parents=True, exist_ok=True)
+    for name in ("metrics.csv", "git_revision.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
+        if (run / name).is_file():
+            shutil.copy2(run / name, out / name)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.warmstart_publish", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("run", type=Path, help="a pre-training's run directory")
+    parser.add_argument("run", type=Path, help="a pre-training's or a fine-tuning seed's run directory")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the study's results folder")
     args = parser.parse_args(argv)
     try:
+        if is_finetuning(args.run):
+            print(publish_finetuning(args.run, args.results))
+            return 0
         step, target = publish(args.run, args.results)
     except (ValueError, OSError) as err:
         print(f"o2o: error: {err}", file=sys.stderr)

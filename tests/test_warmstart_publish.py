@@ -77,3 +77,41 @@ def test_an_unfinished_run_or_a_missing_snapshot_is_refused_before_anything_is_w
     with pytest.raises(ValueError, match=r"agent_step100000\.pt is missing"):
         publish(run, results)
     assert not results.exists()
+
+
+def write_finetuning(run: Path, finished: bool) -> None:
+    """A fine-tuning seed's run directory as rl.train leaves it (with ``agent_final.pt`` once finished)."""
+    (run / ".hydra").mkdir(parents=True)
+    cfg = {"agent": {"name": "calql"}, "steps": {"offline": 0}, "checkpoint": "checkpoints/calql.pt"}
+    OmegaConf.save(OmegaConf.create(cfg), run / ".hydra" / "config.yaml")
+    (run / ".hydra" / "overrides.yaml").write_text("- seed=1\n")
+    (run / ".hydra" / "hydra.yaml").write_text("hydra: {run: {dir: /somewhere/else}}\n")
+    (run / "metrics.csv").write_text(
+        "step,phase,env_steps,metric,value\n2500,online,2500,normalized_score,7.5\n"
+    )
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "agent_step2500.pt").write_bytes(b"snapshot")
+    if finished:
+        (run / "checkpoints" / "agent_final.pt").write_bytes(b"final")
+
+
+def test_a_finished_finetuning_seed_is_published_beside_its_arms_other_seeds(tmp_path: Path, capsys):
+    run, results = tmp_path / "finetune-calql-walker2d-medium" / "seed1", tmp_path / "results"
+    write_finetuning(run, finished=True)
+    assert main([str(run), "--results", str(results)]) == 0
+    out = results / "finetune" / "finetune-calql-walker2d-medium" / "seed1"
+    assert capsys.readouterr().out.strip() == str(out)
+    copied = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert copied == [".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv"]
+    assert (out / "metrics.csv").read_text() == (run / "metrics.csv").read_text()
+    assert not (results / "checkpoints").exists()  # a fine-tuning publishes no snapshot
+
+
+def test_an_unfinished_finetuning_seed_is_refused_before_anything_is_written(tmp_path: Path, capsys):
+    run, results = tmp_path / "finetune-calql-walker2d-medium" / "seed2", tmp_path / "results"
+    write_finetuning(run, finished=False)
+    assert main([str(run), "--results", str(results)]) == 2
+    assert (
+        "seed2 has not finished (no checkpoints/agent_final.pt): resume it first" in capsys.readouterr().err
+    )
+    assert not results.exists()
