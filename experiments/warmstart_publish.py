@@ -32,6 +32,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rl.calibration import CalibrationRule, calibration_points, draw, first_warm_step, offline_series, report
+from rl.report import collect_run
 
 WARM_RULE = CalibrationRule(window=5000, every=25000, within=0.25, moved=0.02)
 RESULTS = Path("results/d4rl_o2o_warmstart")
@@ -89,12 +90,7 @@ def publish_finetuning(run: Path, results: Path = RESULTS) -> Path:
     the folder."""
     if not (run / "checkpoints" / "agent_final.pt").is_file():
         raise ValueError(f"{run} has not finished (no checkpoints/agent_final.pt): resume it first")
-    out = results / "finetune" / run.parent.name / run.name
-    (out / ".hydra").mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.csv", "git_revision.txt", ".hydra/config.yaml", ".hydra/overrides.yaml"):
-        if (run / name).is_file():
-            shutil.copy2(run / name, out / name)
-    return out
+    return collect_run(run, results / "finetune" / run.parent.name / run.name, prefixes=("",))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
