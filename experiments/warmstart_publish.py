@@ -4,12 +4,13 @@
     .venv/bin/python -m experiments.warmstart_publish ~/o2o_runs/warmstart/finetune-calql-walker2d-medium/seed1
 
 A fine-tuning run (``checkpoint=`` set, no offline steps) that finished (its ``agent_final.pt``, as
-``rl.report`` defines it) has its ``metrics.csv``, ``git_revision.txt`` and resolved config copied into
-``results/d4rl_o2o_warmstart/finetune/<run's folder>/seed<S>/``, where ``rl.plot`` and
+``rl.report`` defines it) has its ``metrics.csv`` and record (revision, dataset digest, resolved
+config) copied into ``results/d4rl_o2o_warmstart/finetune/<run's folder>/seed<S>/``, where ``rl.plot`` and
 ``experiments.warmstart_claims`` read the arms; an unfinished one is refused (resume it first).
 
 Into ``results/d4rl_o2o_warmstart/pretrain/<agent>-<dataset>/`` go the run's ``metrics.csv``,
-``git_revision.txt``, resolved ``config.yaml`` and ``overrides.yaml``, and ``calibration.md`` and
+``git_revision.txt``, ``dataset_sha256.txt`` (runs since 2026-12-08), resolved ``config.yaml`` and
+``overrides.yaml``, and ``calibration.md`` and
 ``.png`` by the study's rule (``WARM_RULE``, stated in the results README before any run). Into
 ``checkpoints/<agent>-<dataset>.pt`` goes the snapshot the rule picks: the first 25k snapshot where the
 critic is warm (the rule stops the pre-training there, so the run may have been stopped after it),
@@ -33,6 +34,7 @@ from omegaconf import OmegaConf
 
 from rl.calibration import CalibrationRule, calibration_points, draw, first_warm_step, offline_series, report
 from rl.report import collect_run
+from rl.run_files import DATASET_DIGEST
 
 WARM_RULE = CalibrationRule(window=5000, every=25000, within=0.25, moved=0.02)
 RESULTS = Path("results/d4rl_o2o_warmstart")
@@ -68,8 +70,15 @@ def publish(run: Path, results: Path = RESULTS) -> tuple[int, Path]:
         )
     out = results / "pretrain" / name
     out.mkdir(parents=True, exist_ok=True)
-    for source in (run / "metrics.csv", run / "git_revision.txt", *(run / ".hydra").glob("*.yaml")):
-        if source.name != "hydra.yaml":  # Hydra's own settings: paths of this machine, nothing of the run
+    record = (
+        run / "metrics.csv",
+        run / "git_revision.txt",
+        run / DATASET_DIGEST,
+        *(run / ".hydra").glob("*.yaml"),
+    )
+    for source in record:
+        # hydra.yaml: Hydra's own settings, paths of this machine, nothing of the run
+        if source.is_file() and source.name != "hydra.yaml":
             shutil.copy2(source, out / source.name)
     (out / "calibration.md").write_text(report(points, WARM_RULE, [run]))
     draw(series, points, out / "calibration.png")

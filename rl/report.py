@@ -37,7 +37,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from rl import plot
-from rl.run_files import INDEX, INDEX_FIELDS, METRICS_COLUMNS, read_index
+from rl.run_files import INDEX, INDEX_FIELDS, METRICS_COLUMNS, RUN_RECORD, read_index
 
 EVALUATION_METRICS = ("eval_", "normalized_score", "dataset_normalized_score")
 BEGIN = (
@@ -118,10 +118,10 @@ def collected_name(run_dir: Path) -> str:
 
 
 def collect_run(run_dir: Path, target: Path, prefixes: tuple[str, ...]) -> Path:
-    """Copy ``run_dir``'s config, overrides and git revision (those it has) and the metric rows whose
+    """Copy ``run_dir``'s record (config, overrides, git revision, dataset digest: those it has) and the metric rows whose
     name starts with one of ``prefixes`` into ``target``."""
     (target / ".hydra").mkdir(parents=True, exist_ok=True)
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "git_revision.txt"):
+    for name in RUN_RECORD:
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, target / name)
     with (

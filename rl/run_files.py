@@ -19,6 +19,11 @@ ADDED_SETTINGS = {"precision": "fp32"}
 config lacks one ran with it, so it resumes (``rl.loops.run_state``) and plots (``rl.plot``) as a run
 with that value, not as another config."""
 
+DATASET_DIGEST = "dataset_sha256.txt"
+"""``<sha256>  <dataset source>``: which copy of its data a run trained on (``Dataset.sha256``)."""
+RUN_RECORD = (".hydra/config.yaml", ".hydra/overrides.yaml", "git_revision.txt", DATASET_DIGEST)
+"""What a run writes about itself when it starts (``rl.train``); a published run carries them."""
+
 INDEX = "index.csv"
 """A sweep's list of its jobs (``rl.sweep``): one row per job folder."""
 INDEX_FIELDS = ("folder", "status", "overrides")

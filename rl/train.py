@@ -39,6 +39,7 @@ from rl import sweep
 from rl.config import REPOSITORY, TrainConfig, check_values, register_configs
 from rl.loops import build_run, run_phases, run_state
 from rl.loops.run_state import LAST_CHECKPOINT, LoopState
+from rl.run_files import DATASET_DIGEST
 
 PLAN_FLAG = re.compile(r"^\+?plan=(true|True)$")
 CONFIG_GROUPS = ("agent", "env", "dataset", "reward", "launcher", "experiment")
@@ -89,13 +90,15 @@ def _run_directory(cfg: DictConfig) -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def _write_run_record(run_dir: Path, cfg: DictConfig) -> None:
+def _write_run_record(run_dir: Path, cfg: DictConfig, dataset_sha256: str | None) -> None:
     record = run_dir / ".hydra"
     record.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, record / "config.yaml", resolve=True)
     with contextlib.suppress(ValueError):  # HydraConfig is unset outside @hydra.main (in-process tests)
         OmegaConf.save(OmegaConf.create(list(HydraConfig.get().overrides.task)), record / "overrides.yaml")
     (run_dir / "git_revision.txt").write_text(_git_revision() + "\n")
+    if dataset_sha256 is not None:
+        (run_dir / DATASET_DIGEST).write_text(f"{dataset_sha256}  {cfg.dataset.source}\n")
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict:
@@ -110,7 +113,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict:
             state = run_state.restore(run, saved)
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_run_record(run_dir, cfg)
+            _write_run_record(run_dir, cfg, run.dataset_sha256)
             state = LoopState.start(run)
             run_state.save(run, state, run_dir)  # step 0: from here on the directory always resumes
         summary = run_phases(run, state, run_dir)

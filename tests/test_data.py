@@ -39,6 +39,37 @@ def test_d4rl_file_with_next_observations_keeps_every_row(hopper_d4rl_file):
     check_dataset(dataset, HOPPER.observation_space, HOPPER.action_space, clip_actions=False)
 
 
+def test_sha256_names_the_rows_and_changes_with_any_value_or_dtype(hopper_d4rl_file, capsys):
+    from dataclasses import replace
+
+    from rl.data import Dataset, DatasetInfo
+    from rl.data.__main__ import main
+
+    source = f"d4rl:{hopper_d4rl_file}"
+    first = load_dataset(source)
+    assert load_dataset(source).sha256() == first.sha256()  # a second load of the same file
+    rewards = first.rewards.copy()
+    rewards[7] += 1e-3
+    assert replace(first, rewards=rewards).sha256() != first.sha256()
+    same_values = replace(first, actions=first.actions.astype(np.float64))
+    assert same_values.sha256() != first.sha256()  # another dtype is another copy
+    assert main(["digest", source]) == 0
+    assert capsys.readouterr().out == f"{first.sha256()}  {source}\n"
+    assert main(["digest", "d4rl:/nonexistent.hdf5"]) == 2
+    assert capsys.readouterr().err.strip() == "o2o: error: dataset d4rl:/nonexistent.hdf5: no such file"
+
+    # Dict observations: the same arrays under the same keys in another order are the same data.
+    def frames(order: list[str]) -> Dataset:
+        columns = {"pixels": np.zeros((2, 4, 4, 3), np.uint8), "state": np.ones((2, 3), np.float32)}
+        obs = {k: columns[k] for k in order}
+        flags = np.array([False, True])
+        return Dataset(
+            obs, np.zeros((2, 1), np.float32), np.zeros(2), obs, flags, ~flags, DatasetInfo("test")
+        )
+
+    assert frames(["pixels", "state"]).sha256() == frames(["state", "pixels"]).sha256()
+
+
 def test_d4rl_file_without_next_observations_drops_timeout_rows(tmp_path):
     obs = np.arange(12, dtype=np.float32).reshape(6, 2)
     columns = {

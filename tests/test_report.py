@@ -14,12 +14,13 @@ from tests.test_plot import table_rows, write_run
 
 
 def fake_run(run_dir: Path, agent: str, seed: int, finished: bool = True) -> Path:
-    """A run folder as rl.train leaves it: config, overrides, metrics (scores known from
+    """A run folder as rl.train leaves it: config, overrides, dataset digest, metrics (scores known from
     tests/test_plot.py: cql scores step/10 + seed) and checkpoints; an unfinished one stops at step 150."""
     write_run(run_dir, agent, seed, last_step=200 if finished else 150)
     OmegaConf.save(
         OmegaConf.create([f"agent={agent}", f"seed={seed}"]), run_dir / ".hydra" / "overrides.yaml"
     )
+    (run_dir / "dataset_sha256.txt").write_text("ab" * 32 + "  d4rl:/data/door-cloned.hdf5\n")
     (run_dir / "checkpoints").mkdir()
     (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
     if finished:
@@ -65,6 +66,7 @@ def test_finished_runs_are_collected_and_drawn_and_the_others_listed(half_failed
     copied = out / "runs" / "cql_door-cloned-v1_s0"
     assert sorted(p.name for p in copied.rglob("*") if p.is_file()) == [
         "config.yaml",
+        "dataset_sha256.txt",  # which copy of the data the run trained on
         "metrics.csv",
         "overrides.yaml",
     ]

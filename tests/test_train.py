@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from rl.data import load_dataset
 from rl.run_files import read_index
 from tests.conftest import MINARI_ID, REPO
 
@@ -91,6 +92,9 @@ def test_offline_then_online_run_writes_a_complete_run_directory(tmp_path, hoppe
     scores = [(int(r["step"]), r["phase"]) for r in rows if r["metric"] == "normalized_score"]
     assert scores == [(20, "offline"), (40, "offline"), (60, "online"), (80, "online"), (100, "online")]
     assert f"source: d4rl:{hopper_d4rl_file}" in (run_dir / ".hydra/config.yaml").read_text()
+    # Which copy of the data: the digest `python -m rl.data digest` prints for the same file.
+    digest = load_dataset(f"d4rl:{hopper_d4rl_file}").sha256()
+    assert (run_dir / "dataset_sha256.txt").read_text() == f"{digest}  d4rl:{hopper_d4rl_file}\n"
     # The data's own level, logged once at the start: its episodes' mean return on D4RL's hopper scale.
     with h5py.File(hopper_d4rl_file, "r") as f:
         rewards, ends = f["rewards"][:], f["terminals"][:] | f["timeouts"][:]

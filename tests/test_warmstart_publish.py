@@ -20,6 +20,7 @@ def write_pretraining(run: Path, q_of_step, stopped_at: int = SCHEDULE) -> None:
     (run / ".hydra" / "overrides.yaml").write_text("- agent=cql\n")
     (run / ".hydra" / "hydra.yaml").write_text("hydra: {run: {dir: /somewhere/else}}\n")
     (run / "git_revision.txt").write_text("abc123\n")
+    (run / "dataset_sha256.txt").write_text("cd" * 32 + "  walker2d-medium\n")
     with (run / "metrics.csv").open("w", newline="") as f:
         rows = csv.writer(f)
         rows.writerow(["step", "phase", "env_steps", "metric", "value"])
@@ -42,7 +43,8 @@ def test_the_first_warm_snapshot_is_published_with_the_runs_files(tmp_path: Path
     assert (results / "checkpoints" / "cql-walker2d-medium.pt").read_bytes() == b"snapshot 75000"
     out = results / "pretrain" / "cql-walker2d-medium"
     assert sorted(p.name for p in out.iterdir()) == [
-        "calibration.md", "calibration.png", "config.yaml", "git_revision.txt", "metrics.csv", "overrides.yaml"
+        "calibration.md", "calibration.png", "config.yaml", "dataset_sha256.txt", "git_revision.txt", "metrics.csv",
+        "overrides.yaml",
     ]  # fmt: skip
     assert "**Warm at step 75000**" in (out / "calibration.md").read_text()
 

@@ -1,5 +1,5 @@
-"""``python -m rl.data generate|reference|check-door-reward key=value ...``, ``export-policy`` and
-``export-medium-replay``.
+"""``python -m rl.data generate|reference|check-door-reward key=value ...``, ``digest``,
+``export-policy`` and ``export-medium-replay``.
 
 An entry point: it may import the generation code (``rl.generate``), which the data modules never do.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rl.data import load_dataset
 from rl.generate.adroit import ENVS as ADROIT_ENVS
 from rl.generate.adroit import (
     ClonedConfig,
@@ -38,9 +39,16 @@ USAGE = (
     "[demos=PATH] [dataset_id=ID]\n"
     "       python -m rl.data reference env=<hopper|halfcheetah|walker2d> [episodes=N] [seed=N]\n"
     "       python -m rl.data check-door-reward [demos=PATH] [tolerance=X]\n"
+    "       python -m rl.data digest <minari:ID|d4rl:PATH|...>   (the sha256 a run records of its data)\n"
     "       python -m rl.data export-policy <checkpoints/agent_stepN.pt> <rl/data/behaviour/ENV-LEVEL.pt>\n"
     "       python -m rl.data export-medium-replay <run/checkpoints/last.pt> <env> <rows>"
 )
+
+
+def wrote(dataset_id: str) -> str:
+    """The line after a generation: the new dataset's digest, so the copy can be named beside results."""
+    source = f"minari:{dataset_id}"
+    return f"o2o: wrote Minari dataset {dataset_id} (sha256 {load_dataset(source).sha256()}); train on it with dataset={source}"
 
 
 def main(argv: list[str]) -> int:
@@ -49,16 +57,13 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         if argv[:1] == ["generate"] and any(f"env={env}" in argv[1:] for env in DEMO_ENVS):
-            dataset_id = generate_demos(parse_key_values(argv[1:], DemoConfig))
-            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            print(wrote(generate_demos(parse_key_values(argv[1:], DemoConfig))))
             return 0
         if argv[:1] == ["generate"] and any(f"env={env}" in argv[1:] for env in ADROIT_ENVS):
-            dataset_id = generate_cloned(parse_key_values(argv[1:], ClonedConfig))
-            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            print(wrote(generate_cloned(parse_key_values(argv[1:], ClonedConfig))))
             return 0
         if argv[:1] == ["generate"]:
-            dataset_id = generate(parse_key_values(argv[1:], GenerateConfig))
-            print(f"o2o: wrote Minari dataset {dataset_id}; train on it with dataset=minari:{dataset_id}")
+            print(wrote(generate(parse_key_values(argv[1:], GenerateConfig))))
             return 0
         if argv[:1] == ["reference"]:
             entry = measure_reference_scores(parse_key_values(argv[1:], ReferenceConfig))
@@ -70,6 +75,9 @@ def main(argv: list[str]) -> int:
         if argv[:1] == ["check-door-reward"]:
             cfg = parse_key_values(argv[1:], RewardCheckConfig)
             print(format_door_reward_check(check_door_reward(cfg), cfg.tolerance))
+            return 0
+        if argv[:1] == ["digest"] and len(argv) == 2:
+            print(f"{load_dataset(argv[1]).sha256()}  {argv[1]}")
             return 0
         if argv[:1] == ["export-policy"] and len(argv) == 3:
             export_policy(Path(argv[1]), Path(argv[2]))

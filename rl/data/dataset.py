@@ -9,6 +9,7 @@ scale/bias is applied once, later, when rows enter a replay buffer.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +77,19 @@ class Dataset:
     @property
     def num_episodes(self) -> int:
         return int(self.episode_ends.sum())
+
+    def sha256(self) -> str:
+        """A digest of the rows as loaded: each column's name, dtype, shape and bytes, in a fixed order
+        (dict observations by key). Equal digests mean the same data. A generated dataset depends on
+        the CPU that made it (its policies' rollouts), so a run records this to name the copy it
+        trained on (``dataset_sha256.txt``) and ``python -m rl.data digest`` prints it for any copy."""
+        digest = hashlib.sha256()
+        for name in ("observations", "actions", "rewards", "next_observations", "terminated", "truncated"):
+            for key, column in sorted(_columns(getattr(self, name)), key=lambda pair: pair[0]):
+                column = np.ascontiguousarray(column)
+                digest.update(f"{name}{key} {column.dtype.str} {column.shape}\n".encode())
+                digest.update(column.data)
+        return digest.hexdigest()
 
     def observation_stats(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation (floored at ``eps``) of array observations."""

@@ -74,6 +74,8 @@ class Run:
     dataset_score: float | None = None
     """The dataset's own episodes' mean normalised score (None without a dataset or reference scores):
     the level a pre-trained policy is measured against, logged once and drawn by ``rl.plot``."""
+    dataset_sha256: str | None = None
+    """``Dataset.sha256`` of the data as loaded (None without a dataset): which copy the run used."""
 
     @property
     def episode_limit(self) -> int | None:
@@ -128,12 +130,14 @@ def build_run(cfg: TrainConfig) -> Run:
     obs_dim = None if isinstance(obs_space, gym.spaces.Dict) else int(np.prod(obs_space.shape))
     action_dim = int(action_space.shape[0])
 
-    dataset = None
+    dataset, dataset_sha256 = None, None
     if cfg.dataset.source is not None:
         # Recorded step by step: checked against one env step, then made chunk rows (envs/chunking.py).
         steps, history = cfg.env.action_chunk, cfg.env.obs_history
         step_spaces = single_step_spaces(obs_space, action_space, steps, history)
-        dataset = check_dataset(load_dataset(cfg.dataset.source), *step_spaces, cfg.dataset.clip_actions)
+        loaded = load_dataset(cfg.dataset.source)
+        dataset_sha256 = loaded.sha256()
+        dataset = check_dataset(loaded, *step_spaces, cfg.dataset.clip_actions)
         episode_returns = dataset.episode_returns  # per env step: chunk rows would count steps repeatedly
         dataset = chunk_dataset(dataset, steps, history)
     info = dataset.info if dataset is not None else None
@@ -205,6 +209,7 @@ def build_run(cfg: TrainConfig) -> Run:
     return Run(
         cfg, device, env, eval_env, dataset, normalizer, reward_scale, cfg.env.reward_bias, offline_buffer,
         online_buffer, sampler, agent, schedule, obs_dim, action_dim, reward_model, labeller, dataset_score,
+        dataset_sha256,
     )  # fmt: skip
 
 
