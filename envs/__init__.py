@@ -16,7 +16,7 @@ if not os.environ.get("DISPLAY"):
 
 from typing import Any
 
-from envs.autoreset import EpisodeStats
+from envs.autoreset import EpisodeStats, time_limit
 from envs.config import EnvConfig
 from envs.factory import FAMILIES, make
 from envs.reset_free import ResetFreeEnv  # registers the reset_free family (imported by every worker too)
@@ -32,6 +32,7 @@ __all__ = [
     "get_env_state",
     "make",
     "set_env_state",
+    "time_limit",
     *_VECTOR_NAMES,
 ]
 

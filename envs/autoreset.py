@@ -67,6 +67,14 @@ def _outermost(env: gym.Env, name: str) -> Any:
         return None
 
 
+def time_limit(env: gym.Env) -> int | None:
+    """``env``'s episode limit in steps: its registered spec's, else its ``TimeLimit`` wrapper's
+    (robosuite's envs are made outside Gymnasium's registry, so they have no spec); None if neither."""
+    if env.spec is not None and env.spec.max_episode_steps is not None:
+        return env.spec.max_episode_steps
+    return _outermost(env, "_max_episode_steps")  # TimeLimit's only name for it
+
+
 def observation_layout(space: gym.Space) -> Layout:
     """(shape, dtype) of one observation as the vector env stores it: floats become float32 (what
     the networks take; MuJoCo's float64 would only be cast again on the device), other dtypes
@@ -120,6 +128,7 @@ class Copies:
         """The layout of the env's ``info["reward_view"]`` (robosuite's reward camera), or None; the
         outermost wrapper's, which may add to what the inner env shows (reset-free practice)."""
         self.view_layout = None if self.view_space is None else observation_layout(self.view_space)
+        self.max_episode_steps = time_limit(envs[0])
         self.running = [RunningEpisode() for _ in envs]
 
     def reset(self, seed: int | None = None) -> Obs:

@@ -97,6 +97,8 @@ class VecEnv(abc.ABC):
     reward_calibration: dict[str, dict[str, Any]] | None
     """The reward cameras' calibration as the env gives it (``RobosuiteEnv.reward_calibration``:
     intrinsics, extrinsics, height, width per camera), or None."""
+    max_episode_steps: int | None
+    """The copies' episode limit in steps (``autoreset.time_limit``), or None when they have none."""
 
     @abc.abstractmethod
     def reset(self, seed: int | None = None) -> TensorObs:
@@ -155,6 +157,7 @@ class InProcessVecEnv(VecEnv):
         self.single_action_space = envs[0].action_space
         self.reward_view_space = self._copies.view_space
         self.reward_calibration = self._copies.reward_calibration()
+        self.max_episode_steps = self._copies.max_episode_steps
         self._obs: Obs | None = None  # the host observations to act on next
         self._batch: StepBatch | None = None
 
@@ -244,7 +247,7 @@ class SubprocVecEnv(VecEnv):
         try:
             ready = self._gather()[0]
             self.single_observation_space, self.single_action_space = ready[:2]
-            self.reward_view_space, self.reward_calibration = ready[2:]
+            self.reward_view_space, self.reward_calibration, self.max_episode_steps = ready[2:]
             specs = array_specs(
                 self.single_observation_space,
                 num_envs,

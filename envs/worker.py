@@ -73,7 +73,13 @@ def serve(conn: Connection, builder: Builder, cfg: EnvConfig, first: int, count:
     try:
         copies = Copies([make_with(builder, cfg) for _ in range(count)], first_index=first)
         env = copies.envs[0]
-        ready = (env.observation_space, env.action_space, copies.view_space, copies.reward_calibration())
+        ready = (
+            env.observation_space,
+            env.action_space,
+            copies.view_space,
+            copies.reward_calibration(),
+            copies.max_episode_steps,
+        )
         conn.send(("ready", ready))
         specs, names = conn.recv()
         blocks, arrays = _attach(specs, names)

@@ -389,6 +389,18 @@ def test_first_online_update_waits_for_the_warmup_a_batchs_worth_of_online_rows_
     assert sizes[0] == first_update_at and len(sizes) == 60 - first_update_at + 1
 
 
+def test_the_episode_limit_is_the_training_envs_own_without_an_evaluation_env():
+    """Cal-QL's start rule reads the limit from the training copies (Hopper-v5: 1,000 steps), so it
+    holds with ``steps.eval_episodes=0`` (a real robot's usual setting) as with evaluations."""
+    from rl.config import compose_config
+    from rl.loops import build_run
+
+    for overrides in (["steps.eval_episodes=0"], ["steps.eval_episodes=0", "env.max_episode_steps=45"]):
+        run = build_run(compose_config(["agent=calql", "steps.online=10", *TINY, *overrides]))
+        assert run.eval_env is None and run.episode_limit == (45 if len(overrides) == 2 else 1000)
+        run.close()
+
+
 @pytest.mark.parametrize(("warmup_actions", "deterministic_calls"), [("policy", 0), ("policy_mean", 3)])
 def test_warmup_acts_with_the_policys_mean_only_when_asked(tmp_path, warmup_actions, deterministic_calls):
     """``policy_mean`` makes the warm-up's acts deterministic (3 vector steps of 2 copies here) and

@@ -79,10 +79,9 @@ class Run:
 
     @property
     def episode_limit(self) -> int | None:
-        """The env's time limit in env steps: ``env.max_episode_steps``, else the registered one of the
-        evaluation copy; None when neither says (no evaluation env and no configured limit)."""
-        spec = getattr(self.eval_env, "spec", None)
-        return self.cfg.env.max_episode_steps or (spec.max_episode_steps if spec is not None else None)
+        """The env's time limit in env steps: ``env.max_episode_steps``, else the training copies' own
+        (their spec's or ``TimeLimit``'s); None when they have none (a reset-free or real env)."""
+        return self.cfg.env.max_episode_steps or self.env.max_episode_steps
 
     @property
     def env_steps_per_vector_step(self) -> int:

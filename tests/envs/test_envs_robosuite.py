@@ -30,6 +30,7 @@ def test_state_observation_actions_and_success_termination(state_envs) -> None:
     obs, _ = env.reset(seed=0)
     assert obs.shape == (53,) == env.observation_space.shape  # object-state 10 + proprio 43
     assert env.action_space.shape == (7,)
+    assert env.spec is None and envs.time_limit(env) == 500  # unregistered: TimeLimit's default limit
     _, reward, terminated, truncated, info = env.step(np.zeros(7))
     assert (reward, terminated, truncated, info["success"]) == (0.0, False, False, False)
 
@@ -60,6 +61,7 @@ def test_pixels_through_subprocess_workers() -> None:
     cfg = lift(obs_mode="pixels", image_size=32, max_episode_steps=2)
     with envs.make_vec(cfg, 2, device="cpu") as vec:
         assert isinstance(vec, envs.SubprocVecEnv)  # auto mode: robosuite steps are expensive
+        assert vec.max_episode_steps == 2
         obs = vec.reset(seed=0)
         assert set(obs) == {"agentview", "robot0_eye_in_hand", "state"}
         assert obs["agentview"].shape == (2, 32, 32, 3) and obs["agentview"].dtype == torch.uint8

@@ -128,6 +128,7 @@ def test_mujoco_vector_env_matches_single_envs(mode: str) -> None:
     n, steps = 2, 14  # two truncations per copy at the 6-step limit
     actions = np.random.default_rng(0).uniform(-1, 1, size=(steps, n, 6)).astype(np.float32)
     with envs.make_vec(CHEETAH, n, mode=mode) as vec:
+        assert vec.max_episode_steps == 6  # the copies' limit, also through the workers' handshake
         vec.reset(seed=5)
         results = [vec.step(torch.from_numpy(a)) for a in actions]
     for i in range(n):
