@@ -62,6 +62,17 @@ def test_generated_dataset_loads_with_minari_and_carries_reference_scores(behavi
     assert ours.episode_ends[149]  # the medium part ends before the expert part starts
 
 
+def test_the_generate_command_prints_the_new_copys_digest(behaviour_dir, capsys):
+    from rl.data.__main__ import main
+
+    args = ["generate", "env=hopper", "level=random", "size=60", "seed=2", "dataset_id=t/hopper/d-v0"]
+    assert main([*args, "progress=false"]) == 0
+    digest = load_dataset("minari:t/hopper/d-v0").sha256()
+    assert capsys.readouterr().out == (
+        f"o2o: wrote Minari dataset t/hopper/d-v0 (sha256 {digest}); train on it with dataset=minari:t/hopper/d-v0\n"
+    )
+
+
 def test_generation_is_deterministic_for_a_seed_and_refuses_to_overwrite(behaviour_dir):
     first = gen.generate(
         gen.GenerateConfig(level="random", size=80, seed=5, dataset_id="t/hopper/a-v0", progress=False)
