@@ -170,6 +170,23 @@ def test_a_restart_drops_the_rows_past_its_checkpoint_and_a_fresh_start_drops_th
     assert attempt(10) == [("0", "dataset_normalized_score"), ("10", "td_loss")]
 
 
+def test_the_header_is_on_disk_from_the_start_and_survives_a_kill_before_the_first_rows(tmp_path):
+    """A run checkpoints step 0 before its logger opens metrics.csv; killed before the first rows,
+    it restarts from that checkpoint onto the file it left. The header must be there both times,
+    or every row after would be read as the header (``rl.report``, ``rl.plot``)."""
+    from rl.loops import RunLogger
+
+    header = "step,phase,env_steps,metric,value\r\n"
+    logger = RunLogger(tmp_path, 100, 0, progress=False)  # open, nothing logged yet (a kill here)
+    assert (tmp_path / "metrics.csv").read_bytes().decode() == header
+    (tmp_path / "metrics.csv").write_text("")  # what a kill left before this fix: the header unflushed
+    restarted = RunLogger(tmp_path, 100, 0, progress=False)
+    restarted.log(0, "offline", 0, {"td_loss": 1.0})
+    restarted.close()
+    logger.close()
+    assert [(r["step"], r["metric"]) for r in read_metrics(tmp_path)] == [("0", "td_loss")]
+
+
 @pytest.mark.slow
 def test_joblib_sweep_runs_every_combination_into_short_indexed_folders(tmp_path, minari_store):
     result = run_cli(

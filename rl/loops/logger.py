@@ -29,8 +29,9 @@ class RunLogger:
         new_file = not self.csv_path.exists()
         self._csv_file = self.csv_path.open("a", newline="")
         self._csv = csv.writer(self._csv_file)
-        if new_file:
+        if new_file:  # on disk at once: a run killed before its first rows still has its header
             self._csv.writerow(METRICS_COLUMNS)
+            self._csv_file.flush()
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=start_step if start_step > 0 else None)
         self.bar = tqdm(
             total=total_steps, initial=start_step, disable=not progress, dynamic_ncols=True, unit="step"
@@ -68,14 +69,16 @@ class RunLogger:
 
 def _truncate_csv(path: Path, keep_through: int) -> None:
     """Keep the header and the rows with ``step <= keep_through``; a start from step 0 (no checkpoint
-    yet) keeps only the header, as the run logs its step-0 rows again."""
+    yet) keeps only the header, as the run logs its step-0 rows again. The header is written anew, so
+    a file left empty by an attempt killed before its first write gets one too."""
     if not path.exists():
         return
     with path.open(newline="") as f:
-        rows = list(csv.reader(f))
+        rows = list(csv.reader(f))[1:]
     resumed = keep_through > 0
-    kept = [rows[0]] + [r for r in rows[1:] if resumed and int(r[0]) <= keep_through] if rows else []
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
-        csv.writer(f).writerows(kept)
+        writer = csv.writer(f)
+        writer.writerow(METRICS_COLUMNS)
+        writer.writerows(r for r in rows if resumed and int(r[0]) <= keep_through)
     tmp.replace(path)
