@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from rl.calibration import CalibrationRule, calibration_points, draw, first_warm_step, offline_series, report
 from rl.report import collect_run
-from rl.run_files import DATASET_DIGEST
+from rl.run_files import RUN_RECORD
 
 WARM_RULE = CalibrationRule(window=5000, every=25000, within=0.25, moved=0.02)
 RESULTS = Path("results/d4rl_o2o_warmstart")
@@ -70,16 +70,9 @@ def publish(run: Path, results: Path = RESULTS) -> tuple[int, Path]:
         )
     out = results / "pretrain" / name
     out.mkdir(parents=True, exist_ok=True)
-    record = (
-        run / "metrics.csv",
-        run / "git_revision.txt",
-        run / DATASET_DIGEST,
-        *(run / ".hydra").glob("*.yaml"),
-    )
-    for source in record:
-        # hydra.yaml: Hydra's own settings, paths of this machine, nothing of the run
-        if source.is_file() and source.name != "hydra.yaml":
-            shutil.copy2(source, out / source.name)
+    for kept in ("metrics.csv", *RUN_RECORD):  # flat: the folder predates the record's .hydra/ layout
+        if (run / kept).is_file():
+            shutil.copy2(run / kept, out / Path(kept).name)
     (out / "calibration.md").write_text(report(points, WARM_RULE, [run]))
     draw(series, points, out / "calibration.png")
     target = results / "checkpoints" / f"{name}.pt"
